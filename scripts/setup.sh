@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Brings a fresh Debian machine to the point where peerfs builds, mounts and
+# tests: the Debian fuse package (fusermount, libfuse.so.2), the npm
+# dependencies, our fuse-native patch and its rebuild from source.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v fusermount >/dev/null 2>&1 || need_pkgs+=(fuse)
+/sbin/ldconfig -p 2>/dev/null | grep -q 'libfuse\.so\.2 ' || need_pkgs+=(libfuse2)
+# Tests also exercise the tree with these, the way users do.
+command -v rsync >/dev/null 2>&1 || need_pkgs+=(rsync)
+command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+command -v cc >/dev/null 2>&1 || need_pkgs+=(gcc)
+command -v make >/dev/null 2>&1 || need_pkgs+=(make)
+command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
+
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian packages: ${need_pkgs[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  else
+    echo "setup: missing Debian packages: ${need_pkgs[*]}" >&2
+    echo "setup: install them as root:  apt-get install ${need_pkgs[*]}" >&2
+    exit 1
+  fi
+fi
+
+if [ ! -e /dev/fuse ]; then
+  echo "setup: /dev/fuse is missing: load the fuse kernel module (modprobe fuse) or run with --device /dev/fuse" >&2
+  exit 1
+fi
+
+npm ci --no-audit --no-fund --loglevel=error
+# npm does not run dependency install scripts; patch and rebuild explicitly.
+./node_modules/.bin/patch-package --error-on-fail
+node scripts/rebuild-fuse.mjs

@@ -1,0 +1,207 @@
+// Loads and validates the TOML config. Every problem names the file, the key
+// and what is wrong, and unknown keys are errors: a typo must not silently
+// fall back to a default. Relative paths are relative to the config file.
+import { readFile } from 'node:fs/promises'
+import path from 'node:path'
+import { parse as parseToml, TomlError } from 'smol-toml'
+import { ConfigError } from './errors.js'
+import { parsePublicKey, type PublicKey } from './keys.js'
+
+export interface HostPort { host: string, port: number }
+
+export interface PeerConfig {
+  id: string
+  address?: HostPort
+  key: PublicKey
+  alias?: string
+  requestTimeoutMs: number
+}
+
+export interface Config {
+  file: string
+  id: string
+  keyFile: string
+  listen?: HostPort
+  state: string
+  mountpoint?: string
+  peers: PeerConfig[]
+  requestTimeoutMs: number
+  keepaliveMs: number
+  downAfterMs: number
+  retryBudget: number
+  backoffMinMs: number
+  backoffMaxMs: number
+  maxRequestBytes: number
+  entryTimeoutS: number
+  logLevel: string
+}
+
+const ID_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/
+const ALIAS_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+
+type Table = Record<string, unknown>
+
+/** Reads typed values out of one TOML table, naming keys as `peer[1].key`. */
+class Reader {
+  private readonly seen = new Set<string>()
+  constructor (private readonly file: string, private readonly table: Table, private readonly prefix = '') {}
+
+  fail (key: string, problem: string): never {
+    throw new ConfigError(this.file, this.prefix + key, problem)
+  }
+
+  private get (key: string): unknown {
+    this.seen.add(key)
+    return this.table[key]
+  }
+
+  string (key: string, required: true): string
+  string (key: string, required?: false): string | undefined
+  string (key: string, required = false): string | undefined {
+    const v = this.get(key)
+    if (v === undefined) return required ? this.fail(key, 'is required') : undefined
+    if (typeof v !== 'string') return this.fail(key, `must be a string, got ${describe(v)}`)
+    if (v === '') return this.fail(key, 'must not be empty')
+    return v
+  }
+
+  int (key: string, dflt: number, min: number, max: number): number {
+    const v = this.get(key)
+    if (v === undefined) return dflt
+    if (typeof v !== 'number' && typeof v !== 'bigint') return this.fail(key, `must be an integer, got ${describe(v)}`)
+    const n = Number(v)
+    if (!Number.isInteger(n)) return this.fail(key, `must be an integer, got ${n}`)
+    if (n < min || n > max) return this.fail(key, `must be between ${min} and ${max}, got ${n}`)
+    return n
+  }
+
+  number (key: string, dflt: number, min: number, max: number): number {
+    const v = this.get(key)
+    if (v === undefined) return dflt
+    if (typeof v !== 'number') return this.fail(key, `must be a number, got ${describe(v)}`)
+    if (!(v >= min && v <= max)) return this.fail(key, `must be between ${min} and ${max}, got ${v}`)
+    return v
+  }
+
+  tables (key: string): Table[] {
+    const v = this.get(key)
+    if (v === undefined) return []
+    if (!Array.isArray(v) || v.some(t => t === null || typeof t !== 'object' || Array.isArray(t))) {
+      return this.fail(key, `must be an array of tables ([[${key}]]), got ${describe(v)}`)
+    }
+    return v as Table[]
+  }
+
+  /** Call after reading every known key. */
+  done (): void {
+    for (const key of Object.keys(this.table)) {
+      if (!this.seen.has(key)) this.fail(key, 'unknown key')
+    }
+  }
+}
+
+function describe (v: unknown): string {
+  if (Array.isArray(v)) return 'an array'
+  if (v instanceof Date) return 'a date'
+  if (typeof v === 'object' && v !== null) return 'a table'
+  return `${typeof v} ${JSON.stringify(v)}`
+}
+
+function hostPort (r: Reader, key: string, text: string | undefined): HostPort | undefined {
+  if (text === undefined) return undefined
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(text)
+  if (m === null) return r.fail(key, `must be "host:port" (e.g. "127.0.0.1:7701"), got ${JSON.stringify(text)}`)
+  const port = Number(m[3])
+  if (port < 1 || port > 65535) return r.fail(key, `port must be between 1 and 65535, got ${port}`)
+  return { host: m[1] ?? m[2], port }
+}
+
+/** Validates parsed TOML. Pure: reads no files. */
+export function configFromToml (file: string, toml: Table): Config {
+  const dir = path.dirname(path.resolve(file))
+  const resolve = (p: string | undefined): string | undefined => p === undefined ? undefined : path.resolve(dir, p)
+  const r = new Reader(file, toml)
+
+  const id = r.string('id', true)
+  if (!ID_RE.test(id)) r.fail('id', `must be 1-32 characters of a-z, 0-9, _ and -, starting with a letter or digit; got ${JSON.stringify(id)}`)
+  const requestTimeoutMs = r.int('request_timeout_ms', 10_000, 10, 3_600_000)
+  const cfg: Config = {
+    file: path.resolve(file),
+    id,
+    keyFile: resolve(r.string('key', true)) as string,
+    listen: hostPort(r, 'listen', r.string('listen')),
+    state: resolve(r.string('state', true)) as string,
+    mountpoint: resolve(r.string('mountpoint')),
+    peers: [],
+    requestTimeoutMs,
+    keepaliveMs: r.int('keepalive_ms', 1000, 50, 600_000),
+    downAfterMs: r.int('down_after_ms', 3000, 100, 3_600_000),
+    retryBudget: r.int('retry_budget', 10, 0, 1_000_000),
+    backoffMinMs: r.int('backoff_min_ms', 200, 1, 3_600_000),
+    backoffMaxMs: r.int('backoff_max_ms', 10_000, 1, 3_600_000),
+    maxRequestBytes: r.int('max_request_bytes', 1 << 20, 1, 16 << 20),
+    entryTimeoutS: r.number('cache_timeout_s', 1, 0, 3600),
+    logLevel: r.string('log_level') ?? 'info'
+  }
+  if (!LOG_LEVELS.includes(cfg.logLevel)) r.fail('log_level', `must be one of ${LOG_LEVELS.join(', ')}; got ${JSON.stringify(cfg.logLevel)}`)
+  if (cfg.downAfterMs <= cfg.keepaliveMs) r.fail('down_after_ms', `must be larger than keepalive_ms (${cfg.keepaliveMs})`)
+  if (cfg.backoffMaxMs < cfg.backoffMinMs) r.fail('backoff_max_ms', `must not be smaller than backoff_min_ms (${cfg.backoffMinMs})`)
+
+  const ids = new Set([id])
+  const keys = new Set<string>()
+  const aliases = new Set<string>()
+  r.tables('peer').forEach((t, i) => {
+    const pr = new Reader(file, t, `peer[${i + 1}].`)
+    const pid = pr.string('id', true)
+    if (!ID_RE.test(pid)) pr.fail('id', `must be 1-32 characters of a-z, 0-9, _ and -, starting with a letter or digit; got ${JSON.stringify(pid)}`)
+    if (ids.has(pid)) pr.fail('id', pid === id ? 'is this node\'s own id' : `duplicate peer id ${JSON.stringify(pid)}`)
+    ids.add(pid)
+    const keyText = pr.string('key', true)
+    let key: PublicKey
+    try {
+      key = parsePublicKey(keyText)
+    } catch (err) {
+      return pr.fail('key', (err as Error).message)
+    }
+    if (keys.has(key.text)) pr.fail('key', 'the same key is given for another peer')
+    keys.add(key.text)
+    const alias = pr.string('alias')
+    if (alias !== undefined) {
+      if (!ALIAS_RE.test(alias)) pr.fail('alias', `must be 1-32 characters of A-Z, a-z, 0-9, _ and -; got ${JSON.stringify(alias)}`)
+      if (aliases.has(alias)) pr.fail('alias', `duplicate alias ${JSON.stringify(alias)}`)
+      aliases.add(alias)
+    }
+    cfg.peers.push({
+      id: pid,
+      address: hostPort(pr, 'address', pr.string('address')),
+      key,
+      alias,
+      requestTimeoutMs: pr.int('request_timeout_ms', requestTimeoutMs, 10, 3_600_000)
+    })
+    pr.done()
+  })
+  r.done()
+  return cfg
+}
+
+export function parseConfig (file: string, text: string): Config {
+  let toml: Table
+  try {
+    toml = parseToml(text) as Table
+  } catch (err) {
+    const where = err instanceof TomlError ? ` at line ${err.line}, column ${err.column}` : ''
+    throw new ConfigError(file, '(syntax)', `not valid TOML${where}: ${(err as Error).message.split('\n')[0]}`)
+  }
+  return configFromToml(file, toml)
+}
+
+export async function loadConfig (file: string): Promise<Config> {
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(file, '(file)', `cannot read: ${(err as Error).message}`)
+  }
+  return parseConfig(file, text)
+}

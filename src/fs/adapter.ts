@@ -1,0 +1,222 @@
+// The FUSE adapter: the only module that imports fuse-native. It resolves
+// paths to nodes, dispatches on their capabilities, keeps the table of open
+// handles, and converts errors in one place: a PeerfsError's errno goes to
+// the caller, anything else is logged and becomes EIO. Every operation
+// answers exactly once (answer() guards it).
+import { constants as fsc } from 'node:fs'
+import Fuse, { type PollHandle, type Stat } from 'fuse-native'
+import { E, FsError, PeerfsError } from '../errors.js'
+import type { Logger } from '../log.js'
+import { isDir, isFile, isSymlink, POLLIN, POLLOUT, type DirNode, type FileNode, type FsNode, type Handle } from './types.js'
+
+/** libfuse's interrupt signal: SIGRTMIN+6, a signal Node leaves alone (SIGUSR1 is ours). */
+const INTR_SIGNAL = 40
+const O_ACCMODE = 3
+
+interface Open {
+  handle: Handle
+  ph: PollHandle | undefined
+}
+
+export interface AdapterOptions {
+  mountpoint: string
+  /** Kernel entry/attribute cache lifetime in seconds (static nodes). */
+  cacheTimeoutS: number
+  log: Logger
+}
+
+export class FuseAdapter {
+  private readonly fuse: Fuse
+  private readonly open = new Map<number, Open>()
+  private nextFd = 1
+  private readonly uid = process.getuid?.() ?? 0
+  private readonly gid = process.getgid?.() ?? 0
+
+  constructor (private readonly root: DirNode, private readonly opts: AdapterOptions) {
+    if (!Fuse.HAS_POLL) throw new Error('fuse-native is not the patched build (run `make setup`)')
+    const t = String(opts.cacheTimeoutS)
+    this.fuse = new Fuse(opts.mountpoint, this.ops(), {
+      timeout: false,
+      mkdir: true,
+      options: [
+        'fsname=peerfs', 'subtype=peerfs', 'default_permissions',
+        'big_writes', 'intr', `intr_signal=${INTR_SIGNAL}`,
+        `entry_timeout=${t}`, `attr_timeout=${t}`, 'negative_timeout=0'
+      ]
+    })
+  }
+
+  mount (): Promise<void> {
+    return new Promise((resolve, reject) => this.fuse.mount((err) => err === null ? resolve() : reject(err)))
+  }
+
+  unmount (): Promise<void> {
+    return new Promise((resolve, reject) => this.fuse.unmount((err) => err === null ? resolve() : reject(err)))
+  }
+
+  private resolve (path: string): FsNode {
+    let node: FsNode = this.root
+    if (path === '/') return node
+    for (const name of path.split('/').slice(1)) {
+      if (!isDir(node)) throw new FsError(E.ENOTDIR, `${path}: not a directory`)
+      const next = node.lookup(name)
+      if (next === undefined) throw new FsError(E.ENOENT, `${path}: no such file`)
+      node = next
+    }
+    return node
+  }
+
+  private handle (fd: number): Open {
+    const o = this.open.get(fd)
+    if (o === undefined) throw new FsError(E.EBADF, `no open handle ${fd}`)
+    return o
+  }
+
+  /** Runs fn and answers cb exactly once with its result or its errno. */
+  private answer<T> (op: string, path: string, cb: (err: number, res?: T) => void, fn: () => T | Promise<T>): void {
+    let done = false
+    const reply = (err: number, res?: T): void => {
+      if (done) {
+        this.opts.log.error({ op, path }, 'second answer to one FUSE operation suppressed')
+        return
+      }
+      done = true
+      cb(err, res)
+    }
+    const fail = (err: unknown): void => {
+      if (err instanceof PeerfsError) {
+        if (this.opts.log.isLevelEnabled('debug')) this.opts.log.debug({ op, path, errno: err.errno, msg: err.message }, 'fs error')
+        reply(-err.errno)
+      } else {
+        this.opts.log.error({ op, path, err }, 'unexpected error in FUSE operation')
+        reply(-E.EIO)
+      }
+    }
+    try {
+      const r = fn()
+      if (r instanceof Promise) r.then((v) => reply(0, v), fail)
+      else reply(0, r)
+    } catch (err) {
+      fail(err)
+    }
+  }
+
+  private stat (node: FsNode): Stat {
+    const a = node.attr()
+    const t = a.mtimeMs ?? 0
+    return { mode: a.mode, size: a.size ?? 0, mtime: t, atime: t, ctime: t, uid: this.uid, gid: this.gid, nlink: isDir(node) ? 2 : 1 }
+  }
+
+  private file (path: string): FileNode {
+    const node = this.resolve(path)
+    if (isDir(node)) throw new FsError(E.EISDIR, `${path}: is a directory`)
+    if (!isFile(node)) throw new FsError(E.EINVAL, `${path}: not a regular file`)
+    return node
+  }
+
+  private ops (): ConstructorParameters<typeof Fuse>[1] {
+    return {
+      getattr: (path, cb) => this.answer('getattr', path, cb, () => this.stat(this.resolve(path))),
+
+      readdir: (path, cb) => this.answer('readdir', path, cb, () => {
+        const node = this.resolve(path)
+        if (!isDir(node)) throw new FsError(E.ENOTDIR, `${path}: not a directory`)
+        return ['.', '..', ...node.list()]
+      }),
+
+      readlink: (path, cb) => this.answer('readlink', path, cb, () => {
+        const node = this.resolve(path)
+        if (!isSymlink(node)) throw new FsError(E.EINVAL, `${path}: not a symlink`)
+        return node.readlink()
+      }),
+
+      open: (path, flags, cb) => {
+        let fd = 0
+        this.answer<number>('open', path, (err, res) => cb(err, fd, res), async () => {
+          const node = this.file(path)
+          fd = this.nextFd++
+          const entry: Open = { handle: { direct: false }, ph: undefined }
+          const handle = await node.open({ flags, wake: () => this.wake(entry) })
+          const acc = flags & O_ACCMODE
+          if ((acc !== fsc.O_RDONLY && handle.write === undefined) || (acc !== fsc.O_WRONLY && handle.read === undefined)) {
+            handle.release?.()
+            throw new FsError(E.EACCES, `${path}: not ${acc === fsc.O_RDONLY ? 'readable' : 'writable'}`)
+          }
+          entry.handle = handle
+          this.open.set(fd, entry)
+          return handle.direct ? Fuse.OPEN_DIRECT_IO : 0
+        })
+      },
+
+      create: (path, _mode, cb) => this.answer('create', path, cb, () => {
+        this.resolve(path.slice(0, path.lastIndexOf('/')) || '/')
+        throw new FsError(E.EACCES, `${path}: files cannot be created here`)
+      }),
+
+      read: (path, fd, buf, len, pos, cb, signal, flags) => this.answer<Buffer>('read', path, (err, data) => {
+        if (err !== 0 || data === undefined) return cb(err)
+        data.copy(buf, 0, 0, Math.min(len, data.length))
+        cb(Math.min(len, data.length))
+      }, () => {
+        const h = this.handle(fd).handle
+        if (h.read === undefined) throw new FsError(E.EBADF, `${path}: not open for reading`)
+        return h.read(len, pos, { nonblock: (flags & fsc.O_NONBLOCK) !== 0, signal })
+      }),
+
+      write: (path, fd, buf, len, pos, cb) => this.answer<number>('write', path, (err, n) => cb(err !== 0 ? err : n ?? 0), () => {
+        const h = this.handle(fd).handle
+        if (h.write === undefined) throw new FsError(E.EBADF, `${path}: not open for writing`)
+        // The buffer is FUSE's memory, valid only until we answer.
+        return h.write(Buffer.from(buf.subarray(0, len)), pos)
+      }),
+
+      flush: (path, fd, cb) => this.answer('flush', path, cb, () => this.handle(fd).handle.flush?.()),
+
+      release: (path, fd, cb) => this.answer('release', path, cb, () => {
+        const o = this.open.get(fd)
+        if (o === undefined) return
+        this.open.delete(fd)
+        if (o.ph !== undefined) this.fuse.destroyPollHandle(o.ph)
+        o.ph = undefined
+        o.handle.release?.()
+      }),
+
+      truncate: (path, size, cb) => this.answer('truncate', path, cb, () => {
+        const node = this.file(path)
+        if (node.truncate === undefined) throw new FsError(E.EACCES, `${path}: read-only`)
+        node.truncate(size)
+      }),
+
+      ftruncate: (path, _fd, size, cb) => this.answer('ftruncate', path, cb, () => {
+        const node = this.file(path)
+        if (node.truncate === undefined) throw new FsError(E.EACCES, `${path}: read-only`)
+        node.truncate(size)
+      }),
+
+      poll: (path, fd, ph, cb) => this.answer<number>('poll', path, cb, () => {
+        const o = this.open.get(fd)
+        if (o === undefined) {
+          if (ph !== null) this.fuse.destroyPollHandle(ph)
+          throw new FsError(E.EBADF, `no open handle ${fd}`)
+        }
+        if (o.handle.poll === undefined) {
+          if (ph !== null) this.fuse.destroyPollHandle(ph)
+          return POLLIN | POLLOUT
+        }
+        if (ph !== null) {
+          if (o.ph !== undefined) this.fuse.destroyPollHandle(o.ph)
+          o.ph = ph
+        }
+        return o.handle.poll()
+      })
+    }
+  }
+
+  /** Wakes the poller waiting on this handle, if any; each pollhandle is used once. */
+  private wake (o: Open): void {
+    const ph = o.ph
+    if (ph === undefined) return
+    o.ph = undefined
+    this.fuse.notifyPoll(ph)
+  }
+}

@@ -1,0 +1,43 @@
+// The part of (patched) fuse-native that src/fs/adapter.ts uses.
+declare module 'fuse-native' {
+  type Cb<T extends unknown[] = []> = (err: number, ...res: T) => void
+  export interface Stat { mode: number, size: number, mtime: number, atime: number, ctime: number, uid: number, gid: number, nlink: number }
+  export type PollHandle = object
+  export interface Ops {
+    init?: (cb: Cb) => void
+    getattr?: (path: string, cb: (err: number, stat?: Stat) => void) => void
+    readdir?: (path: string, cb: (err: number, names?: string[]) => void) => void
+    open?: (path: string, flags: number, cb: (err: number, fd?: number, openFlags?: number) => void) => void
+    create?: (path: string, mode: number, cb: (err: number, fd?: number, openFlags?: number) => void) => void
+    read?: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void, signal: AbortSignal, flags: number) => void
+    write?: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => void
+    flush?: (path: string, fd: number, cb: Cb) => void
+    release?: (path: string, fd: number, cb: Cb) => void
+    truncate?: (path: string, size: number, cb: Cb) => void
+    ftruncate?: (path: string, fd: number, size: number, cb: Cb) => void
+    readlink?: (path: string, cb: (err: number, target?: string) => void) => void
+    poll?: (path: string, fd: number, ph: PollHandle | null, cb: (err: number, revents?: number) => void) => void
+  }
+  export interface FuseOptions {
+    timeout?: number | false
+    mkdir?: boolean
+    force?: boolean
+    fsname?: string
+    subtype?: string
+    defaultPermissions?: boolean
+    options?: string[]
+  }
+  class Fuse {
+    constructor (mnt: string, ops: Ops, opts?: FuseOptions)
+    mount (cb: (err: Error | null) => void): void
+    unmount (cb: (err: Error | null) => void): void
+    notifyPoll (ph: PollHandle): void
+    destroyPollHandle (ph: PollHandle): void
+    static unmount (mnt: string, cb: (err: Error | null) => void): void
+    static OPEN_DIRECT_IO: number
+    static OPEN_NONSEEKABLE: number
+    static OPEN_KEEP_CACHE: number
+    static HAS_POLL: boolean
+  }
+  export default Fuse
+}

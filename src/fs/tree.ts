@@ -1,0 +1,97 @@
+// The mounted tree, built from tables (Plan 9's Dirtab) rather than path
+// switches:
+//
+//   status  events  peers/<id>/{state,status,ctl,svc/NN}  tile/<ALIAS> -> ../peers/<id>
+//
+// Per-peer folders are cached so a file's state (a request file's last
+// reply) lives as long as the peer stays configured.
+import { svcName } from '../services/builtin.js'
+import type { Backend, PeerView } from './backend.js'
+import { CtlFile } from './ctl.js'
+import { EventsFile } from './events-file.js'
+import { RequestFile } from './request.js'
+import { TextFile, keyValueLines } from './text.js'
+import { S_IFDIR, S_IFLNK, type Attr, type DirNode, type FsNode, type SymlinkNode } from './types.js'
+
+export const PEER_COMMANDS = ['reconnect', 'reset', 'disconnect'] as const
+const SVC_NAME_RE = /^(0[1-9]|[1-5][0-9]|6[0-3])$/
+const ALL_SVCS = Array.from({ length: 63 }, (_, i) => svcName(i + 1))
+
+/** A directory of fixed entries. */
+export class StaticDir implements DirNode {
+  constructor (private readonly entries: Map<string, FsNode>, private readonly mtimeMs: number) {}
+  attr (): Attr { return { mode: S_IFDIR | 0o755, mtimeMs: this.mtimeMs } }
+  lookup (name: string): FsNode | undefined { return this.entries.get(name) }
+  list (): string[] { return [...this.entries.keys()] }
+}
+
+class Symlink implements SymlinkNode {
+  constructor (private readonly target: string, private readonly mtimeMs: number) {}
+  attr (): Attr { return { mode: S_IFLNK | 0o777, size: this.target.length, mtimeMs: this.mtimeMs } }
+  readlink (): string { return this.target }
+}
+
+interface DirEntry { name: string, make: (p: PeerView, t: number) => FsNode }
+
+const PEER_DIRTAB: readonly DirEntry[] = [
+  { name: 'state', make: (p, t) => new TextFile(() => p.state() + '\n', t) },
+  { name: 'status', make: (p, t) => new TextFile(() => keyValueLines(p.status()), t) },
+  { name: 'ctl', make: (p, t) => new CtlFile(PEER_COMMANDS, (cmd) => p.control(cmd), t) },
+  { name: 'svc', make: (p, t) => new ClientServiceDir(p, t) }
+]
+
+class ClientServiceDir implements DirNode {
+  private readonly files = new Map<string, RequestFile>()
+  constructor (private readonly peer: PeerView, private readonly mtimeMs: number) {}
+  attr (): Attr { return { mode: S_IFDIR | 0o755, mtimeMs: this.mtimeMs } }
+  list (): string[] { return ALL_SVCS }
+  lookup (name: string): FsNode | undefined {
+    if (!SVC_NAME_RE.test(name)) return undefined
+    let f = this.files.get(name)
+    if (f === undefined) {
+      f = new RequestFile(this.peer, Number(name), this.mtimeMs)
+      this.files.set(name, f)
+    }
+    return f
+  }
+}
+
+class PeersDir implements DirNode {
+  private readonly dirs = new Map<string, { view: PeerView, dir: StaticDir }>()
+  constructor (private readonly backend: Backend, private readonly mtimeMs: number) {}
+  attr (): Attr { return { mode: S_IFDIR | 0o755, mtimeMs: this.mtimeMs } }
+  list (): string[] { return this.backend.peers().map(p => p.id) }
+  lookup (name: string): FsNode | undefined {
+    const view = this.backend.peer(name)
+    if (view === undefined) {
+      this.dirs.delete(name)
+      return undefined
+    }
+    let cached = this.dirs.get(name)
+    if (cached === undefined || cached.view !== view) {
+      cached = { view, dir: new StaticDir(new Map(PEER_DIRTAB.map(e => [e.name, e.make(view, this.mtimeMs)])), this.mtimeMs) }
+      this.dirs.set(name, cached)
+    }
+    return cached.dir
+  }
+}
+
+class TileDir implements DirNode {
+  constructor (private readonly backend: Backend, private readonly mtimeMs: number) {}
+  attr (): Attr { return { mode: S_IFDIR | 0o755, mtimeMs: this.mtimeMs } }
+  list (): string[] { return this.backend.peers().flatMap(p => p.alias === undefined ? [] : [p.alias]) }
+  lookup (name: string): FsNode | undefined {
+    const p = this.backend.peers().find(v => v.alias === name)
+    return p === undefined ? undefined : new Symlink(`../peers/${p.id}`, this.mtimeMs)
+  }
+}
+
+export function buildTree (backend: Backend, now: () => number = Date.now): DirNode {
+  const t = backend.startedAt
+  return new StaticDir(new Map<string, FsNode>([
+    ['status', new TextFile(() => backend.summary(), t)],
+    ['events', new EventsFile(backend.events, t, now)],
+    ['peers', new PeersDir(backend, t)],
+    ['tile', new TileDir(backend, t)]
+  ]), t)
+}

@@ -1,0 +1,67 @@
+// The capability interfaces of tree nodes. The FUSE adapter resolves a path
+// to a node, checks which of these it implements, and dispatches; nodes know
+// nothing of FUSE and throw FsError (or any PeerfsError) with the errno the
+// caller must see. The whole tree can be driven without a mount.
+
+export interface Attr {
+  /** Full st_mode, type bits included. */
+  mode: number
+  size?: number
+  mtimeMs?: number
+}
+
+export interface FsNode {
+  attr(): Attr
+}
+
+export interface DirNode extends FsNode {
+  lookup(name: string): FsNode | undefined
+  list(): string[]
+}
+
+export interface OpenContext {
+  flags: number
+  /** Call when the handle's readiness may have changed; wakes pollers. */
+  wake: () => void
+}
+
+export interface ReadContext {
+  /** O_NONBLOCK: answer EAGAIN rather than wait. */
+  nonblock: boolean
+  /** Aborted when the caller is interrupted by a signal. */
+  signal?: AbortSignal
+}
+
+export interface Handle {
+  /** Content is live: the kernel must call read and not trust st_size. */
+  readonly direct: boolean
+  read?(len: number, pos: number, ctx: ReadContext): Buffer | Promise<Buffer>
+  write?(data: Buffer, pos: number): number | Promise<number>
+  /** On every close(2) of a descriptor; its error is close's error. */
+  flush?(): void | Promise<void>
+  /** Ready mask (POLLIN, POLLOUT, ...) now. */
+  poll?(): number
+  release?(): void
+}
+
+export interface FileNode extends FsNode {
+  open(ctx: OpenContext): Handle | Promise<Handle>
+  /** O_TRUNC and truncate(2); files that take writes accept size 0. */
+  truncate?(size: number): void
+}
+
+export interface SymlinkNode extends FsNode {
+  readlink(): string
+}
+
+export const isDir = (n: FsNode): n is DirNode => typeof (n as DirNode).lookup === 'function'
+export const isFile = (n: FsNode): n is FileNode => typeof (n as FileNode).open === 'function'
+export const isSymlink = (n: FsNode): n is SymlinkNode => typeof (n as SymlinkNode).readlink === 'function'
+
+export const S_IFDIR = 0o040000
+export const S_IFREG = 0o100000
+export const S_IFLNK = 0o120000
+
+export const POLLIN = 0x001
+export const POLLOUT = 0x004
+export const POLLERR = 0x008

@@ -1,0 +1,229 @@
+// The daemon: loads the config and key, starts the peer manager, builds the
+// tree over a Backend that adapts peers to views, mounts it, and handles
+// signals (INT/TERM unmount and exit 0, HUP reloads the config, USR1
+// revives dead peers and logs a status report).
+import { execFile } from 'node:child_process'
+import { mkdir, readFile } from 'node:fs/promises'
+import path from 'node:path'
+import { promisify } from 'node:util'
+import { systemClock, type Clock } from './clock.js'
+import { loadConfig, type Config } from './config.js'
+import { ConfigError, E, FsError } from './errors.js'
+import { EventBus } from './events.js'
+import { FuseAdapter } from './fs/adapter.js'
+import type { Backend, PeerView } from './fs/backend.js'
+import { buildTree, PEER_COMMANDS } from './fs/tree.js'
+import { readKeyFile, type Identity } from './keys.js'
+import { makeLogger, type Logger } from './log.js'
+import { MAX_BUILTIN, serveBuiltin, svcName, VERSION } from './services/builtin.js'
+import { PeerManager } from './transport/manager.js'
+import type { Peer } from './transport/peer.js'
+
+const run = promisify(execFile)
+
+class PeerViewImpl implements PeerView {
+  constructor (private readonly peer: Peer, private readonly daemon: Daemon) {}
+  get id (): string { return this.peer.id }
+  get alias (): string | undefined { return this.peer.cfg.alias }
+  get maxRequestBytes (): number { return this.daemon.config.maxRequestBytes }
+  state (): string { return this.peer.state }
+
+  status (): [string, string | number][] {
+    const p = this.peer
+    const a = p.cfg.address
+    return [
+      ['state', p.state],
+      ['address', a === undefined ? '(accepts calls only)' : `${a.host}:${a.port}`],
+      ['since', new Date(p.since).toISOString()],
+      ['retries_left', p.retriesLeft],
+      ['rtt_ms', p.link?.rttMs ?? '-'],
+      ['inflight', p.inflight],
+      ['deferred', 0],
+      ['outbox_files', 0],
+      ['outbox_bytes', 0],
+      ['tx_bytes', p.txBytes],
+      ['rx_bytes', p.rxBytes],
+      ['last_error', p.lastError === '' ? '-' : p.lastError]
+    ]
+  }
+
+  control (cmd: string): void {
+    const c = PEER_COMMANDS.find(x => x === cmd)
+    if (c === undefined) throw new FsError(E.EINVAL, `unknown command ${cmd}`)
+    this.peer.control(c)
+  }
+
+  request (svc: number, payload: Buffer): Promise<Buffer> {
+    return this.peer.request(svc, payload, this.peer.cfg.requestTimeoutMs)
+  }
+}
+
+export interface DaemonOptions {
+  configFile: string
+  mountpoint?: string
+  clock?: Clock
+}
+
+export class Daemon implements Backend {
+  readonly events: EventBus
+  readonly startedAt: number
+  private readonly views = new WeakMap<Peer, PeerViewImpl>()
+  private adapter: FuseAdapter | undefined
+  private stopping = false
+
+  private constructor (
+    public config: Config,
+    readonly identity: Identity,
+    readonly mountpoint: string,
+    readonly log: Logger,
+    readonly manager: PeerManager,
+    private readonly clock: Clock
+  ) {
+    this.startedAt = clock.now()
+    this.events = new EventBus(() => clock.now())
+  }
+
+  static async load (opts: DaemonOptions): Promise<Daemon> {
+    const config = await loadConfig(opts.configFile)
+    let identity: Identity
+    try {
+      identity = await readKeyFile(config.keyFile)
+    } catch (err) {
+      throw new ConfigError(config.file, 'key', `${config.keyFile}: ${(err as Error).message}`)
+    }
+    const mnt = opts.mountpoint === undefined ? config.mountpoint : path.resolve(opts.mountpoint)
+    if (mnt === undefined) throw new ConfigError(config.file, 'mountpoint', 'no mountpoint on the command line or in the config')
+    const clock = opts.clock ?? systemClock
+    const log = makeLogger(config.logLevel).child({ node: config.id })
+    let daemon: Daemon | undefined
+    const manager = new PeerManager({
+      config,
+      identity,
+      clock,
+      log,
+      serve: async (peerId, svc, payload) => (daemon as Daemon).serve(peerId, svc, payload)
+    })
+    daemon = new Daemon(config, identity, mnt, log, manager, clock)
+    manager.on('state', (peer, state, detail) => daemon?.events.emit(peer.id, state, detail))
+    return daemon
+  }
+
+  async serve (_peerId: string, svc: number, payload: Buffer): Promise<Buffer> {
+    return serveBuiltin({
+      id: this.config.id,
+      startedAt: this.startedAt,
+      now: () => this.clock.now(),
+      offered: () => Array.from({ length: 2 }, (_, i) => i + 1).filter(n => n <= MAX_BUILTIN)
+    }, svc, payload)
+  }
+
+  async start (): Promise<void> {
+    await mkdir(this.config.state, { recursive: true, mode: 0o700 })
+    await cleanStaleMount(this.mountpoint, this.log)
+    await this.manager.start()
+    this.adapter = new FuseAdapter(buildTree(this, () => this.clock.now()), {
+      mountpoint: this.mountpoint,
+      cacheTimeoutS: this.config.entryTimeoutS,
+      log: this.log
+    })
+    try {
+      await this.adapter.mount()
+    } catch (err) {
+      await this.manager.stop()
+      throw new Error(`cannot mount ${this.mountpoint}: ${(err as Error).message}`)
+    }
+    this.events.emit(this.config.id, 'mounted', this.mountpoint)
+    this.log.info({ mountpoint: this.mountpoint, version: VERSION }, 'mounted')
+  }
+
+  async stop (): Promise<void> {
+    if (this.stopping) return
+    this.stopping = true
+    try {
+      await this.adapter?.unmount()
+    } catch (err) {
+      this.log.error({ err }, 'unmount failed')
+    }
+    await this.manager.stop()
+    this.log.info('stopped')
+  }
+
+  async reload (): Promise<void> {
+    const next = await loadConfig(this.config.file)
+    if (next.id !== this.config.id || next.keyFile !== this.config.keyFile || next.listen?.port !== this.config.listen?.port || next.state !== this.config.state) {
+      throw new ConfigError(next.file, 'id/key/listen/state', 'cannot change while running; restart the daemon')
+    }
+    this.config = next
+    this.manager.reload(next)
+    this.log.info({ peers: next.peers.map(p => p.id) }, 'config reloaded')
+  }
+
+  reportStatus (): void {
+    this.manager.reviveAll('SIGUSR1')
+    const peers = this.peers().map(v => Object.fromEntries(v.status()))
+    this.log.info({ node: this.config.id, uptime_s: Math.floor((this.clock.now() - this.startedAt) / 1000), peers }, 'status report')
+  }
+
+  // Backend
+
+  peers (): PeerView[] {
+    return [...this.manager.peers.values()].map(p => this.view(p))
+  }
+
+  peer (id: string): PeerView | undefined {
+    const p = this.manager.peers.get(id)
+    return p === undefined ? undefined : this.view(p)
+  }
+
+  private view (p: Peer): PeerViewImpl {
+    let v = this.views.get(p)
+    if (v === undefined) {
+      v = new PeerViewImpl(p, this)
+      this.views.set(p, v)
+    }
+    return v
+  }
+
+  summary (): string {
+    const peers = [...this.manager.peers.values()]
+    const up = peers.filter(p => p.state === 'up').length
+    const l = this.config.listen
+    const head = [
+      `node: ${this.config.id}`,
+      `version: ${VERSION}`,
+      `listen: ${l === undefined ? '-' : `${l.host}:${l.port}`}`,
+      `uptime_s: ${Math.floor((this.clock.now() - this.startedAt) / 1000)}`,
+      `services: ${[1, 2].map(svcName).join(' ')}`,
+      `peers: ${peers.length} (${up} up)`,
+      ''
+    ]
+    const rows = peers.map(p => {
+      const a = p.cfg.address
+      return [
+        p.id.padEnd(16),
+        p.state.padEnd(10),
+        (a === undefined ? '-' : `${a.host}:${a.port}`).padEnd(22),
+        `since ${new Date(p.since).toISOString()}`,
+        `rtt_ms ${p.link?.rttMs ?? '-'}`,
+        p.cfg.alias === undefined ? '' : `alias ${p.cfg.alias}`
+      ].join(' ').trimEnd()
+    })
+    return [...head, ...rows].join('\n') + '\n'
+  }
+}
+
+/** A mount left by a crashed daemon answers ENOTCONN; detach it first. */
+async function cleanStaleMount (mnt: string, log: Logger): Promise<void> {
+  const mounts = await readFile('/proc/self/mounts', 'utf8').catch(() => '')
+  const stale = mounts.split('\n').some(line => {
+    const [, where, type] = line.split(' ')
+    return where !== undefined && unescapeMount(where) === mnt && type?.startsWith('fuse') === true
+  })
+  if (!stale) return
+  log.warn({ mountpoint: mnt }, 'stale mount found; unmounting it')
+  await run('fusermount', ['-uz', mnt])
+}
+
+function unescapeMount (s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))
+}

@@ -1,0 +1,176 @@
+// The peer manager: the listener, the dialer, and the table of peers keyed
+// by id and by static key. A caller is only ever attached to the peer whose
+// configured key it proved in the handshake; an unknown key is refused and
+// logged without touching any existing link.
+import { EventEmitter } from 'node:events'
+import net from 'node:net'
+import type { Clock } from '../clock.js'
+import type { Config, PeerConfig } from '../config.js'
+import { E } from '../errors.js'
+import { encodePublicKey, type Identity } from '../keys.js'
+import type { Logger } from '../log.js'
+import { Link, LinkError } from './link.js'
+import { keyPairFromSecret, type KeyPair } from './noise.js'
+import { Peer, type PeerEnv, type PeerState } from './peer.js'
+
+export interface ManagerOptions {
+  config: Config
+  identity: Identity
+  clock: Clock
+  log: Logger
+  serve: PeerEnv['serve']
+}
+
+export declare interface PeerManager {
+  on(event: 'state', fn: (peer: Peer, state: PeerState, detail: string) => void): this
+  on(event: 'peers', fn: () => void): this
+}
+
+const HANDSHAKE_TIMEOUT_MS = 5000
+
+export class PeerManager extends EventEmitter {
+  readonly peers = new Map<string, Peer>()
+  private config: Config
+  private readonly staticKey: KeyPair
+  private server: net.Server | undefined
+  private readonly inbound = new Set<Link>()
+
+  constructor (private readonly opts: ManagerOptions) {
+    super()
+    this.config = opts.config
+    this.staticKey = keyPairFromSecret(opts.identity.dhSecret)
+  }
+
+  async start (): Promise<void> {
+    for (const pc of this.config.peers) this.addPeer(pc)
+    const listen = this.config.listen
+    if (listen !== undefined) {
+      const server = net.createServer((socket) => this.onConnection(socket))
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject)
+        server.listen(listen.port, listen.host, () => {
+          server.off('error', reject)
+          resolve()
+        })
+      })
+      server.on('error', (err) => this.opts.log.error({ err }, 'listener error'))
+      this.server = server
+      this.opts.log.info({ listen: `${listen.host}:${listen.port}` }, 'listening')
+    }
+    for (const p of this.peers.values()) p.start()
+  }
+
+  async stop (): Promise<void> {
+    for (const p of this.peers.values()) p.stop()
+    for (const l of this.inbound) l.close()
+    if (this.server !== undefined) {
+      const server = this.server
+      this.server = undefined
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    }
+  }
+
+  /** SIGHUP: adds and removes peers; peers whose entry is unchanged keep their link. */
+  reload (config: Config): void {
+    const next = new Map(config.peers.map(p => [p.id, p]))
+    for (const [id, peer] of this.peers) {
+      const pc = next.get(id)
+      if (pc !== undefined && samePeer(pc, peer.cfg)) {
+        peer.cfg = pc
+        continue
+      }
+      peer.stop()
+      this.peers.delete(id)
+      this.opts.log.info({ peer: id }, pc === undefined ? 'peer removed' : 'peer changed; restarting it')
+    }
+    this.config = config
+    for (const pc of config.peers) {
+      if (!this.peers.has(pc.id)) this.addPeer(pc).start()
+    }
+    this.emit('peers')
+  }
+
+  reviveAll (why: string): void {
+    for (const p of this.peers.values()) p.revive(why)
+  }
+
+  private addPeer (pc: PeerConfig): Peer {
+    const peer = new Peer(pc, {
+      clock: this.opts.clock,
+      log: this.opts.log,
+      serve: this.opts.serve,
+      settings: {
+        retryBudget: this.config.retryBudget,
+        backoffMinMs: this.config.backoffMinMs,
+        backoffMaxMs: this.config.backoffMaxMs,
+        handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS
+      },
+      dial: (p) => this.dial(p)
+    })
+    peer.on('state', (state, detail) => this.emit('state', peer, state, detail))
+    this.peers.set(pc.id, peer)
+    return peer
+  }
+
+  private linkOptions (): Omit<ConstructorParameters<typeof Link>[1], 'role'> {
+    return {
+      localId: this.config.id,
+      staticKey: this.staticKey,
+      clock: this.opts.clock,
+      keepaliveMs: this.config.keepaliveMs,
+      downAfterMs: this.config.downAfterMs,
+      handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS
+    }
+  }
+
+  private dial (peer: Peer): Link {
+    const addr = peer.cfg.address
+    if (addr === undefined) throw new Error(`peer ${peer.id} has no address`)
+    const socket = net.connect({ host: addr.host, port: addr.port })
+    socket.setNoDelay(true)
+    const link = new Link(socket, { ...this.linkOptions(), role: 'initiator', expectedKey: peer.cfg.key.dh })
+    link.on('up', () => {
+      if (link.peerId !== peer.id) {
+        this.opts.log.warn({ peer: peer.id, claims: link.peerId }, 'peer calls itself by another id; using the configured one')
+      }
+      const current = this.peers.get(peer.id)
+      if (current === undefined) link.goodbye('shutdown')
+      else current.attach(link)
+    })
+    return link
+  }
+
+  private onConnection (socket: net.Socket): void {
+    socket.setNoDelay(true)
+    const from = `${socket.remoteAddress}:${socket.remotePort}`
+    const link = new Link(socket, {
+      ...this.linkOptions(),
+      role: 'responder',
+      authorize: (remoteKey, claimedId) => {
+        for (const p of this.peers.values()) {
+          if (Buffer.from(remoteKey).equals(p.cfg.key.dh)) return p.id
+        }
+        throw new LinkError(E.EACCES, `unknown key ${encodePublicKey(remoteKey)} (claims to be ${JSON.stringify(claimedId)})`)
+      }
+    })
+    this.inbound.add(link)
+    link.on('up', () => {
+      this.inbound.delete(link)
+      const peer = this.peers.get(link.peerId)
+      if (peer === undefined) {
+        link.goodbye('shutdown')
+        return
+      }
+      if (peer.state === 'dead') this.opts.log.info({ peer: peer.id }, 'dead peer called in; reviving it')
+      peer.attach(link)
+    })
+    link.on('closed', (err) => {
+      if (!this.inbound.delete(link)) return
+      this.opts.log.warn({ from, reason: err?.message }, 'refused incoming connection')
+    })
+  }
+}
+
+function samePeer (a: PeerConfig, b: PeerConfig): boolean {
+  return a.key.text === b.key.text && a.address?.host === b.address?.host && a.address?.port === b.address?.port
+}

@@ -1,0 +1,196 @@
+// Test networks: keys, configs and daemons in child processes, each on a
+// free loopback port, each with its own mountpoint. Every daemon started
+// here is tracked; teardown() kills it (only it) and detaches its mount, so
+// a failing test leaves nothing behind. Call teardown from afterEach.
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, mkdir, writeFile } from 'node:fs/promises'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { promisify } from 'node:util'
+import { encodePublicKey, writeNewKeyFile } from '../../src/keys.js'
+
+const run = promisify(execFile)
+export const ROOT = path.resolve(__dirname, '../..')
+export const CLI = path.join(ROOT, 'dist/src/cli.js')
+
+export async function freePort (): Promise<number> {
+  const srv = net.createServer()
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  const port = (srv.address() as net.AddressInfo).port
+  await new Promise<void>((resolve) => srv.close(() => resolve()))
+  return port
+}
+
+export async function tempDir (prefix = 'peerfs-test-'): Promise<string> {
+  return await mkdtemp(path.join(os.tmpdir(), prefix))
+}
+
+export interface NodeSpec {
+  id: string
+  dir: string
+  keyFile: string
+  publicKey: string
+  port: number
+  mnt: string
+  config: string
+}
+
+export interface PeerLink {
+  /** Dial this address instead of the peer's own (a proxy); null: accept calls only. */
+  address?: string | null
+  alias?: string
+  extra?: string
+}
+
+export interface NetworkOptions {
+  /** Pairs that know each other; default every pair. */
+  links?: [string, string][]
+  /** Per-link overrides, keyed "from>to". */
+  peer?: Record<string, PeerLink>
+  /** Extra top-level TOML per node. */
+  extra?: Record<string, string>
+}
+
+export class Network {
+  constructor (readonly dir: string, readonly nodes: Map<string, NodeSpec>) {}
+  node (id: string): NodeSpec {
+    const n = this.nodes.get(id)
+    if (n === undefined) throw new Error(`no node ${id}`)
+    return n
+  }
+}
+
+const FAST = 'keepalive_ms = 200\ndown_after_ms = 1000\nbackoff_min_ms = 100\nbackoff_max_ms = 500\nrequest_timeout_ms = 3000\n'
+
+export async function makeNetwork (ids: string[], opts: NetworkOptions = {}): Promise<Network> {
+  const dir = await tempDir()
+  const nodes = new Map<string, NodeSpec>()
+  for (const id of ids) {
+    const ndir = path.join(dir, id)
+    await mkdir(ndir, { recursive: true })
+    const keyFile = path.join(ndir, `${id}.key`)
+    const identity = await writeNewKeyFile(keyFile)
+    nodes.set(id, {
+      id, dir: ndir, keyFile, publicKey: encodePublicKey(identity.publicKey), port: await freePort(),
+      mnt: path.join(ndir, 'mnt'), config: path.join(ndir, `${id}.toml`)
+    })
+  }
+  const links = opts.links ?? ids.flatMap((a, i) => ids.slice(i + 1).map(b => [a, b] as [string, string]))
+  for (const n of nodes.values()) {
+    const peers = links.flatMap(([a, b]) => a === n.id ? [b] : b === n.id ? [a] : [])
+    let toml = `id = "${n.id}"\nkey = "${n.id}.key"\nlisten = "127.0.0.1:${n.port}"\nstate = "state"\nmountpoint = "mnt"\n${FAST}${opts.extra?.[n.id] ?? ''}\n`
+    for (const pid of peers) {
+      const p = nodes.get(pid) as NodeSpec
+      const o = opts.peer?.[`${n.id}>${pid}`] ?? {}
+      toml += `[[peer]]\nid = "${pid}"\nkey = "${p.publicKey}"\n`
+      if (o.address !== null) toml += `address = "${o.address ?? `127.0.0.1:${p.port}`}"\n`
+      if (o.alias !== undefined) toml += `alias = "${o.alias}"\n`
+      toml += (o.extra ?? '') + '\n'
+    }
+    await writeFile(n.config, toml)
+  }
+  return new Network(dir, nodes)
+}
+
+const running = new Set<Daemon>()
+
+export class Daemon {
+  proc: ChildProcess | undefined
+  stdout = ''
+  stderr = ''
+  exit: Promise<number | null> = Promise.resolve(null)
+
+  constructor (readonly spec: NodeSpec) {}
+
+  get pid (): number { return this.proc?.pid ?? 0 }
+
+  /** Starts `peerfs mount` and resolves once it prints `mounted`. */
+  async start (timeoutMs = 20_000): Promise<void> {
+    this.stdout = ''
+    this.stderr = ''
+    const proc = spawn(process.execPath, [CLI, 'mount', '-c', this.spec.config], { stdio: ['ignore', 'pipe', 'pipe'] })
+    this.proc = proc
+    running.add(this)
+    proc.stderr?.on('data', (d: Buffer) => { this.stderr += d.toString() })
+    this.exit = new Promise((resolve) => proc.on('exit', (code) => resolve(code)))
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.spec.id} did not mount within ${timeoutMs} ms:\n${this.stderr}`)), timeoutMs)
+      proc.stdout?.on('data', (d: Buffer) => {
+        this.stdout += d.toString()
+        if (this.stdout.includes('mounted ')) {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+      proc.on('exit', (code) => {
+        clearTimeout(timer)
+        reject(new Error(`${this.spec.id} exited with ${code} before mounting:\n${this.stderr}`))
+      })
+    })
+  }
+
+  async kill (signal: NodeJS.Signals = 'SIGKILL'): Promise<number | null> {
+    if (this.proc === undefined || this.proc.exitCode !== null || this.proc.signalCode !== null) return await this.exit
+    this.proc.kill(signal)
+    return await this.exit
+  }
+
+  path (...parts: string[]): string {
+    return path.join(this.spec.mnt, ...parts)
+  }
+}
+
+export async function startNetwork (netw: Network, ids = [...netw.nodes.keys()]): Promise<Map<string, Daemon>> {
+  const ds = new Map(ids.map(id => [id, new Daemon(netw.node(id))]))
+  await Promise.all([...ds.values()].map(async d => await d.start()))
+  return ds
+}
+
+export async function teardown (): Promise<void> {
+  for (const d of running) {
+    await d.kill('SIGKILL')
+    await run('fusermount', ['-uz', d.spec.mnt]).catch(() => {})
+  }
+  running.clear()
+}
+
+export interface Result { code: number, stdout: string, stderr: string }
+
+/** Runs a shell command the way a user would; never throws on failure. */
+export async function sh (cmd: string, timeoutMs = 20_000): Promise<Result> {
+  return await new Promise((resolve) => {
+    execFile('sh', ['-c', cmd], { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
+      resolve({ code: err === null ? 0 : (typeof err.code === 'number' ? err.code : 1), stdout, stderr })
+    })
+  })
+}
+
+/** Runs a Python program; argv after the code are sys.argv[1:]. */
+export async function py (code: string, args: string[] = [], timeoutMs = 20_000): Promise<Result> {
+  return await new Promise((resolve) => {
+    execFile('python3', ['-c', code, ...args], { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
+      resolve({ code: err === null ? 0 : (typeof err.code === 'number' ? err.code : 1), stdout, stderr })
+    })
+  })
+}
+
+/** Polls until check() returns true; bounded in time. */
+export async function eventually (check: () => Promise<boolean> | boolean, what: string, timeoutMs = 10_000, everyMs = 50): Promise<void> {
+  const end = Date.now() + timeoutMs
+  while (Date.now() < end) {
+    if (await check()) return
+    await new Promise(resolve => setTimeout(resolve, everyMs))
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+}
+
+export async function readText (file: string): Promise<string> {
+  const r = await sh(`cat '${file}'`)
+  return r.code === 0 ? r.stdout : ''
+}
+
+export async function isMounted (mnt: string): Promise<boolean> {
+  const r = await sh('cat /proc/self/mounts')
+  return r.stdout.split('\n').some(l => l.split(' ')[1] === mnt)
+}

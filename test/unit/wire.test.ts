@@ -1,0 +1,80 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { ProtocolError } from '../../src/errors.js'
+import {
+  LANE_LIMITS, MAX_FRAGMENT_DATA, Reassembler, RecordDecoder, decodeFragment, decodeMessage,
+  encodeFragment, encodeMessage, encodeRecord, type Message
+} from '../../src/transport/wire.js'
+
+const message = fc.oneof(
+  fc.record({ type: fc.constant('ping' as const), id: fc.nat({ max: 0xffffffff }) }),
+  fc.record({ type: fc.constant('pong' as const), id: fc.nat({ max: 0xffffffff }) }),
+  fc.record({ type: fc.constant('req' as const), tx: fc.nat({ max: 0xffffffff }), svc: fc.integer({ min: 1, max: 63 }), payload: fc.uint8Array({ maxLength: 300 }).map(a => Buffer.from(a)) }),
+  fc.record({ type: fc.constant('rep' as const), tx: fc.nat({ max: 0xffffffff }), status: fc.nat({ max: 255 }), payload: fc.uint8Array({ maxLength: 300 }).map(a => Buffer.from(a)) }),
+  fc.record({ type: fc.constant('bye' as const), reason: fc.constantFrom('shutdown' as const, 'superseded' as const) })
+)
+
+describe('messages', () => {
+  it('round-trip', () => {
+    fc.assert(fc.property(message, (m: Message) => {
+      expect(decodeMessage(encodeMessage(m))).toEqual(m)
+    }))
+  })
+
+  it('refuse malformed input with a ProtocolError, never another exception', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 40 }), (bytes) => {
+      try {
+        decodeMessage(Buffer.from(bytes))
+      } catch (err) {
+        expect(err).toBeInstanceOf(ProtocolError)
+      }
+    }))
+    expect(() => decodeMessage(Buffer.from([3, 0, 0, 0, 1, 64]))).toThrow(/service 64 outside/)
+    expect(() => decodeMessage(Buffer.from([1, 0, 0]))).toThrow(/shorter/)
+    expect(() => decodeMessage(Buffer.from([99]))).toThrow(/unknown message type 99/)
+  })
+})
+
+describe('records', () => {
+  it('decode under any chunking, one byte at a time included', () => {
+    fc.assert(fc.property(fc.array(fc.uint8Array({ maxLength: 2000 }), { maxLength: 8 }), fc.integer({ min: 1, max: 50 }), (bodies, step) => {
+      const stream = Buffer.concat(bodies.map(b => encodeRecord(b)))
+      const d = new RecordDecoder()
+      const out: Buffer[] = []
+      for (let i = 0; i < stream.length; i += step) {
+        d.push(stream.subarray(i, i + step))
+        for (let r = d.next(); r !== undefined; r = d.next()) out.push(Buffer.from(r))
+      }
+      expect(out.map(b => b.toString('hex'))).toEqual(bodies.map(b => Buffer.from(b).toString('hex')))
+      expect(d.pending).toBe(0)
+    }))
+  })
+
+  it('refuse to encode a body over the Noise message limit', () => {
+    expect(() => encodeRecord(Buffer.alloc(65536))).toThrow(RangeError)
+  })
+})
+
+describe('fragments', () => {
+  it('reassemble per lane, with lanes interleaved', () => {
+    const r = new Reassembler()
+    expect(r.push({ lane: 2, last: false, data: Buffer.from('bu') })).toBeUndefined()
+    expect(r.push({ lane: 1, last: true, data: Buffer.from('tx') })?.toString()).toBe('tx')
+    expect(r.push({ lane: 2, last: true, data: Buffer.from('lk') })?.toString()).toBe('bulk')
+  })
+
+  it('refuse a message over its lane limit before buffering it', () => {
+    const r = new Reassembler()
+    const big = Buffer.alloc(MAX_FRAGMENT_DATA)
+    expect(() => {
+      for (let n = 0; n <= LANE_LIMITS[0] / big.length + 1; n++) r.push({ lane: 0, last: false, data: big })
+    }).toThrow(/exceeds/)
+  })
+
+  it('refuse unknown lanes and flags', () => {
+    expect(() => decodeFragment(Buffer.from([3, 0]))).toThrow(/unknown lane/)
+    expect(() => decodeFragment(Buffer.from([0, 2]))).toThrow(/unknown fragment flags/)
+    expect(() => decodeFragment(Buffer.from([0]))).toThrow(/shorter than its header/)
+    expect(decodeFragment(encodeFragment({ lane: 1, last: true, data: Buffer.from('x') }))).toEqual({ lane: 1, last: true, data: Buffer.from('x') })
+  })
+})
