@@ -10,7 +10,7 @@ const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..')
 const pkg = path.join(root, 'node_modules', 'fuse-native')
 const gyp = path.join(root, 'node_modules', 'node-gyp', 'bin', 'node-gyp.js')
 
-const args = [gyp, 'rebuild']
+const args = [gyp, 'rebuild', '--loglevel=warn']
 // Use the running node's own headers when it has them; node-gyp would
 // otherwise try to download them.
 const prefix = path.dirname(path.dirname(process.execPath))
