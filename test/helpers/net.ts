@@ -3,15 +3,22 @@
 // here is tracked; teardown() kills it (only it) and detaches its mount, so
 // a failing test leaves nothing behind. Call teardown from afterEach.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { mkdtemp, mkdir, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { encodePublicKey, writeNewKeyFile } from '../../src/keys.js'
 
 const run = promisify(execFile)
-export const ROOT = path.resolve(__dirname, '../..')
+/** The repository root, found from here whether run from test/ or dist/test/. */
+export const ROOT = ((): string => {
+  let dir = path.dirname(fileURLToPath(import.meta.url))
+  while (!existsSync(path.join(dir, 'package.json'))) dir = path.dirname(dir)
+  return dir
+})()
 export const CLI = path.join(ROOT, 'dist/src/cli.js')
 
 export async function freePort (): Promise<number> {
@@ -50,6 +57,8 @@ export interface NetworkOptions {
   peer?: Record<string, PeerLink>
   /** Extra top-level TOML per node. */
   extra?: Record<string, string>
+  /** Keep the daemon's default timings instead of the fast test ones. */
+  defaultTimings?: boolean
 }
 
 export class Network {
@@ -79,7 +88,7 @@ export async function makeNetwork (ids: string[], opts: NetworkOptions = {}): Pr
   const links = opts.links ?? ids.flatMap((a, i) => ids.slice(i + 1).map(b => [a, b] as [string, string]))
   for (const n of nodes.values()) {
     const peers = links.flatMap(([a, b]) => a === n.id ? [b] : b === n.id ? [a] : [])
-    let toml = `id = "${n.id}"\nkey = "${n.id}.key"\nlisten = "127.0.0.1:${n.port}"\nstate = "state"\nmountpoint = "mnt"\n${FAST}${opts.extra?.[n.id] ?? ''}\n`
+    let toml = `id = "${n.id}"\nkey = "${n.id}.key"\nlisten = "127.0.0.1:${n.port}"\nstate = "state"\nmountpoint = "mnt"\n${opts.defaultTimings === true ? '' : FAST}${opts.extra?.[n.id] ?? ''}\n`
     for (const pid of peers) {
       const p = nodes.get(pid) as NodeSpec
       const o = opts.peer?.[`${n.id}>${pid}`] ?? {}

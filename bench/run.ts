@@ -1,0 +1,156 @@
+// `make bench`: transaction latency and link-down detection, each against
+// anchors measured in the same run, reported with ratios. Nothing here is
+// asserted; the numbers are for the reader (and the issue notes).
+import { spawn, type ChildProcess } from 'node:child_process'
+import net from 'node:net'
+import path from 'node:path'
+import { Daemon, ROOT, eventually, makeNetwork, py, readText, sh, startNetwork, teardown, tempDir } from '../test/helpers/net.js'
+
+const N = Number(process.env.BENCH_N ?? 3000)
+const CONC = 8
+
+// Python client: N cycles of open, write 4 bytes, read the reply, close.
+// With a thread count, prints aggregate transactions per second too.
+const CLIENT = `
+import os, sys, time, threading
+f, n, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+lat = []
+lock = threading.Lock()
+def run(k):
+    mine = []
+    for i in range(k):
+        t = time.perf_counter_ns()
+        fd = os.open(f, os.O_RDWR)
+        os.write(fd, b'ping')
+        r = os.read(fd, 100)
+        os.close(fd)
+        mine.append(time.perf_counter_ns() - t)
+        assert r == b'ping', r
+    with lock: lat.extend(mine)
+for i in range(min(200, n)): run(1)
+lat.clear()
+t0 = time.perf_counter()
+ts = [threading.Thread(target=run, args=(n // threads,)) for _ in range(threads)]
+[t.start() for t in ts]; [t.join() for t in ts]
+el = time.perf_counter() - t0
+lat.sort()
+print(lat[len(lat) // 2] / 1000, lat[int(len(lat) * 0.99)] / 1000, len(lat) / el)
+`
+
+interface Lat { p50: number, p99: number, rate: number }
+
+async function client (file: string, threads: number): Promise<Lat> {
+  const r = await py(CLIENT, [file, String(N), String(threads)], 600_000)
+  if (r.code !== 0) throw new Error(`client failed: ${r.stderr}`)
+  const [p50, p99, rate] = r.stdout.trim().split(' ').map(Number)
+  return { p50, p99, rate }
+}
+
+async function spawnReady (args: string[], ready: RegExp): Promise<{ proc: ChildProcess, line: string }> {
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], cwd: ROOT })
+  const line = await new Promise<string>((resolve, reject) => {
+    let out = ''
+    proc.stdout?.on('data', (d: Buffer) => {
+      out += d.toString()
+      const m = ready.exec(out)
+      if (m !== null) resolve(m[0])
+    })
+    proc.on('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}`)))
+  })
+  return { proc, line }
+}
+
+async function bareFuse (threads: number): Promise<Lat> {
+  const mnt = path.join(await tempDir('peerfs-bench-'), 'mnt')
+  const { proc } = await spawnReady([path.join(ROOT, 'bench/bare-echo.cjs'), mnt], /mounted/)
+  try {
+    return await client(path.join(mnt, 'echo'), threads)
+  } finally {
+    proc.kill('SIGTERM')
+    await new Promise(resolve => proc.once('exit', resolve))
+    await sh(`fusermount -uz ${mnt}`)
+  }
+}
+
+/** Serial request/reply from this process to an echo server process. */
+async function rawTcp (): Promise<Lat> {
+  const { proc, line } = await spawnReady([path.join(ROOT, 'bench/tcp-echo.cjs')], /port (\d+)/)
+  try {
+    const port = Number(/\d+/.exec(line)?.[0])
+    const sock = net.connect(port, '127.0.0.1')
+    sock.setNoDelay(true)
+    await new Promise(resolve => sock.once('connect', resolve))
+    const lat: number[] = []
+    for (let i = 0; i < N + 200; i++) {
+      const t = process.hrtime.bigint()
+      await new Promise<void>((resolve) => {
+        sock.once('data', () => resolve())
+        sock.write('ping')
+      })
+      if (i >= 200) lat.push(Number(process.hrtime.bigint() - t) / 1000)
+    }
+    sock.destroy()
+    lat.sort((a, b) => a - b)
+    return { p50: lat[lat.length >> 1], p99: lat[Math.floor(lat.length * 0.99)], rate: NaN }
+  } finally {
+    proc.kill('SIGTERM')
+  }
+}
+
+async function peerfs (): Promise<{ serial: Lat, conc: Lat, killDownMs: number, stopDownMs: number }> {
+  const netw = await makeNetwork(['alpha', 'beta'], { defaultTimings: true })
+  try {
+    const ds = await startNetwork(netw)
+    const a = ds.get('alpha') as Daemon
+    const b = ds.get('beta') as Daemon
+    await eventually(async () => (await readText(a.path('peers/beta/state'))).trim() === 'up', 'link up')
+    const file = a.path('peers/beta/svc/01')
+    const serial = await client(file, 1)
+    const conc = await client(file, CONC)
+
+    const downAfter = async (signal: NodeJS.Signals): Promise<number> => {
+      const events = sh(`timeout 20 sh -c 'cat ${a.path('events')} | grep -m1 " beta down"'`, 30_000)
+      await new Promise(resolve => setTimeout(resolve, 300))
+      const t0 = Date.now()
+      process.kill(b.pid, signal)
+      const line = (await events).stdout
+      return Number(line.split(' ')[0]) - t0
+    }
+    const killDownMs = await downAfter('SIGKILL')
+    await b.start()
+    await eventually(async () => (await readText(a.path('peers/beta/state'))).trim() === 'up', 'link up again', 20_000)
+    const stopDownMs = await downAfter('SIGSTOP')
+    process.kill(b.pid, 'SIGCONT')
+    return { serial, conc, killDownMs, stopDownMs }
+  } finally {
+    await teardown()
+  }
+}
+
+function row (name: string, l: Lat, anchor: Lat): string {
+  const f = (n: number): string => n.toFixed(0).padStart(8)
+  return `${name.padEnd(34)}${f(l.p50)}${f(l.p99)}   ${(l.p50 / anchor.p50).toFixed(2).padStart(5)}x`
+}
+
+async function main (): Promise<void> {
+  const bare = await bareFuse(1)
+  const bareConc = await bareFuse(CONC)
+  const tcp = await rawTcp()
+  const p = await peerfs()
+  console.log(`\nTransaction: open, write 4 B, read reply, close (Python client), ${N} cycles after 200 warm-up`)
+  console.log(`${''.padEnd(34)}  p50 µs  p99 µs   p50 vs bare FUSE`)
+  console.log(row('bare fuse-native echo file', bare, bare))
+  console.log(row('peerfs svc/01 via beta (serial)', p.serial, bare))
+  console.log(row('raw TCP echo, Node to Node', tcp, bare))
+  console.log(`\n${CONC} concurrent clients: peerfs ${p.conc.rate.toFixed(0)} tx/s (p50 ${p.conc.p50.toFixed(0)} µs, p99 ${p.conc.p99.toFixed(0)} µs); ` +
+    `bare FUSE ${bareConc.rate.toFixed(0)} tx/s; ratio ${(p.conc.rate / bareConc.rate).toFixed(2)}`)
+  console.log(`serial: peerfs ${p.serial.rate.toFixed(0)} tx/s, bare FUSE ${bare.rate.toFixed(0)} tx/s`)
+  console.log('\nPeer shows down in events (default timings: keepalive 1000 ms, down_after 3000 ms):')
+  console.log(`  killed (SIGKILL, socket closed):   ${p.killDownMs} ms`)
+  console.log(`  frozen (SIGSTOP, silent link):     ${p.stopDownMs} ms   (bound: down_after_ms + keepalive_ms = 4000)`)
+}
+
+main().catch((err: unknown) => {
+  console.error(err)
+  process.exitCode = 1
+})
