@@ -68,6 +68,7 @@ program.command('mount')
       daemon.reload().catch((err: unknown) => daemon.log.error({ err: (err as Error).message }, 'reload failed; keeping the running config'))
     })
     process.on('SIGUSR1', () => daemon.reportStatus())
+    daemon.onUnmounted = () => stop('unmount')
     process.stdout.write(`mounted ${daemon.mountpoint}\n`)
   })
 

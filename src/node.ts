@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process'
 import { mkdir, readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { promisify } from 'node:util'
-import { systemClock, type Clock } from './clock.js'
+import { systemClock, type Clock, type Timer } from './clock.js'
 import { loadConfig, type Config } from './config.js'
 import { ConfigError, E, FsError } from './errors.js'
 import { EventBus } from './events.js'
@@ -70,6 +70,9 @@ export class Daemon implements Backend {
   private readonly views = new WeakMap<Peer, PeerViewImpl>()
   private adapter: FuseAdapter | undefined
   private stopping = false
+  private watchTimer: Timer | undefined
+  /** Called when the mount disappears under us (peerfs unmount, fusermount -u). */
+  onUnmounted: () => void = () => {}
 
   private constructor (
     public config: Config,
@@ -134,13 +137,31 @@ export class Daemon implements Backend {
     }
     this.events.emit(this.config.id, 'mounted', this.mountpoint)
     this.log.info({ mountpoint: this.mountpoint, version: VERSION }, 'mounted')
+    this.watchMount()
+  }
+
+  // fuse-native does not report the end of the FUSE loop; an unmount from
+  // outside is noticed here within a second.
+  private watchMount (): void {
+    this.watchTimer = this.clock.setTimeout(() => {
+      isFuseMounted(this.mountpoint).then((mounted) => {
+        if (this.stopping) return
+        if (mounted) {
+          this.watchMount()
+          return
+        }
+        this.log.info({ mountpoint: this.mountpoint }, 'unmounted from outside; stopping')
+        this.onUnmounted()
+      }, (err: unknown) => this.log.error({ err }, 'cannot read the mount table'))
+    }, 1000)
   }
 
   async stop (): Promise<void> {
     if (this.stopping) return
     this.stopping = true
+    this.clock.clearTimeout(this.watchTimer)
     try {
-      await this.adapter?.unmount()
+      if (await isFuseMounted(this.mountpoint)) await this.adapter?.unmount()
     } catch (err) {
       this.log.error({ err }, 'unmount failed')
     }
@@ -212,14 +233,17 @@ export class Daemon implements Backend {
   }
 }
 
-/** A mount left by a crashed daemon answers ENOTCONN; detach it first. */
-async function cleanStaleMount (mnt: string, log: Logger): Promise<void> {
-  const mounts = await readFile('/proc/self/mounts', 'utf8').catch(() => '')
-  const stale = mounts.split('\n').some(line => {
+async function isFuseMounted (mnt: string): Promise<boolean> {
+  const mounts = await readFile('/proc/self/mounts', 'utf8')
+  return mounts.split('\n').some(line => {
     const [, where, type] = line.split(' ')
     return where !== undefined && unescapeMount(where) === mnt && type?.startsWith('fuse') === true
   })
-  if (!stale) return
+}
+
+/** A mount left by a crashed daemon answers ENOTCONN; detach it first. */
+async function cleanStaleMount (mnt: string, log: Logger): Promise<void> {
+  if (!await isFuseMounted(mnt)) return
   log.warn({ mountpoint: mnt }, 'stale mount found; unmounting it')
   await run('fusermount', ['-uz', mnt])
 }

@@ -85,7 +85,7 @@ export class FuseAdapter {
     }
     const fail = (err: unknown): void => {
       if (err instanceof PeerfsError) {
-        if (this.opts.log.isLevelEnabled('debug')) this.opts.log.debug({ op, path, errno: err.errno, msg: err.message }, 'fs error')
+        if (this.opts.log.isLevelEnabled('debug')) this.opts.log.debug({ op, path, errno: err.errno, reason: err.message }, 'fs error')
         reply(-err.errno)
       } else {
         this.opts.log.error({ op, path, err }, 'unexpected error in FUSE operation')

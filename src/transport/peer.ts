@@ -117,7 +117,8 @@ export class Peer extends EventEmitter {
 
   /** Called by the manager with a link that finished its handshake. */
   attach (link: Link): void {
-    if (this.stopped) {
+    // Disconnected by ctl: administratively down, its calls refused too.
+    if (this.stopped || this.held) {
       link.goodbye('shutdown')
       return
     }
