@@ -17,6 +17,12 @@ export interface PeerConfig {
   requestTimeoutMs: number
 }
 
+export interface ServiceConfig {
+  id: number
+  /** Peers that may call it; undefined: every configured peer. */
+  allow: string[] | undefined
+}
+
 export interface Config {
   file: string
   id: string
@@ -32,6 +38,9 @@ export interface Config {
   backoffMinMs: number
   backoffMaxMs: number
   maxRequestBytes: number
+  maxQueuedRequests: number
+  deferMaxAgeMs: number
+  services: ServiceConfig[]
   entryTimeoutS: number
   logLevel: string
 }
@@ -82,6 +91,13 @@ class Reader {
     if (typeof v !== 'number') return this.fail(key, `must be a number, got ${describe(v)}`)
     if (!(v >= min && v <= max)) return this.fail(key, `must be between ${min} and ${max}, got ${v}`)
     return v
+  }
+
+  strings (key: string): string[] | undefined {
+    const v = this.get(key)
+    if (v === undefined) return undefined
+    if (!Array.isArray(v) || v.some(x => typeof x !== 'string')) return this.fail(key, `must be an array of strings, got ${describe(v)}`)
+    return v as string[]
   }
 
   tables (key: string): Table[] {
@@ -141,6 +157,9 @@ export function configFromToml (file: string, toml: Table): Config {
     backoffMinMs: r.int('backoff_min_ms', 200, 1, 3_600_000),
     backoffMaxMs: r.int('backoff_max_ms', 10_000, 1, 3_600_000),
     maxRequestBytes: r.int('max_request_bytes', 1 << 20, 1, 16 << 20),
+    maxQueuedRequests: r.int('max_queued_requests', 256, 1, 100_000),
+    deferMaxAgeMs: r.int('defer_max_age_ms', 7 * 24 * 3600_000, 1000, 10 * 365 * 24 * 3600_000),
+    services: [],
     entryTimeoutS: r.number('cache_timeout_s', 1, 0, 3600),
     logLevel: r.string('log_level') ?? 'info'
   }
@@ -180,6 +199,20 @@ export function configFromToml (file: string, toml: Table): Config {
       requestTimeoutMs: pr.int('request_timeout_ms', requestTimeoutMs, 10, 3_600_000)
     })
     pr.done()
+  })
+  const svcIds = new Set<number>()
+  r.tables('service').forEach((t, i) => {
+    const sr = new Reader(file, t, `service[${i + 1}].`)
+    const sid = sr.int('id', 0, 1, 63)
+    if (sid === 0) sr.fail('id', 'is required (a service number 1..63)')
+    if (svcIds.has(sid)) sr.fail('id', `service ${sid} is configured twice`)
+    svcIds.add(sid)
+    const allow = sr.strings('allow')
+    for (const p of allow ?? []) {
+      if (!ids.has(p) || p === id) sr.fail('allow', `${JSON.stringify(p)} is not a configured peer`)
+    }
+    cfg.services.push({ id: sid, allow })
+    sr.done()
   })
   r.done()
   return cfg

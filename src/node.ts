@@ -15,9 +15,13 @@ import type { Backend, PeerView } from './fs/backend.js'
 import { buildTree, PEER_COMMANDS } from './fs/tree.js'
 import { readKeyFile, type Identity } from './keys.js'
 import { makeLogger, type Logger } from './log.js'
-import { MAX_BUILTIN, serveBuiltin, svcName, VERSION } from './services/builtin.js'
+import { serveBuiltin, svcName, VERSION } from './services/builtin.js'
+import { LocalServices } from './services/local.js'
+import { DeferredReceiver, DeferredSender } from './services/deferred.js'
+import { DeferredSpool } from './services/spool.js'
 import { PeerManager } from './transport/manager.js'
-import type { Peer } from './transport/peer.js'
+import type { Peer, PeerState } from './transport/peer.js'
+import type { Message } from './transport/wire.js'
 
 const run = promisify(execFile)
 
@@ -38,7 +42,7 @@ class PeerViewImpl implements PeerView {
       ['retries_left', p.retriesLeft],
       ['rtt_ms', p.link?.rttMs ?? '-'],
       ['inflight', p.inflight],
-      ['deferred', 0],
+      ['deferred', this.daemon.senders.get(p.id)?.pending ?? 0],
       ['outbox_files', 0],
       ['outbox_bytes', 0],
       ['tx_bytes', p.txBytes],
@@ -56,6 +60,16 @@ class PeerViewImpl implements PeerView {
   request (svc: number, payload: Buffer): Promise<Buffer> {
     return this.peer.request(svc, payload, this.peer.cfg.requestTimeoutMs)
   }
+
+  async defer (svc: number, payload: Buffer): Promise<void> {
+    const s = this.daemon.senders.get(this.peer.id)
+    if (s === undefined) throw new FsError(E.EIO, `no deferred spool for ${this.peer.id}`)
+    await s.enqueue(svc, payload)
+  }
+
+  async deferLog (): Promise<Buffer> {
+    return await (this.daemon.senders.get(this.peer.id)?.spool.readLog() ?? Buffer.alloc(0))
+  }
 }
 
 export interface DaemonOptions {
@@ -67,6 +81,9 @@ export interface DaemonOptions {
 export class Daemon implements Backend {
   readonly events: EventBus
   readonly startedAt: number
+  readonly services: LocalServices
+  readonly senders = new Map<string, DeferredSender>()
+  private receiver: DeferredReceiver | undefined
   private readonly views = new WeakMap<Peer, PeerViewImpl>()
   private adapter: FuseAdapter | undefined
   private stopping = false
@@ -84,6 +101,21 @@ export class Daemon implements Backend {
   ) {
     this.startedAt = clock.now()
     this.events = new EventBus(() => clock.now())
+    this.services = new LocalServices({
+      id: config.id,
+      maxQueued: config.maxQueuedRequests,
+      maxRequestBytes: config.maxRequestBytes,
+      builtin: (_peer, svc, payload) => serveBuiltin({
+        id: this.config.id,
+        startedAt: this.startedAt,
+        now: () => this.clock.now(),
+        offered: () => this.services.offered()
+      }, svc, payload),
+      allowed: (peer, svc) => {
+        const rule = this.config.services.find(s => s.id === svc)
+        return rule?.allow === undefined || rule.allow.includes(peer)
+      }
+    })
   }
 
   static async load (opts: DaemonOptions): Promise<Daemon> {
@@ -107,22 +139,68 @@ export class Daemon implements Backend {
       serve: async (peerId, svc, payload) => (daemon as Daemon).serve(peerId, svc, payload)
     })
     daemon = new Daemon(config, identity, mnt, log, manager, clock)
-    manager.on('state', (peer, state, detail) => daemon?.events.emit(peer.id, state, detail))
+    manager.on('state', (peer, state, detail) => daemon?.onPeerState(peer, state, detail))
+    manager.on('message', (peer, m) => daemon?.onPeerMessage(peer, m))
     return daemon
   }
 
-  async serve (_peerId: string, svc: number, payload: Buffer): Promise<Buffer> {
-    return serveBuiltin({
-      id: this.config.id,
-      startedAt: this.startedAt,
-      now: () => this.clock.now(),
-      offered: () => Array.from({ length: 2 }, (_, i) => i + 1).filter(n => n <= MAX_BUILTIN)
-    }, svc, payload)
+  private onPeerState (peer: Peer, state: PeerState, detail: string): void {
+    this.events.emit(peer.id, state, detail)
+    const s = this.senders.get(peer.id)
+    if (state === 'up') s?.linkUp()
+    else s?.linkDown()
+  }
+
+  private onPeerMessage (peer: Peer, m: Message): void {
+    if (m.type === 'dack') {
+      this.senders.get(peer.id)?.onAck(m)
+    } else if (m.type === 'dreq') {
+      const receiver = this.receiver
+      if (receiver === undefined) return
+      receiver.onRequest(peer.id, m, (ack) => {
+        try {
+          peer.send(ack)
+        } catch {
+          // The link is gone; the sender asks again and gets the recorded outcome.
+        }
+      }).catch((err: unknown) => this.log.error({ peer: peer.id, seq: m.seq, err }, 'deferred request failed'))
+    }
+  }
+
+  /** Opens the spool of every configured peer that has none yet; stops removed ones. */
+  private async syncSenders (): Promise<void> {
+    const ids = new Set(this.config.peers.map(p => p.id))
+    for (const [id, s] of this.senders) {
+      if (!ids.has(id)) {
+        s.stop()
+        this.senders.delete(id)
+      }
+    }
+    for (const id of ids) {
+      if (this.senders.has(id)) continue
+      const spool = await DeferredSpool.open(path.join(this.config.state, 'deferred', id), this.log)
+      const sender = new DeferredSender(id, spool, {
+        isUp: () => this.manager.peers.get(id)?.state === 'up',
+        send: (m) => {
+          const p = this.manager.peers.get(id)
+          if (p === undefined) throw new FsError(E.EHOSTUNREACH, `${id} is not configured`)
+          p.send(m)
+        }
+      }, { clock: this.clock, log: this.log, maxAgeMs: this.config.deferMaxAgeMs, ackTimeoutMs: this.config.requestTimeoutMs })
+      this.senders.set(id, sender)
+      sender.kick()
+    }
+  }
+
+  async serve (peerId: string, svc: number, payload: Buffer): Promise<Buffer> {
+    return await this.services.call(peerId, svc, payload)
   }
 
   async start (): Promise<void> {
     await mkdir(this.config.state, { recursive: true, mode: 0o700 })
     await cleanStaleMount(this.mountpoint, this.log)
+    this.receiver = await DeferredReceiver.open(path.join(this.config.state, 'applied'), this.services, this.log)
+    await this.syncSenders()
     await this.manager.start()
     this.adapter = new FuseAdapter(buildTree(this, () => this.clock.now()), {
       mountpoint: this.mountpoint,
@@ -165,6 +243,7 @@ export class Daemon implements Backend {
     } catch (err) {
       this.log.error({ err }, 'unmount failed')
     }
+    for (const s of this.senders.values()) s.stop()
     await this.manager.stop()
     this.log.info('stopped')
   }
@@ -176,6 +255,7 @@ export class Daemon implements Backend {
     }
     this.config = next
     this.manager.reload(next)
+    await this.syncSenders()
     this.log.info({ peers: next.peers.map(p => p.id) }, 'config reloaded')
   }
 
@@ -214,7 +294,7 @@ export class Daemon implements Backend {
       `version: ${VERSION}`,
       `listen: ${l === undefined ? '-' : `${l.host}:${l.port}`}`,
       `uptime_s: ${Math.floor((this.clock.now() - this.startedAt) / 1000)}`,
-      `services: ${[1, 2].map(svcName).join(' ')}`,
+      `services: ${this.services.offered().map(svcName).join(' ')}`,
       `peers: ${peers.length} (${up} up)`,
       ''
     ]

@@ -7,7 +7,7 @@ import { constants as fsc } from 'node:fs'
 import Fuse, { type PollHandle, type Stat } from 'fuse-native'
 import { E, FsError, PeerfsError } from '../errors.js'
 import type { Logger } from '../log.js'
-import { isDir, isFile, isSymlink, POLLIN, POLLOUT, type DirNode, type FileNode, type FsNode, type Handle } from './types.js'
+import { isDir, isFile, isSymlink, MAX_WRITE, POLLIN, POLLOUT, type DirNode, type FileNode, type FsNode, type Handle } from './types.js'
 
 /** libfuse's interrupt signal: SIGRTMIN+6, a signal Node leaves alone (SIGUSR1 is ours). */
 const INTR_SIGNAL = 40
@@ -40,7 +40,7 @@ export class FuseAdapter {
       mkdir: true,
       options: [
         'fsname=peerfs', 'subtype=peerfs', 'default_permissions',
-        'big_writes', 'intr', `intr_signal=${INTR_SIGNAL}`,
+        'big_writes', `max_write=${MAX_WRITE}`, 'intr', `intr_signal=${INTR_SIGNAL}`,
         `entry_timeout=${t}`, `attr_timeout=${t}`, 'negative_timeout=0'
       ]
     })

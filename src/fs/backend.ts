@@ -12,7 +12,34 @@ export interface PeerView {
   control(cmd: string): void
   /** One transaction; rejects with a PeerfsError carrying the errno. */
   request(svc: number, payload: Buffer): Promise<Buffer>
+  /** Queues a deferred request; resolves once it is durable on disk. */
+  defer(svc: number, payload: Buffer): Promise<void>
+  /** The outcome lines of finished deferred requests. */
+  deferLog(): Promise<Buffer>
   readonly maxRequestBytes: number
+}
+
+/**
+ * One open svc/NN on the server side. It holds at most one request: the
+ * one it read last, which its next write answers.
+ */
+export interface ServerSession {
+  /** Bytes of the current request (header line, payload), taking the next when it is consumed. */
+  read(len: number, nonblock: boolean, signal?: AbortSignal): Promise<Buffer>
+  /** Appends to the reply; `final` marks its last piece. */
+  write(data: Buffer, final: boolean): number
+  /** The reply so far is complete (close). */
+  flush(): void
+  readable(): boolean
+  writable(): boolean
+  close(): void
+}
+
+export interface ServiceHost {
+  /** Service numbers a local server may open (09..63). */
+  userServices(): number[]
+  /** Opens a server session for svc; wake is called when readiness may have changed. */
+  serve(svc: number, wake: () => void): ServerSession
 }
 
 export interface Backend {
@@ -22,4 +49,5 @@ export interface Backend {
   peer(id: string): PeerView | undefined
   readonly events: EventBus
   readonly startedAt: number
+  readonly services: ServiceHost
 }

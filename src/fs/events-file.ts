@@ -5,7 +5,7 @@
 import { E, FsError } from '../errors.js'
 import type { EventBus } from '../events.js'
 import { POLLIN, S_IFREG, type Attr, type FileNode, type Handle, type OpenContext, type ReadContext } from './types.js'
-import { Waiters } from './wait.js'
+import { Waiters } from '../wait.js'
 
 export const MAX_QUEUED = 10_000
 

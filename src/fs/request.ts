@@ -11,8 +11,9 @@
 // sent starts a new one.
 import { E, FsError, PeerfsError } from '../errors.js'
 import type { PeerView } from './backend.js'
+import { Body } from './body.js'
 import { POLLIN, POLLOUT, S_IFREG, type Attr, type FileNode, type Handle, type OpenContext, type ReadContext } from './types.js'
-import { Waiters } from './wait.js'
+import { Waiters } from '../wait.js'
 
 /** One sent request and, once settled, its reply or error. */
 class Outcome {
@@ -53,15 +54,12 @@ export class RequestFile implements FileNode {
   truncate (): void {}
 
   open (ctx: OpenContext): Handle {
-    let chunks: Buffer[] = []
-    let size = 0
+    const body = new Body(() => this.peer.maxRequestBytes)
     let sent: Outcome | undefined
     let readPos = 0
 
     const send = (): Outcome => {
-      const payload = Buffer.concat(chunks, size)
-      chunks = []
-      size = 0
+      const payload = body.take()
       readPos = 0
       sent = new Outcome(this.peer.request(this.svc, payload), ctx.wake)
       ctx.wake()
@@ -74,17 +72,12 @@ export class RequestFile implements FileNode {
     return {
       direct: true,
       write: (data: Buffer) => {
-        if (sent !== undefined) sent = undefined
-        if (size + data.length > this.peer.maxRequestBytes) {
-          throw new FsError(E.EMSGSIZE, `request over the limit of ${this.peer.maxRequestBytes} bytes`)
-        }
-        chunks.push(data)
-        size += data.length
-        return data.length
+        sent = undefined
+        return body.append(data)
       },
       read: async (len: number, _pos: number, rc: ReadContext) => {
         if (sent === undefined) {
-          if (size === 0 && this.last !== undefined) sent = this.last
+          if (body.length === 0 && !body.failed && this.last !== undefined) sent = this.last
           else send()
         }
         const o = sent as Outcome
@@ -99,7 +92,7 @@ export class RequestFile implements FileNode {
         return out
       },
       flush: async () => {
-        if (size === 0) return
+        if (body.length === 0 && !body.failed) return
         const o = send()
         this.last = o
         o.wait().then(() => { for (const w of this.lastWatchers) w() }, () => {})
@@ -108,7 +101,7 @@ export class RequestFile implements FileNode {
       },
       poll: () => {
         // A caller polling after writing waits for the reply: send now.
-        if (size > 0) send()
+        if (body.length > 0) send()
         if (sent === undefined) {
           // Readable only if a read would return the last reply at once.
           return POLLOUT | (this.last?.isDone === true ? POLLIN : 0)

@@ -1,15 +1,18 @@
 // The mounted tree, built from tables (Plan 9's Dirtab) rather than path
 // switches:
 //
-//   status  events  peers/<id>/{state,status,ctl,svc/NN}  tile/<ALIAS> -> ../peers/<id>
+//   status  events  svc/NN  tile/<ALIAS> -> ../peers/<id>
+//   peers/<id>/{state,status,ctl,svc/NN,defer/NN,defer/log}
 //
 // Per-peer folders are cached so a file's state (a request file's last
 // reply) lives as long as the peer stays configured.
 import { svcName } from '../services/builtin.js'
 import type { Backend, PeerView } from './backend.js'
 import { CtlFile } from './ctl.js'
+import { DeferFile } from './defer.js'
 import { EventsFile } from './events-file.js'
 import { RequestFile } from './request.js'
+import { ServerFile } from './server.js'
 import { TextFile, keyValueLines } from './text.js'
 import { S_IFDIR, S_IFLNK, type Attr, type DirNode, type FsNode, type SymlinkNode } from './types.js'
 
@@ -37,23 +40,39 @@ const PEER_DIRTAB: readonly DirEntry[] = [
   { name: 'state', make: (p, t) => new TextFile(() => p.state() + '\n', t) },
   { name: 'status', make: (p, t) => new TextFile(() => keyValueLines(p.status()), t) },
   { name: 'ctl', make: (p, t) => new CtlFile(PEER_COMMANDS, (cmd) => p.control(cmd), t) },
-  { name: 'svc', make: (p, t) => new ClientServiceDir(p, t) }
+  { name: 'svc', make: (p, t) => new PerServiceDir((n) => new RequestFile(p, n, t), new Map(), t) },
+  { name: 'defer', make: (p, t) => new PerServiceDir((n) => new DeferFile(p, n, t), new Map([['log', new TextFile(async () => await p.deferLog(), t)]]), t) }
 ]
 
-class ClientServiceDir implements DirNode {
-  private readonly files = new Map<string, RequestFile>()
-  constructor (private readonly peer: PeerView, private readonly mtimeMs: number) {}
+/** A peer's svc/ or defer/: one file per service 01..63, made on first use, plus fixed extras. */
+class PerServiceDir implements DirNode {
+  private readonly files = new Map<string, FsNode>()
+  constructor (private readonly make: (svc: number) => FsNode, private readonly extras: Map<string, FsNode>, private readonly mtimeMs: number) {}
   attr (): Attr { return { mode: S_IFDIR | 0o755, mtimeMs: this.mtimeMs } }
-  list (): string[] { return ALL_SVCS }
+  list (): string[] { return [...ALL_SVCS, ...this.extras.keys()] }
   lookup (name: string): FsNode | undefined {
+    const extra = this.extras.get(name)
+    if (extra !== undefined) return extra
     if (!SVC_NAME_RE.test(name)) return undefined
     let f = this.files.get(name)
     if (f === undefined) {
-      f = new RequestFile(this.peer, Number(name), this.mtimeMs)
+      f = this.make(Number(name))
       this.files.set(name, f)
     }
     return f
   }
+}
+
+/** svc/: one server file per user service, 09..63. */
+class ServerServiceDir implements DirNode {
+  private readonly files: Map<string, ServerFile>
+  constructor (backend: Backend, private readonly mtimeMs: number) {
+    this.files = new Map(backend.services.userServices().map(n => [svcName(n), new ServerFile(backend.services, n, mtimeMs)]))
+  }
+
+  attr (): Attr { return { mode: S_IFDIR | 0o755, mtimeMs: this.mtimeMs } }
+  list (): string[] { return [...this.files.keys()] }
+  lookup (name: string): FsNode | undefined { return this.files.get(name) }
 }
 
 class PeersDir implements DirNode {
@@ -91,6 +110,7 @@ export function buildTree (backend: Backend, now: () => number = Date.now): DirN
   return new StaticDir(new Map<string, FsNode>([
     ['status', new TextFile(() => backend.summary(), t)],
     ['events', new EventsFile(backend.events, t, now)],
+    ['svc', new ServerServiceDir(backend, t)],
     ['peers', new PeersDir(backend, t)],
     ['tile', new TileDir(backend, t)]
   ]), t)

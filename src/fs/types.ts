@@ -62,6 +62,9 @@ export const S_IFDIR = 0o040000
 export const S_IFREG = 0o100000
 export const S_IFLNK = 0o120000
 
+/** FUSE's largest write request (max_write, which the adapter sets). */
+export const MAX_WRITE = 128 * 1024
+
 export const POLLIN = 0x001
 export const POLLOUT = 0x004
 export const POLLERR = 0x008

@@ -12,6 +12,7 @@ import type { Logger } from '../log.js'
 import { Link, LinkError } from './link.js'
 import { keyPairFromSecret, type KeyPair } from './noise.js'
 import { Peer, type PeerEnv, type PeerState } from './peer.js'
+import type { Message } from './wire.js'
 
 export interface ManagerOptions {
   config: Config
@@ -24,6 +25,7 @@ export interface ManagerOptions {
 export declare interface PeerManager {
   on(event: 'state', fn: (peer: Peer, state: PeerState, detail: string) => void): this
   on(event: 'peers', fn: () => void): this
+  on(event: 'message', fn: (peer: Peer, m: Message) => void): this
 }
 
 const HANDSHAKE_TIMEOUT_MS = 5000
@@ -108,6 +110,7 @@ export class PeerManager extends EventEmitter {
       dial: (p) => this.dial(p)
     })
     peer.on('state', (state, detail) => this.emit('state', peer, state, detail))
+    peer.on('message', (m) => this.emit('message', peer, m))
     this.peers.set(pc.id, peer)
     return peer
   }

@@ -44,6 +44,8 @@ interface Pending {
 
 export declare interface Peer {
   on(event: 'state', fn: (state: PeerState, detail: string) => void): this
+  /** Messages for layers above: deferred requests and their acks. */
+  on(event: 'message', fn: (m: Message) => void): this
 }
 
 export class Peer extends EventEmitter {
@@ -146,6 +148,12 @@ export class Peer extends EventEmitter {
     this.upWaiters.clear()
   }
 
+  /** Sends a message on the live link; throws EHOSTUNREACH if there is none. */
+  send (m: Message): void {
+    if (this.link?.state !== 'up') throw new TxError(E.EHOSTUNREACH, `${this.id} is ${this.state}`)
+    this.link.send(m)
+  }
+
   /** Sends one transaction and waits for its reply. */
   async request (svc: number, payload: Buffer, timeoutMs: number): Promise<Buffer> {
     const deadline = this.env.clock.now() + timeoutMs
@@ -201,6 +209,8 @@ export class Peer extends EventEmitter {
       ).then(({ status, payload }) => {
         if (link.state === 'up') link.send({ type: 'rep', tx: m.tx, status, payload })
       }).catch((err: unknown) => this.env.log.error({ peer: this.id, err }, 'cannot send reply'))
+    } else {
+      this.emit('message', m)
     }
   }
 

@@ -132,6 +132,18 @@ export type Message =
   | { type: 'req', tx: number, svc: number, payload: Buffer }
   | { type: 'rep', tx: number, status: number, payload: Buffer }
   | { type: 'bye', reason: ByeReason }
+  | { type: 'dreq', epoch: bigint, seq: number, svc: number, created: number, payload: Buffer }
+  | { type: 'dack', epoch: bigint, seq: number, result: DackResult, status: number, payload: Buffer }
+
+/**
+ * The receiver's answer to a deferred request. 'done': applied, status is
+ * the outcome (0 or a wire error code), payload the reply. 'refused':
+ * final error without applying (EACCES, EMSGSIZE). 'retry': not applied
+ * yet (no server, queue full, still pending); send it again later. 'dup':
+ * applied long ago, outcome no longer kept.
+ */
+export type DackResult = 'done' | 'refused' | 'retry' | 'dup'
+const DACK_RESULTS: readonly DackResult[] = ['done', 'refused', 'retry', 'dup']
 
 /** Why the sender is about to close the link. */
 export type ByeReason = 'shutdown' | 'superseded'
@@ -142,9 +154,11 @@ const T_PONG = 2
 const T_REQ = 3
 const T_REP = 4
 const T_BYE = 5
+const T_DREQ = 6
+const T_DACK = 7
 
 export function laneOf (m: Message): Lane {
-  return m.type === 'req' || m.type === 'rep' ? LANE_TX : LANE_CONTROL
+  return m.type === 'ping' || m.type === 'pong' || m.type === 'bye' ? LANE_CONTROL : LANE_TX
 }
 
 export function encodeMessage (m: Message): Buffer {
@@ -167,7 +181,32 @@ export function encodeMessage (m: Message): Buffer {
     }
     case 'bye':
       return Buffer.from([T_BYE, BYE_REASONS.indexOf(m.reason)])
+    case 'dreq': {
+      const b = Buffer.allocUnsafe(26 + m.payload.length)
+      b[0] = T_DREQ
+      b.writeBigUInt64BE(m.epoch, 1)
+      b.writeBigUInt64BE(BigInt(m.seq), 9)
+      b[17] = m.svc
+      b.writeBigUInt64BE(BigInt(m.created), 18)
+      b.set(m.payload, 26)
+      return b
+    }
+    case 'dack': {
+      const b = Buffer.allocUnsafe(19 + m.payload.length)
+      b[0] = T_DACK
+      b.writeBigUInt64BE(m.epoch, 1)
+      b.writeBigUInt64BE(BigInt(m.seq), 9)
+      b[17] = DACK_RESULTS.indexOf(m.result)
+      b[18] = m.status
+      b.set(m.payload, 19)
+      return b
+    }
   }
+}
+
+function safeNumber (n: bigint): number {
+  if (n > BigInt(Number.MAX_SAFE_INTEGER)) throw new ProtocolError(`counter ${n} out of range`)
+  return Number(n)
 }
 
 export function decodeMessage (b: Buffer): Message {
@@ -188,6 +227,16 @@ export function decodeMessage (b: Buffer): Message {
     case T_REP:
       need(6)
       return { type: 'rep', tx: b.readUInt32BE(1), status: b[5], payload: b.subarray(6) }
+    case T_DREQ: {
+      need(26)
+      if (b[17] < 1 || b[17] > 63) throw new ProtocolError(`deferred request for service ${b[17]} outside 1..63`)
+      return { type: 'dreq', epoch: b.readBigUInt64BE(1), seq: safeNumber(b.readBigUInt64BE(9)), svc: b[17], created: safeNumber(b.readBigUInt64BE(18)), payload: b.subarray(26) }
+    }
+    case T_DACK: {
+      need(19)
+      if (b[17] >= DACK_RESULTS.length) throw new ProtocolError(`unknown deferred ack result ${b[17]}`)
+      return { type: 'dack', epoch: b.readBigUInt64BE(1), seq: safeNumber(b.readBigUInt64BE(9)), result: DACK_RESULTS[b[17]], status: b[18], payload: b.subarray(19) }
+    }
     case T_BYE:
       if (b.length !== 2 || b[1] >= BYE_REASONS.length) throw new ProtocolError('malformed bye')
       return { type: 'bye', reason: BYE_REASONS[b[1]] }

@@ -11,7 +11,9 @@ const message = fc.oneof(
   fc.record({ type: fc.constant('pong' as const), id: fc.nat({ max: 0xffffffff }) }),
   fc.record({ type: fc.constant('req' as const), tx: fc.nat({ max: 0xffffffff }), svc: fc.integer({ min: 1, max: 63 }), payload: fc.uint8Array({ maxLength: 300 }).map(a => Buffer.from(a)) }),
   fc.record({ type: fc.constant('rep' as const), tx: fc.nat({ max: 0xffffffff }), status: fc.nat({ max: 255 }), payload: fc.uint8Array({ maxLength: 300 }).map(a => Buffer.from(a)) }),
-  fc.record({ type: fc.constant('bye' as const), reason: fc.constantFrom('shutdown' as const, 'superseded' as const) })
+  fc.record({ type: fc.constant('bye' as const), reason: fc.constantFrom('shutdown' as const, 'superseded' as const) }),
+  fc.record({ type: fc.constant('dreq' as const), epoch: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), seq: fc.nat(), svc: fc.integer({ min: 1, max: 63 }), created: fc.nat(), payload: fc.uint8Array({ maxLength: 300 }).map(a => Buffer.from(a)) }),
+  fc.record({ type: fc.constant('dack' as const), epoch: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), seq: fc.nat(), result: fc.constantFrom('done' as const, 'refused' as const, 'retry' as const, 'dup' as const), status: fc.nat({ max: 255 }), payload: fc.uint8Array({ maxLength: 300 }).map(a => Buffer.from(a)) })
 )
 
 describe('messages', () => {

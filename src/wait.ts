@@ -1,6 +1,6 @@
 // A wait that ends in exactly one way: notify() (check again), or the
 // caller's abort signal (EINTR). Blocking reads are built on it.
-import { E, FsError } from '../errors.js'
+import { E, FsError } from './errors.js'
 
 export class Waiters {
   private readonly waiting = new Set<() => void>()

@@ -1,0 +1,29 @@
+// peers/<id>/defer/NN: a deferred request to service NN on that peer.
+// Everything written on one handle is one request; close returns only once
+// it is fsynced in the spool (ENOSPC and other disk errors are close's
+// error). Delivery happens later, whether or not the peer is up now.
+import type { PeerView } from './backend.js'
+import { Body } from './body.js'
+import { S_IFREG, type Attr, type FileNode, type Handle } from './types.js'
+
+export class DeferFile implements FileNode {
+  constructor (private readonly peer: PeerView, private readonly svc: number, private readonly mtimeMs: number) {}
+
+  attr (): Attr {
+    return { mode: S_IFREG | 0o222, size: 0, mtimeMs: this.mtimeMs }
+  }
+
+  truncate (): void {}
+
+  open (): Handle {
+    const body = new Body(() => this.peer.maxRequestBytes)
+    return {
+      direct: true,
+      write: (data: Buffer) => body.append(data),
+      flush: async () => {
+        if (body.length === 0 && !body.failed) return
+        await this.peer.defer(this.svc, body.take())
+      }
+    }
+  }
+}
