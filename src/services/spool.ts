@@ -6,15 +6,18 @@
 //   <dir>/acked         highest seq whose outcome is final
 //   <dir>/q/<seq>.req   one request: header + payload, durable before the
 //                       writer's close returns
+//   <dir>/q/<seq>.done  an empty marker: that request is finished
 //   <dir>/log           outcome lines, appended and fsynced
 //
-// Invariant: seqs only grow (next = max(acked, highest file) + 1), and a
-// request file is removed only after its outcome is in the log and acked.
+// Invariant: seqs only grow (next = max(acked, highest .req or .done) + 1),
+// so a seq is never reused after a crash. Finishing first turns the request
+// into its marker (rename and truncate need no free space), so a full disk
+// cannot stall delivery; the marker goes once `acked` covers it.
 import { randomBytes } from 'node:crypto'
-import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rename, rm, truncate } from 'node:fs/promises'
 import path from 'node:path'
 import type { Logger } from '../log.js'
-import { appendDurable, fsErrorOf, writeDurable } from './durable.js'
+import { appendDurable, fsErrorOf, fsyncDir, writeDurable } from './durable.js'
 
 const MAGIC = Buffer.from('PFD1')
 const HEADER = MAGIC.length + 1 + 8 + 4
@@ -65,16 +68,26 @@ export class DeferredSpool {
         epochText = randomBytes(8).toString('hex')
         await writeDurable(path.join(dir, 'epoch'), epochText)
       }
-      const acked = Number((await readFile(path.join(dir, 'acked'), 'utf8').catch(() => '0')).trim()) || 0
+      const ackedFile = Number((await readFile(path.join(dir, 'acked'), 'utf8').catch(() => '0')).trim()) || 0
+      let acked = ackedFile
+      const names = (await readdir(path.join(dir, 'q'))).sort()
+      for (const name of names) {
+        const m = /^(\d{16})\.done$/.exec(name)
+        if (m === null) continue
+        if (Number(m[1]) <= ackedFile) await rm(path.join(dir, 'q', name), { force: true })
+        else acked = Math.max(acked, Number(m[1]))
+      }
       const items: DeferredItem[] = []
-      for (const name of (await readdir(path.join(dir, 'q'))).sort()) {
+      for (const name of names) {
         const m = /^(\d{16})\.req$/.exec(name)
         if (m === null) continue
         const file = path.join(dir, 'q', name)
+        if (Number(m[1]) <= acked) {
+          await rm(file)
+          continue
+        }
         try {
-          const it = decodeItem(Number(m[1]), await readFile(file))
-          if (it.seq > acked) items.push(it)
-          else await rm(file)
+          items.push(decodeItem(Number(m[1]), await readFile(file)))
         } catch (err) {
           log.error({ file, err: (err as Error).message }, 'corrupt deferred request set aside')
           await rename(file, `${file}.bad`)
@@ -106,12 +119,26 @@ export class DeferredSpool {
   async complete (seq: number, outcome: string, now: number): Promise<void> {
     const it = this.queue[0]
     if (it?.seq !== seq) return
-    await appendDurable(path.join(this.dir, 'log'), `${now} #${seq} svc ${String(it.svc).padStart(2, '0')} ${outcome}\n`)
-    await writeDurable(path.join(this.dir, 'acked'), String(seq))
+    const req = path.join(this.dir, 'q', seqName(seq))
+    const done = req.replace(/\.req$/, '.done')
+    try {
+      await rename(req, done)
+      await truncate(done, 0)
+      await fsyncDir(path.join(this.dir, 'q'))
+    } catch (err) {
+      throw fsErrorOf(err, `finishing deferred request ${seq}`)
+    }
     this.queue.shift()
-    await rm(path.join(this.dir, 'q', seqName(seq)), { force: true }).catch((err: unknown) => {
-      this.log.warn({ seq, err: (err as Error).message }, 'cannot remove a delivered request file')
-    })
+    const line = `${now} #${seq} svc ${String(it.svc).padStart(2, '0')} ${outcome}\n`
+    try {
+      await appendDurable(path.join(this.dir, 'log'), line)
+      await writeDurable(path.join(this.dir, 'acked'), String(seq))
+      await rm(done, { force: true })
+    } catch (err) {
+      // The request is finished either way; its marker keeps seq from being
+      // reused until `acked` can be written.
+      this.log.error({ seq, outcome: line.trim(), err: (err as Error).message }, 'cannot record a deferred outcome in the spool log')
+    }
   }
 
   async readLog (): Promise<Buffer> {

@@ -201,6 +201,43 @@ describe('deferred requests', () => {
     expect(outcomes.trim().split('\n')).toHaveLength(5)
   })
 
+  it('fails close with ENOSPC when the spool disk is full, and loses nothing it accepted', async (ctx) => {
+    const netw = await makeNetwork(['alpha', 'beta'])
+    const tiny = path.join(netw.dir, 'tiny')
+    const m = await sh(`mkdir -p ${tiny} && mount -t tmpfs -o size=256k tmpfs ${tiny}`)
+    if (m.code !== 0) ctx.skip()
+    try {
+      await sh(`sed -i 's|^state = "state"|state = "${tiny}"|' ${netw.node('alpha').config}`)
+      const a = new Daemon(netw.node('alpha'))
+      await a.start()
+      const r = await py(`
+import errno, os, sys
+ok = 0
+for i in range(20):
+    fd = os.open(sys.argv[1], os.O_WRONLY)
+    os.write(fd, bytes([65 + i]) * 40000)
+    try:
+        os.close(fd); ok += 1
+    except OSError as e:
+        print(ok, errno.errorcode[e.errno]); break
+`, [a.path('peers/beta/defer/09')])
+      const [accepted, err] = r.stdout.trim().split(' ')
+      expect(err).toBe('ENOSPC')
+      expect(Number(accepted)).toBeGreaterThan(0)
+      expect(await readText(a.path('peers/beta/status'))).toMatch(new RegExp(`^deferred: ${accepted}$`, 'm'))
+      // Everything accepted is delivered once beta and a server are there.
+      const b = new Daemon(netw.node('beta'))
+      await b.start()
+      const log = path.join(netw.dir, 'server.log')
+      await startServer(b, '09', log)
+      await eventually(async () => /^deferred: 0$/m.test(await readText(a.path('peers/beta/status'))), 'delivered', 30_000)
+      expect((await readFile(log, 'utf8')).trim().split('\n')).toHaveLength(Number(accepted))
+      await a.kill('SIGTERM')
+    } finally {
+      await sh(`umount -l ${tiny}`)
+    }
+  })
+
   it('refuses an oversized deferred request at write time', async () => {
     const netw = await makeNetwork(['alpha', 'beta'])
     const a = new Daemon(netw.node('alpha'))
