@@ -9,23 +9,26 @@ import { Daemon, ROOT, eventually, makeNetwork, py, readText, sh, startNetwork, 
 const N = Number(process.env.BENCH_N ?? 3000)
 const CONC = 8
 
-// Python client: N cycles of open, write 4 bytes, read the reply, close.
-// With a thread count, prints aggregate transactions per second too.
+// Python client: N cycles of open, write 4 bytes, read the reply, close
+// (or, with keep=1, write and read on one handle kept open). With a thread
+// count, prints aggregate transactions per second too.
 const CLIENT = `
 import os, sys, time, threading
-f, n, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+f, n, threads, keep = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == '1'
 lat = []
 lock = threading.Lock()
 def run(k):
     mine = []
+    kept = os.open(f, os.O_RDWR) if keep else None
     for i in range(k):
         t = time.perf_counter_ns()
-        fd = os.open(f, os.O_RDWR)
+        fd = kept if keep else os.open(f, os.O_RDWR)
         os.write(fd, b'ping')
         r = os.read(fd, 100)
-        os.close(fd)
+        if not keep: os.close(fd)
         mine.append(time.perf_counter_ns() - t)
         assert r == b'ping', r
+    if keep: os.close(kept)
     with lock: lat.extend(mine)
 for i in range(min(200, n)): run(1)
 lat.clear()
@@ -39,8 +42,8 @@ print(lat[len(lat) // 2] / 1000, lat[int(len(lat) * 0.99)] / 1000, len(lat) / el
 
 interface Lat { p50: number, p99: number, rate: number }
 
-async function client (file: string, threads: number): Promise<Lat> {
-  const r = await py(CLIENT, [file, String(N), String(threads)], 600_000)
+async function client (file: string, threads: number, keep = false): Promise<Lat> {
+  const r = await py(CLIENT, [file, String(N), String(threads), keep ? '1' : '0'], 600_000)
   if (r.code !== 0) throw new Error(`client failed: ${r.stderr}`)
   const [p50, p99, rate] = r.stdout.trim().split(' ').map(Number)
   return { p50, p99, rate }
@@ -60,11 +63,11 @@ async function spawnReady (args: string[], ready: RegExp): Promise<{ proc: Child
   return { proc, line }
 }
 
-async function bareFuse (threads: number): Promise<Lat> {
+async function bareFuse (threads: number, keep = false): Promise<Lat> {
   const mnt = path.join(await tempDir('peerfs-bench-'), 'mnt')
   const { proc } = await spawnReady([path.join(ROOT, 'bench/bare-echo.cjs'), mnt], /mounted/)
   try {
-    return await client(path.join(mnt, 'echo'), threads)
+    return await client(path.join(mnt, 'echo'), threads, keep)
   } finally {
     proc.kill('SIGTERM')
     await new Promise(resolve => proc.once('exit', resolve))
@@ -97,7 +100,7 @@ async function rawTcp (): Promise<Lat> {
   }
 }
 
-async function peerfs (): Promise<{ serial: Lat, conc: Lat, killDownMs: number, stopDownMs: number }> {
+async function peerfs (): Promise<{ serial: Lat, kept: Lat, conc: Lat, killDownMs: number, stopDownMs: number }> {
   const netw = await makeNetwork(['alpha', 'beta'], { defaultTimings: true })
   try {
     const ds = await startNetwork(netw)
@@ -106,6 +109,7 @@ async function peerfs (): Promise<{ serial: Lat, conc: Lat, killDownMs: number, 
     await eventually(async () => (await readText(a.path('peers/beta/state'))).trim() === 'up', 'link up')
     const file = a.path('peers/beta/svc/01')
     const serial = await client(file, 1)
+    const kept = await client(file, 1, true)
     const conc = await client(file, CONC)
 
     const downAfter = async (signal: NodeJS.Signals): Promise<number> => {
@@ -121,7 +125,7 @@ async function peerfs (): Promise<{ serial: Lat, conc: Lat, killDownMs: number, 
     await eventually(async () => (await readText(a.path('peers/beta/state'))).trim() === 'up', 'link up again', 20_000)
     const stopDownMs = await downAfter('SIGSTOP')
     process.kill(b.pid, 'SIGCONT')
-    return { serial, conc, killDownMs, stopDownMs }
+    return { serial, kept, conc, killDownMs, stopDownMs }
   } finally {
     await teardown()
   }
@@ -134,6 +138,7 @@ function row (name: string, l: Lat, anchor: Lat): string {
 
 async function main (): Promise<void> {
   const bare = await bareFuse(1)
+  const bareKept = await bareFuse(1, true)
   const bareConc = await bareFuse(CONC)
   const tcp = await rawTcp()
   const p = await peerfs()
@@ -142,6 +147,9 @@ async function main (): Promise<void> {
   console.log(row('bare fuse-native echo file', bare, bare))
   console.log(row('peerfs svc/01 via beta (serial)', p.serial, bare))
   console.log(row('raw TCP echo, Node to Node', tcp, bare))
+  console.log(`\nOne handle kept open, write + read per transaction:`)
+  console.log(row('bare fuse-native echo file', bareKept, bareKept))
+  console.log(row('peerfs svc/01 via beta', p.kept, bareKept))
   console.log(`\n${CONC} concurrent clients: peerfs ${p.conc.rate.toFixed(0)} tx/s (p50 ${p.conc.p50.toFixed(0)} µs, p99 ${p.conc.p99.toFixed(0)} µs); ` +
     `bare FUSE ${bareConc.rate.toFixed(0)} tx/s; ratio ${(p.conc.rate / bareConc.rate).toFixed(2)}`)
   console.log(`serial: peerfs ${p.serial.rate.toFixed(0)} tx/s, bare FUSE ${bare.rate.toFixed(0)} tx/s`)
