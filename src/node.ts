@@ -262,7 +262,7 @@ export class Daemon implements Backend {
   reportStatus (): void {
     this.manager.reviveAll('SIGUSR1')
     const peers = this.peers().map(v => Object.fromEntries(v.status()))
-    this.log.info({ node: this.config.id, uptime_s: Math.floor((this.clock.now() - this.startedAt) / 1000), peers }, 'status report')
+    this.log.info({ node: this.config.id, uptime_s: Math.floor((this.clock.now() - this.startedAt) / 1000), fuse: this.adapter?.stats(), peers }, 'status report')
   }
 
   // Backend

@@ -29,6 +29,7 @@ export class FuseAdapter {
   private readonly fuse: Fuse
   private readonly open = new Map<number, Open>()
   private nextFd = 1
+  private pollHandles = 0
   private readonly uid = process.getuid?.() ?? 0
   private readonly gid = process.getgid?.() ?? 0
 
@@ -44,6 +45,11 @@ export class FuseAdapter {
         `entry_timeout=${t}`, `attr_timeout=${t}`, 'negative_timeout=0'
       ]
     })
+  }
+
+  /** Open handles and pollhandles held, for the status report (a leak shows here). */
+  stats (): { openHandles: number, pollHandles: number } {
+    return { openHandles: this.open.size, pollHandles: this.pollHandles }
   }
 
   mount (): Promise<void> {
@@ -176,8 +182,7 @@ export class FuseAdapter {
         const o = this.open.get(fd)
         if (o === undefined) return
         this.open.delete(fd)
-        if (o.ph !== undefined) this.fuse.destroyPollHandle(o.ph)
-        o.ph = undefined
+        this.dropPollHandle(o)
         o.handle.release?.()
       }),
 
@@ -204,8 +209,9 @@ export class FuseAdapter {
           return POLLIN | POLLOUT
         }
         if (ph !== null) {
-          if (o.ph !== undefined) this.fuse.destroyPollHandle(o.ph)
+          this.dropPollHandle(o)
           o.ph = ph
+          this.pollHandles++
         }
         return o.handle.poll()
       })
@@ -217,6 +223,14 @@ export class FuseAdapter {
     const ph = o.ph
     if (ph === undefined) return
     o.ph = undefined
+    this.pollHandles--
     this.fuse.notifyPoll(ph)
+  }
+
+  private dropPollHandle (o: Open): void {
+    if (o.ph === undefined) return
+    this.fuse.destroyPollHandle(o.ph)
+    o.ph = undefined
+    this.pollHandles--
   }
 }
