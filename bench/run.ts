@@ -100,7 +100,60 @@ async function rawTcp (): Promise<Lat> {
   }
 }
 
-async function peerfs (): Promise<{ serial: Lat, kept: Lat, conc: Lat, killDownMs: number, stopDownMs: number }> {
+// Wake-up latency: a server sits in select() on svc/NN; the client stamps
+// the time just before it writes a request on the other node; the server
+// stamps the time select returns and sends it back as the reply. Same
+// machine, same clock, back to back (an idle VM CPU takes long to wake).
+// The anchor is the same pair of Python programs over a loopback TCP socket.
+const WAKE_SERVER = `
+import os, select, socket, sys, time
+if sys.argv[1] == 'tcp':
+    srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen()
+    print(srv.getsockname()[1], flush=True)
+    conn = srv.accept()[0]; conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    fd = conn.fileno(); recv = lambda: conn.recv(1000); send = conn.send
+else:
+    fd = os.open(sys.argv[1], os.O_RDWR | os.O_NONBLOCK)
+    print('ready', flush=True)
+    recv = lambda: os.read(fd, 1000); send = lambda b: os.write(fd, b)
+while True:
+    select.select([fd], [], [])
+    t = time.time_ns()
+    recv()
+    send(b'%d' % t)
+`
+const WAKE_CLIENT = `
+import os, socket, sys, time
+n = int(sys.argv[2])
+if sys.argv[1].isdigit():
+    s = socket.create_connection(('127.0.0.1', int(sys.argv[1]))); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def once():
+        t = time.time_ns(); s.send(b'x'); return int(s.recv(100)) - t
+else:
+    def once():
+        fd = os.open(sys.argv[1], os.O_RDWR)
+        t = time.time_ns(); os.write(fd, b'x'); woke = int(os.read(fd, 100)); os.close(fd)
+        return woke - t
+for i in range(100): once()
+lat = sorted(once() / 1000 for i in range(n))
+print(lat[len(lat) // 2], lat[int(len(lat) * 0.99)])
+`
+
+interface Wake { p50: number, p99: number }
+
+async function wakeLatency (serverArg: string, clientArg: (line: string) => string): Promise<Wake> {
+  const server = spawn('python3', ['-c', WAKE_SERVER, serverArg], { stdio: ['ignore', 'pipe', 'ignore'] })
+  try {
+    const line = await new Promise<string>(resolve => server.stdout?.once('data', (d: Buffer) => resolve(d.toString().trim())))
+    const r = await py(WAKE_CLIENT, [clientArg(line), String(N)], 300_000)
+    const [p50, p99] = r.stdout.trim().split(' ').map(Number)
+    return { p50, p99 }
+  } finally {
+    server.kill()
+  }
+}
+
+async function peerfs (): Promise<{ serial: Lat, kept: Lat, conc: Lat, wake: Wake, killDownMs: number, stopDownMs: number }> {
   const netw = await makeNetwork(['alpha', 'beta'], { defaultTimings: true })
   try {
     const ds = await startNetwork(netw)
@@ -111,6 +164,7 @@ async function peerfs (): Promise<{ serial: Lat, kept: Lat, conc: Lat, killDownM
     const serial = await client(file, 1)
     const kept = await client(file, 1, true)
     const conc = await client(file, CONC)
+    const wake = await wakeLatency(b.path('svc/30'), () => a.path('peers/beta/svc/30'))
 
     const downAfter = async (signal: NodeJS.Signals): Promise<number> => {
       const events = sh(`timeout 20 sh -c 'cat ${a.path('events')} | grep -m1 " beta down"'`, 30_000)
@@ -125,7 +179,7 @@ async function peerfs (): Promise<{ serial: Lat, kept: Lat, conc: Lat, killDownM
     await eventually(async () => (await readText(a.path('peers/beta/state'))).trim() === 'up', 'link up again', 20_000)
     const stopDownMs = await downAfter('SIGSTOP')
     process.kill(b.pid, 'SIGCONT')
-    return { serial, kept, conc, killDownMs, stopDownMs }
+    return { serial, kept, conc, wake, killDownMs, stopDownMs }
   } finally {
     await teardown()
   }
@@ -141,6 +195,7 @@ async function main (): Promise<void> {
   const bareKept = await bareFuse(1, true)
   const bareConc = await bareFuse(CONC)
   const tcp = await rawTcp()
+  const tcpWake = await wakeLatency('tcp', (port) => port)
   const p = await peerfs()
   console.log(`\nTransaction: open, write 4 B, read reply, close (Python client), ${N} cycles after 200 warm-up`)
   console.log(`${''.padEnd(34)}  p50 µs  p99 µs   p50 vs bare FUSE`)
@@ -153,6 +208,9 @@ async function main (): Promise<void> {
   console.log(`\n${CONC} concurrent clients: peerfs ${p.conc.rate.toFixed(0)} tx/s (p50 ${p.conc.p50.toFixed(0)} µs, p99 ${p.conc.p99.toFixed(0)} µs); ` +
     `bare FUSE ${bareConc.rate.toFixed(0)} tx/s; ratio ${(p.conc.rate / bareConc.rate).toFixed(2)}`)
   console.log(`serial: peerfs ${p.serial.rate.toFixed(0)} tx/s, bare FUSE ${bare.rate.toFixed(0)} tx/s`)
+  console.log(`\nselect() wake-up, request written on alpha to select() returning on beta's svc/30:`)
+  console.log(`  peerfs                p50 ${p.wake.p50.toFixed(0)} µs, p99 ${p.wake.p99.toFixed(0)} µs`)
+  console.log(`  Python over raw TCP   p50 ${tcpWake.p50.toFixed(0)} µs, p99 ${tcpWake.p99.toFixed(0)} µs   (peerfs ${(p.wake.p50 / tcpWake.p50).toFixed(2)}x)`)
   console.log('\nPeer shows down in events (default timings: keepalive 1000 ms, down_after 3000 ms):')
   console.log(`  killed (SIGKILL, socket closed):   ${p.killDownMs} ms`)
   console.log(`  frozen (SIGSTOP, silent link):     ${p.stopDownMs} ms   (bound: down_after_ms + keepalive_ms = 4000)`)
