@@ -15,6 +15,18 @@ export interface PeerConfig {
   key: PublicKey
   alias?: string
   requestTimeoutMs: number
+  /** Where files from this peer are delivered (default state/inbox/<id>). */
+  inbox?: string
+  /** Most bytes this peer may have in our inbox; 0: no limit. */
+  inboxQuotaBytes: number
+}
+
+export interface TransferConfig {
+  batchFiles: number
+  batchMs: number
+  packetBytes: number
+  windowBytes: number
+  largeFileBytes: number
 }
 
 export interface ServiceConfig {
@@ -41,6 +53,7 @@ export interface Config {
   maxQueuedRequests: number
   deferMaxAgeMs: number
   services: ServiceConfig[]
+  transfer: TransferConfig
   entryTimeoutS: number
   logLevel: string
 }
@@ -160,6 +173,13 @@ export function configFromToml (file: string, toml: Table): Config {
     maxQueuedRequests: r.int('max_queued_requests', 256, 1, 100_000),
     deferMaxAgeMs: r.int('defer_max_age_ms', 7 * 24 * 3600_000, 1000, 10 * 365 * 24 * 3600_000),
     services: [],
+    transfer: {
+      batchFiles: r.int('batch_files', 100, 1, 100_000),
+      batchMs: r.int('batch_ms', 500, 0, 3_600_000),
+      packetBytes: r.int('packet_bytes', 256 << 10, 1 << 10, 1 << 20),
+      windowBytes: r.int('window_bytes', 16 << 20, 64 << 10, 1 << 30),
+      largeFileBytes: r.int('large_file_bytes', 4 << 20, 1, 2 ** 40)
+    },
     entryTimeoutS: r.number('cache_timeout_s', 1, 0, 3600),
     logLevel: r.string('log_level') ?? 'info'
   }
@@ -167,6 +187,7 @@ export function configFromToml (file: string, toml: Table): Config {
   if (cfg.downAfterMs <= cfg.keepaliveMs) r.fail('down_after_ms', `must be larger than keepalive_ms (${cfg.keepaliveMs})`)
   if (cfg.backoffMaxMs < cfg.backoffMinMs) r.fail('backoff_max_ms', `must not be smaller than backoff_min_ms (${cfg.backoffMinMs})`)
 
+  const quota = r.int('inbox_quota_bytes', 0, 0, 2 ** 50)
   const ids = new Set([id])
   const keys = new Set<string>()
   const aliases = new Set<string>()
@@ -196,7 +217,9 @@ export function configFromToml (file: string, toml: Table): Config {
       address: hostPort(pr, 'address', pr.string('address')),
       key,
       alias,
-      requestTimeoutMs: pr.int('request_timeout_ms', requestTimeoutMs, 10, 3_600_000)
+      requestTimeoutMs: pr.int('request_timeout_ms', requestTimeoutMs, 10, 3_600_000),
+      inbox: resolve(pr.string('inbox')),
+      inboxQuotaBytes: pr.int('inbox_quota_bytes', quota, 0, 2 ** 50)
     })
     pr.done()
   })

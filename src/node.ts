@@ -22,6 +22,8 @@ import { DeferredSpool } from './services/spool.js'
 import { PeerManager } from './transport/manager.js'
 import type { Peer, PeerState } from './transport/peer.js'
 import type { Message } from './transport/wire.js'
+import { InboxReceiver, OutboxSender, type TransferSettings, type XferLink } from './transport/transfer.js'
+import type { PassHooks } from './fs/passthrough.js'
 
 const run = promisify(execFile)
 
@@ -30,6 +32,17 @@ class PeerViewImpl implements PeerView {
   get id (): string { return this.peer.id }
   get alias (): string | undefined { return this.peer.cfg.alias }
   get maxRequestBytes (): number { return this.daemon.config.maxRequestBytes }
+  get outboxDir (): string { return this.daemon.outboxDir(this.peer.id) }
+  get inboxDir (): string { return this.daemon.inboxDir(this.peer.id) }
+  get outboxHooks (): PassHooks {
+    const sender = (): OutboxSender | undefined => this.daemon.outboxes.get(this.peer.id)
+    return {
+      ready: (rel) => sender()?.ready(rel),
+      gone: (rel) => sender()?.gone(rel),
+      writing: (rel, delta) => sender()?.writing(rel, delta)
+    }
+  }
+
   state (): string { return this.peer.state }
 
   status (): [string, string | number][] {
@@ -43,11 +56,22 @@ class PeerViewImpl implements PeerView {
       ['rtt_ms', p.link?.rttMs ?? '-'],
       ['inflight', p.inflight],
       ['deferred', this.daemon.senders.get(p.id)?.pending ?? 0],
-      ['outbox_files', 0],
-      ['outbox_bytes', 0],
+      ...this.outboxStatus(),
       ['tx_bytes', p.txBytes],
       ['rx_bytes', p.rxBytes],
       ['last_error', p.lastError === '' ? '-' : p.lastError]
+    ]
+  }
+
+  private outboxStatus (): [string, string | number][] {
+    const s = this.daemon.outboxes.get(this.peer.id)?.stats()
+    if (s === undefined) return [['outbox_files', 0], ['outbox_bytes', 0]]
+    return [
+      ['outbox_files', s.files],
+      ['outbox_bytes', s.bytes],
+      ['transfer', s.transfer],
+      ['transfer_progress', s.progress],
+      ['transfer_rate_bps', s.rateBps]
     ]
   }
 
@@ -83,7 +107,9 @@ export class Daemon implements Backend {
   readonly startedAt: number
   readonly services: LocalServices
   readonly senders = new Map<string, DeferredSender>()
+  readonly outboxes = new Map<string, OutboxSender>()
   private receiver: DeferredReceiver | undefined
+  private inbox: InboxReceiver | undefined
   private readonly views = new WeakMap<Peer, PeerViewImpl>()
   private adapter: FuseAdapter | undefined
   private stopping = false
@@ -147,12 +173,45 @@ export class Daemon implements Backend {
   private onPeerState (peer: Peer, state: PeerState, detail: string): void {
     this.events.emit(peer.id, state, detail)
     const s = this.senders.get(peer.id)
-    if (state === 'up') s?.linkUp()
-    else s?.linkDown()
+    const o = this.outboxes.get(peer.id)
+    if (state === 'up') {
+      s?.linkUp()
+      o?.linkUp()
+    } else {
+      s?.linkDown()
+      o?.linkDown()
+    }
+  }
+
+  outboxDir (id: string): string { return path.join(this.config.state, 'outbox', id) }
+
+  inboxDir (id: string): string {
+    return this.config.peers.find(p => p.id === id)?.inbox ?? path.join(this.config.state, 'inbox', id)
+  }
+
+  private transferSettings (): TransferSettings {
+    const t = this.config.transfer
+    return {
+      ...t,
+      bundleMaxBytes: Math.max(t.largeFileBytes, 32 << 20),
+      ackEveryBytes: Math.min(4 << 20, Math.max(t.packetBytes, t.windowBytes >> 2)),
+      retryMs: 5000
+    }
   }
 
   private onPeerMessage (peer: Peer, m: Message): void {
-    if (m.type === 'dack') {
+    const reply = (r: Message): void => {
+      try {
+        peer.send(r)
+      } catch {
+        // The link is gone; the sender offers the transfer again when it is back.
+      }
+    }
+    if (m.type === 'xaccept' || m.type === 'xack' || m.type === 'xdone') {
+      this.outboxes.get(peer.id)?.onMessage(m)
+    } else if (m.type === 'xoffer' || m.type === 'xdata' || m.type === 'xend' || m.type === 'xcancel') {
+      this.inbox?.onMessage(peer.id, m, reply)
+    } else if (m.type === 'dack') {
       this.senders.get(peer.id)?.onAck(m)
     } else if (m.type === 'dreq') {
       const receiver = this.receiver
@@ -167,7 +226,7 @@ export class Daemon implements Backend {
     }
   }
 
-  /** Opens the spool of every configured peer that has none yet; stops removed ones. */
+  /** Opens the spools of every configured peer that has none yet; stops removed ones. */
   private async syncSenders (): Promise<void> {
     const ids = new Set(this.config.peers.map(p => p.id))
     for (const [id, s] of this.senders) {
@@ -176,17 +235,28 @@ export class Daemon implements Backend {
         this.senders.delete(id)
       }
     }
+    for (const [id, o] of this.outboxes) {
+      if (!ids.has(id)) {
+        o.stop()
+        this.outboxes.delete(id)
+      }
+    }
     for (const id of ids) {
+      if (!this.outboxes.has(id)) {
+        const link = this.linkTo(id)
+        const outbox = new OutboxSender(id, this.outboxDir(id), path.join(this.config.state, 'spool', id), link, {
+          clock: this.clock,
+          log: this.log,
+          settings: this.transferSettings(),
+          onSent: (rel) => this.events.emit(id, 'sent', rel)
+        })
+        this.outboxes.set(id, outbox)
+        await outbox.start()
+        await mkdir(this.inboxDir(id), { recursive: true, mode: 0o700 })
+      }
       if (this.senders.has(id)) continue
       const spool = await DeferredSpool.open(path.join(this.config.state, 'deferred', id), this.log)
-      const sender = new DeferredSender(id, spool, {
-        isUp: () => this.manager.peers.get(id)?.state === 'up',
-        send: (m) => {
-          const p = this.manager.peers.get(id)
-          if (p === undefined) throw new FsError(E.EHOSTUNREACH, `${id} is not configured`)
-          p.send(m)
-        }
-      }, { clock: this.clock, log: this.log, maxAgeMs: this.config.deferMaxAgeMs, ackTimeoutMs: this.config.requestTimeoutMs })
+      const sender = new DeferredSender(id, spool, this.linkTo(id), { clock: this.clock, log: this.log, maxAgeMs: this.config.deferMaxAgeMs, ackTimeoutMs: this.config.requestTimeoutMs })
       this.senders.set(id, sender)
       sender.kick()
     }
@@ -196,10 +266,29 @@ export class Daemon implements Backend {
     return await this.services.call(peerId, svc, payload)
   }
 
+  /** Sends to a peer by id, whichever Peer object holds it after reloads. */
+  private linkTo (id: string): XferLink {
+    return {
+      isUp: () => this.manager.peers.get(id)?.state === 'up',
+      send: (m) => {
+        const p = this.manager.peers.get(id)
+        if (p === undefined) throw new FsError(E.EHOSTUNREACH, `${id} is not configured`)
+        p.send(m)
+      }
+    }
+  }
+
   async start (): Promise<void> {
     await mkdir(this.config.state, { recursive: true, mode: 0o700 })
     await cleanStaleMount(this.mountpoint, this.log)
     this.receiver = await DeferredReceiver.open(path.join(this.config.state, 'applied'), this.services, this.log)
+    this.inbox = new InboxReceiver(path.join(this.config.state, 'partial'), {
+      log: this.log,
+      settings: this.transferSettings(),
+      inboxOf: (id) => this.inboxDir(id),
+      quotaOf: (id) => this.config.peers.find(p => p.id === id)?.inboxQuotaBytes ?? 0,
+      onReceived: (id, rel) => this.events.emit(id, 'recv', rel)
+    })
     await this.syncSenders()
     await this.manager.start()
     this.adapter = new FuseAdapter(buildTree(this, () => this.clock.now()), {
@@ -244,6 +333,7 @@ export class Daemon implements Backend {
       this.log.error({ err }, 'unmount failed')
     }
     for (const s of this.senders.values()) s.stop()
+    for (const o of this.outboxes.values()) o.stop()
     await this.manager.stop()
     this.log.info('stopped')
   }

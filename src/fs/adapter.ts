@@ -7,7 +7,7 @@ import { constants as fsc } from 'node:fs'
 import Fuse, { type PollHandle, type Stat } from 'fuse-native'
 import { E, FsError, PeerfsError } from '../errors.js'
 import type { Logger } from '../log.js'
-import { isDir, isFile, isSymlink, MAX_WRITE, POLLIN, POLLOUT, type DirNode, type FileNode, type FsNode, type Handle } from './types.js'
+import { isDir, isFile, isMutableDir, isSymlink, MAX_WRITE, POLLIN, POLLOUT, type DirNode, type FileNode, type FsNode, type Handle, type MutableDirNode } from './types.js'
 
 /** libfuse's interrupt signal: SIGRTMIN+6, a signal Node leaves alone (SIGUSR1 is ours). */
 const INTR_SIGNAL = 40
@@ -60,16 +60,28 @@ export class FuseAdapter {
     return new Promise((resolve, reject) => this.fuse.unmount((err) => err === null ? resolve() : reject(err)))
   }
 
-  private resolve (path: string): FsNode {
+  private async resolve (path: string): Promise<FsNode> {
     let node: FsNode = this.root
     if (path === '/') return node
     for (const name of path.split('/').slice(1)) {
       if (!isDir(node)) throw new FsError(E.ENOTDIR, `${path}: not a directory`)
-      const next = node.lookup(name)
+      const next: FsNode | undefined = await node.lookup(name)
       if (next === undefined) throw new FsError(E.ENOENT, `${path}: no such file`)
       node = next
     }
     return node
+  }
+
+  /** The directory that holds path, which must take changes, and the last name. */
+  private async parent (path: string): Promise<[MutableDirNode, string]> {
+    const i = path.lastIndexOf('/')
+    const dir = await this.resolve(path.slice(0, i) === '' ? '/' : path.slice(0, i))
+    const name = path.slice(i + 1)
+    if (!isDir(dir)) throw new FsError(E.ENOTDIR, `${path}: not a directory`)
+    if (!isMutableDir(dir)) {
+      throw new FsError(await dir.lookup(name) === undefined ? E.EACCES : E.EPERM, `${path}: this folder cannot be changed`)
+    }
+    return [dir, name]
   }
 
   private handle (fd: number): Open {
@@ -107,31 +119,55 @@ export class FuseAdapter {
     }
   }
 
-  private stat (node: FsNode): Stat {
-    const a = node.attr()
+  private async stat (node: FsNode): Promise<Stat> {
+    const a = await node.attr()
     const t = a.mtimeMs ?? 0
-    return { mode: a.mode, size: a.size ?? 0, mtime: t, atime: t, ctime: t, uid: this.uid, gid: this.gid, nlink: isDir(node) ? 2 : 1 }
+    return { mode: a.mode, size: a.size ?? 0, mtime: t, atime: a.atimeMs ?? t, ctime: a.ctimeMs ?? t, uid: this.uid, gid: this.gid, nlink: isDir(node) ? 2 : 1 }
   }
 
-  private file (path: string): FileNode {
-    const node = this.resolve(path)
+  private async file (path: string): Promise<FileNode> {
+    const node = await this.resolve(path)
     if (isDir(node)) throw new FsError(E.EISDIR, `${path}: is a directory`)
     if (!isFile(node)) throw new FsError(E.EINVAL, `${path}: not a regular file`)
     return node
   }
 
-  private ops (): ConstructorParameters<typeof Fuse>[1] {
-    return {
-      getattr: (path, cb) => this.answer('getattr', path, cb, () => this.stat(this.resolve(path))),
+  private async openNode (path: string, node: FileNode, flags: number): Promise<[number, number]> {
+    const fd = this.nextFd++
+    const entry: Open = { handle: { direct: false }, ph: undefined }
+    const handle = await node.open({ flags, wake: () => this.wake(entry) })
+    const acc = flags & O_ACCMODE
+    if ((acc !== fsc.O_RDONLY && handle.write === undefined) || (acc !== fsc.O_WRONLY && handle.read === undefined)) {
+      await handle.release?.()
+      throw new FsError(E.EACCES, `${path}: not ${acc === fsc.O_RDONLY ? 'readable' : 'writable'}`)
+    }
+    entry.handle = handle
+    this.open.set(fd, entry)
+    return [fd, handle.direct ? Fuse.OPEN_DIRECT_IO : 0]
+  }
 
-      readdir: (path, cb) => this.answer('readdir', path, cb, () => {
-        const node = this.resolve(path)
+  private async truncate (path: string, size: number): Promise<void> {
+    const node = await this.file(path)
+    if (node.truncate === undefined) throw new FsError(E.EACCES, `${path}: read-only`)
+    await node.truncate(size)
+  }
+
+  private ops (): ConstructorParameters<typeof Fuse>[1] {
+    const refuse = (errno: number, what: string) => (path: string, ...rest: unknown[]) => {
+      const cb = rest[rest.length - 1] as (err: number) => void
+      this.answer(what, path, cb, () => { throw new FsError(errno, `${path}: ${what} is not supported here`) })
+    }
+    return {
+      getattr: (path, cb) => this.answer('getattr', path, cb, async () => await this.stat(await this.resolve(path))),
+
+      readdir: (path, cb) => this.answer('readdir', path, cb, async () => {
+        const node = await this.resolve(path)
         if (!isDir(node)) throw new FsError(E.ENOTDIR, `${path}: not a directory`)
-        return ['.', '..', ...node.list()]
+        return ['.', '..', ...await node.list()]
       }),
 
-      readlink: (path, cb) => this.answer('readlink', path, cb, () => {
-        const node = this.resolve(path)
+      readlink: (path, cb) => this.answer('readlink', path, cb, async () => {
+        const node = await this.resolve(path)
         if (!isSymlink(node)) throw new FsError(E.EINVAL, `${path}: not a symlink`)
         return node.readlink()
       }),
@@ -139,25 +175,22 @@ export class FuseAdapter {
       open: (path, flags, cb) => {
         let fd = 0
         this.answer<number>('open', path, (err, res) => cb(err, fd, res), async () => {
-          const node = this.file(path)
-          fd = this.nextFd++
-          const entry: Open = { handle: { direct: false }, ph: undefined }
-          const handle = await node.open({ flags, wake: () => this.wake(entry) })
-          const acc = flags & O_ACCMODE
-          if ((acc !== fsc.O_RDONLY && handle.write === undefined) || (acc !== fsc.O_WRONLY && handle.read === undefined)) {
-            handle.release?.()
-            throw new FsError(E.EACCES, `${path}: not ${acc === fsc.O_RDONLY ? 'readable' : 'writable'}`)
-          }
-          entry.handle = handle
-          this.open.set(fd, entry)
-          return handle.direct ? Fuse.OPEN_DIRECT_IO : 0
+          const [n, openFlags] = await this.openNode(path, await this.file(path), flags)
+          fd = n
+          return openFlags
         })
       },
 
-      create: (path, _mode, cb) => this.answer('create', path, cb, () => {
-        this.resolve(path.slice(0, path.lastIndexOf('/')) || '/')
-        throw new FsError(E.EACCES, `${path}: files cannot be created here`)
-      }),
+      create: (path, mode, cb) => {
+        let fd = 0
+        this.answer<number>('create', path, (err, res) => cb(err, fd, res), async () => {
+          const [dir, name] = await this.parent(path)
+          const node = await dir.create(name, mode)
+          const [n, openFlags] = await this.openNode(path, node, fsc.O_RDWR)
+          fd = n
+          return openFlags
+        })
+      },
 
       read: (path, fd, buf, len, pos, cb, signal, flags) => this.answer<Buffer>('read', path, (err, data) => {
         if (err !== 0 || data === undefined) return cb(err)
@@ -178,25 +211,64 @@ export class FuseAdapter {
 
       flush: (path, fd, cb) => this.answer('flush', path, cb, () => this.handle(fd).handle.flush?.()),
 
-      release: (path, fd, cb) => this.answer('release', path, cb, () => {
+      fsync: (path, _datasync, fd, cb) => this.answer('fsync', path, cb, () => this.handle(fd).handle.fsync?.()),
+
+      release: (path, fd, cb) => this.answer('release', path, cb, async () => {
         const o = this.open.get(fd)
         if (o === undefined) return
         this.open.delete(fd)
         this.dropPollHandle(o)
-        o.handle.release?.()
+        await o.handle.release?.()
       }),
 
-      truncate: (path, size, cb) => this.answer('truncate', path, cb, () => {
-        const node = this.file(path)
-        if (node.truncate === undefined) throw new FsError(E.EACCES, `${path}: read-only`)
-        node.truncate(size)
+      truncate: (path, size, cb) => this.answer('truncate', path, cb, async () => await this.truncate(path, size)),
+
+      ftruncate: (path, _fd, size, cb) => this.answer('ftruncate', path, cb, async () => await this.truncate(path, size)),
+
+      mkdir: (path, mode, cb) => this.answer('mkdir', path, cb, async () => {
+        const [dir, name] = await this.parent(path)
+        await dir.mkdir(name, mode)
       }),
 
-      ftruncate: (path, _fd, size, cb) => this.answer('ftruncate', path, cb, () => {
-        const node = this.file(path)
-        if (node.truncate === undefined) throw new FsError(E.EACCES, `${path}: read-only`)
-        node.truncate(size)
+      unlink: (path, cb) => this.answer('unlink', path, cb, async () => {
+        const [dir, name] = await this.parent(path)
+        await dir.unlink(name)
       }),
+
+      rmdir: (path, cb) => this.answer('rmdir', path, cb, async () => {
+        const [dir, name] = await this.parent(path)
+        await dir.rmdir(name)
+      }),
+
+      rename: (src, dest, cb) => this.answer('rename', src, cb, async () => {
+        const [from, name] = await this.parent(src)
+        const i = dest.lastIndexOf('/')
+        const to = await this.resolve(dest.slice(0, i) === '' ? '/' : dest.slice(0, i))
+        if (!isDir(to)) throw new FsError(E.ENOTDIR, `${dest}: not a directory`)
+        await from.rename(name, to, dest.slice(i + 1))
+      }),
+
+      chmod: (path, mode, cb) => this.answer('chmod', path, cb, async () => {
+        const node = await this.resolve(path)
+        if (node.chmod === undefined) throw new FsError(E.EPERM, `${path}: mode cannot be changed`)
+        await node.chmod(mode)
+      }),
+
+      // Ownership is not carried to peers; accepting it keeps cp -p and rsync -a quiet.
+      chown: (path, _uid, _gid, cb) => this.answer('chown', path, cb, async () => {
+        const node = await this.resolve(path)
+        if (node.chmod === undefined) throw new FsError(E.EPERM, `${path}: owner cannot be changed`)
+      }),
+
+      utimens: (path, atime, mtime, cb) => this.answer('utimens', path, cb, async () => {
+        const node = await this.resolve(path)
+        if (node.utimens === undefined) throw new FsError(E.EPERM, `${path}: times cannot be changed`)
+        await node.utimens(atime, mtime)
+      }),
+
+      symlink: refuse(E.EPERM, 'symlink'),
+      link: refuse(E.EPERM, 'link'),
+      mknod: refuse(E.EPERM, 'mknod'),
 
       poll: (path, fd, ph, cb) => this.answer<number>('poll', path, cb, () => {
         const o = this.open.get(fd)

@@ -1,6 +1,7 @@
 // What the tree needs from the daemon, and nothing more: src/fs never sees
 // a socket, a link or a config file.
 import type { EventBus } from '../events.js'
+import type { PassHooks } from './passthrough.js'
 
 export interface PeerView {
   readonly id: string
@@ -16,6 +17,11 @@ export interface PeerView {
   defer(svc: number, payload: Buffer): Promise<void>
   /** The outcome lines of finished deferred requests. */
   deferLog(): Promise<Buffer>
+  /** Real folders behind outbox/ and inbox/. */
+  readonly outboxDir: string
+  readonly inboxDir: string
+  /** Told when an outbox file is ready to send or gone. */
+  readonly outboxHooks: PassHooks
   readonly maxRequestBytes: number
 }
 

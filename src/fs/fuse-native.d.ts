@@ -17,6 +17,17 @@ declare module 'fuse-native' {
     ftruncate?: (path: string, fd: number, size: number, cb: Cb) => void
     readlink?: (path: string, cb: (err: number, target?: string) => void) => void
     poll?: (path: string, fd: number, ph: PollHandle | null, cb: (err: number, revents?: number) => void) => void
+    mkdir?: (path: string, mode: number, cb: Cb) => void
+    unlink?: (path: string, cb: Cb) => void
+    rmdir?: (path: string, cb: Cb) => void
+    rename?: (src: string, dest: string, cb: Cb) => void
+    chmod?: (path: string, mode: number, cb: Cb) => void
+    chown?: (path: string, uid: number, gid: number, cb: Cb) => void
+    utimens?: (path: string, atimeMs: number, mtimeMs: number, cb: Cb) => void
+    fsync?: (path: string, datasync: number, fd: number, cb: Cb) => void
+    symlink?: (target: string, path: string, cb: Cb) => void
+    link?: (src: string, dest: string, cb: Cb) => void
+    mknod?: (path: string, mode: number, dev: number, cb: Cb) => void
   }
   export interface FuseOptions {
     timeout?: number | false

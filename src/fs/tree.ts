@@ -2,7 +2,7 @@
 // switches:
 //
 //   status  events  svc/NN  tile/<ALIAS> -> ../peers/<id>
-//   peers/<id>/{state,status,ctl,svc/NN,defer/NN,defer/log}
+//   peers/<id>/{state,status,ctl,svc/NN,defer/NN,defer/log,outbox/,inbox/}
 //
 // Per-peer folders are cached so a file's state (a request file's last
 // reply) lives as long as the peer stays configured.
@@ -10,6 +10,7 @@ import { svcName } from '../services/builtin.js'
 import type { Backend, PeerView } from './backend.js'
 import { CtlFile } from './ctl.js'
 import { DeferFile } from './defer.js'
+import { PassRoot } from './passthrough.js'
 import { EventsFile } from './events-file.js'
 import { RequestFile } from './request.js'
 import { ServerFile } from './server.js'
@@ -41,7 +42,9 @@ const PEER_DIRTAB: readonly DirEntry[] = [
   { name: 'status', make: (p, t) => new TextFile(() => keyValueLines(p.status()), t) },
   { name: 'ctl', make: (p, t) => new CtlFile(PEER_COMMANDS, (cmd) => p.control(cmd), t) },
   { name: 'svc', make: (p, t) => new PerServiceDir((n) => new RequestFile(p, n, t), new Map(), t) },
-  { name: 'defer', make: (p, t) => new PerServiceDir((n) => new DeferFile(p, n, t), new Map([['log', new TextFile(async () => await p.deferLog(), t)]]), t) }
+  { name: 'defer', make: (p, t) => new PerServiceDir((n) => new DeferFile(p, n, t), new Map([['log', new TextFile(async () => await p.deferLog(), t)]]), t) },
+  { name: 'outbox', make: (p) => new PassRoot(p.outboxDir, p.outboxHooks, false).top() },
+  { name: 'inbox', make: (p) => new PassRoot(p.inboxDir, {}, true).top() }
 ]
 
 /** A peer's svc/ or defer/: one file per service 01..63, made on first use, plus fixed extras. */

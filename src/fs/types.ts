@@ -3,20 +3,36 @@
 // nothing of FUSE and throw FsError (or any PeerfsError) with the errno the
 // caller must see. The whole tree can be driven without a mount.
 
+export type MaybePromise<T> = T | Promise<T>
+
 export interface Attr {
   /** Full st_mode, type bits included. */
   mode: number
   size?: number
   mtimeMs?: number
+  atimeMs?: number
+  ctimeMs?: number
 }
 
 export interface FsNode {
-  attr(): Attr
+  attr(): MaybePromise<Attr>
+  chmod?(mode: number): Promise<void>
+  utimens?(atimeMs: number, mtimeMs: number): Promise<void>
 }
 
 export interface DirNode extends FsNode {
-  lookup(name: string): FsNode | undefined
-  list(): string[]
+  lookup(name: string): MaybePromise<FsNode | undefined>
+  list(): MaybePromise<string[]>
+}
+
+/** A directory that takes changes (outbox, inbox). */
+export interface MutableDirNode extends DirNode {
+  create(name: string, mode: number): Promise<FileNode>
+  mkdir(name: string, mode: number): Promise<void>
+  unlink(name: string): Promise<void>
+  rmdir(name: string): Promise<void>
+  /** Moves name to target/newName; EXDEV unless target is of the same tree. */
+  rename(name: string, target: DirNode, newName: string): Promise<void>
 }
 
 export interface OpenContext {
@@ -41,13 +57,14 @@ export interface Handle {
   flush?(): void | Promise<void>
   /** Ready mask (POLLIN, POLLOUT, ...) now. */
   poll?(): number
-  release?(): void
+  fsync?(): Promise<void>
+  release?(): void | Promise<void>
 }
 
 export interface FileNode extends FsNode {
   open(ctx: OpenContext): Handle | Promise<Handle>
   /** O_TRUNC and truncate(2); files that take writes accept size 0. */
-  truncate?(size: number): void
+  truncate?(size: number): void | Promise<void>
 }
 
 export interface SymlinkNode extends FsNode {
@@ -57,6 +74,7 @@ export interface SymlinkNode extends FsNode {
 export const isDir = (n: FsNode): n is DirNode => typeof (n as DirNode).lookup === 'function'
 export const isFile = (n: FsNode): n is FileNode => typeof (n as FileNode).open === 'function'
 export const isSymlink = (n: FsNode): n is SymlinkNode => typeof (n as SymlinkNode).readlink === 'function'
+export const isMutableDir = (n: FsNode): n is MutableDirNode => typeof (n as MutableDirNode).mkdir === 'function'
 
 export const S_IFDIR = 0o040000
 export const S_IFREG = 0o100000

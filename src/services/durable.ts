@@ -4,7 +4,7 @@
 // crash. Node's errors become PeerfsErrors with their errno (ENOSPC stays
 // ENOSPC), so the tree can hand them to the caller.
 import { constants } from 'node:os'
-import { open, rename, rm } from 'node:fs/promises'
+import { open, rename, rm, utimes } from 'node:fs/promises'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { E, PeerfsError } from '../errors.js'
@@ -14,6 +14,16 @@ export function fsErrorOf (err: unknown, what: string): PeerfsError {
   const code = (err as NodeJS.ErrnoException).code
   const errno = code !== undefined ? (constants.errno as Record<string, number>)[code] : undefined
   return new PeerfsError(errno ?? E.EIO, `${what}: ${(err as Error).message}`)
+}
+
+/**
+ * Sets both times from milliseconds. utimes takes float seconds, which land
+ * just below the intended millisecond often enough that a later floor to
+ * whole milliseconds (FUSE attributes) reads one less; half a microsecond
+ * more lands them on or just above.
+ */
+export async function setTimes (file: string, atimeMs: number, mtimeMs: number): Promise<void> {
+  await utimes(file, atimeMs / 1000 + 5e-7, mtimeMs / 1000 + 5e-7)
 }
 
 export async function fsyncDir (dir: string): Promise<void> {

@@ -134,6 +134,23 @@ export type Message =
   | { type: 'bye', reason: ByeReason }
   | { type: 'dreq', epoch: bigint, seq: number, svc: number, created: number, payload: Buffer }
   | { type: 'dack', epoch: bigint, seq: number, result: DackResult, status: number, payload: Buffer }
+  // File transfer (outbox -> inbox). xid names one transfer: a single file
+  // (kind 'file', name = its relative path) or a tar of many (kind 'tar').
+  | { type: 'xoffer', xid: Buffer, kind: XferKind, size: number, name: string }
+  | { type: 'xaccept', xid: Buffer, offset: number }
+  | { type: 'xdata', xid: Buffer, offset: number, data: Buffer }
+  | { type: 'xack', xid: Buffer, offset: number }
+  | { type: 'xend', xid: Buffer, sha256: Buffer, mode: number, mtimeMs: number }
+  | { type: 'xdone', xid: Buffer, result: XferResult, reason: string }
+  | { type: 'xcancel', xid: Buffer }
+
+export type XferKind = 'file' | 'tar'
+const XFER_KINDS: readonly XferKind[] = ['file', 'tar']
+/** ok: delivered; retry: not now (disk full, over quota, bad hash); refused: never (bad names). */
+export type XferResult = 'ok' | 'retry' | 'refused'
+const XFER_RESULTS: readonly XferResult[] = ['ok', 'retry', 'refused']
+export const XID_BYTES = 16
+const MAX_NAME = 4096
 
 /**
  * The receiver's answer to a deferred request. 'done': applied, status is
@@ -156,9 +173,68 @@ const T_REP = 4
 const T_BYE = 5
 const T_DREQ = 6
 const T_DACK = 7
+const T_XOFFER = 8
+const T_XACCEPT = 9
+const T_XDATA = 10
+const T_XACK = 11
+const T_XEND = 12
+const T_XDONE = 13
+const T_XCANCEL = 14
 
 export function laneOf (m: Message): Lane {
+  if (m.type === 'xdata') return LANE_BULK
   return m.type === 'ping' || m.type === 'pong' || m.type === 'bye' ? LANE_CONTROL : LANE_TX
+}
+
+/** Transfer messages: u8 type, xid, then the fields of each. */
+function encodeXfer (type: number, xid: Buffer, rest: Buffer[]): Buffer {
+  if (xid.length !== XID_BYTES) throw new RangeError('xid must be 16 bytes')
+  return Buffer.concat([Buffer.from([type]), xid, ...rest])
+}
+
+const u64 = (n: number): Buffer => {
+  const b = Buffer.allocUnsafe(8)
+  b.writeBigUInt64BE(BigInt(n))
+  return b
+}
+
+const str = (s: string): Buffer => {
+  const b = Buffer.from(s, 'utf8')
+  if (b.length > MAX_NAME) throw new RangeError(`name of ${b.length} bytes`)
+  const len = Buffer.allocUnsafe(2)
+  len.writeUInt16BE(b.length)
+  return Buffer.concat([len, b])
+}
+
+/** A cursor over one received message that refuses to read past its end. */
+class Reader {
+  private off = 1
+  constructor (private readonly b: Buffer) {}
+  take (n: number, what: string): Buffer {
+    if (this.b.length - this.off < n) throw new ProtocolError(`message type ${this.b[0]} too short for ${what}`)
+    const out = this.b.subarray(this.off, this.off + n)
+    this.off += n
+    return out
+  }
+
+  u8 (what: string): number { return this.take(1, what)[0] }
+  u32 (what: string): number { return this.take(4, what).readUInt32BE(0) }
+  u64 (what: string): number { return safeNumber(this.take(8, what).readBigUInt64BE(0)) }
+  str (what: string): string {
+    const n = this.take(2, what).readUInt16BE(0)
+    if (n > MAX_NAME) throw new ProtocolError(`${what} of ${n} bytes over ${MAX_NAME}`)
+    return this.take(n, what).toString('utf8')
+  }
+
+  rest (): Buffer { return this.b.subarray(this.off) }
+  end (what: string): void {
+    if (this.off !== this.b.length) throw new ProtocolError(`${this.b.length - this.off} stray bytes after ${what}`)
+  }
+}
+
+function pick<T> (list: readonly T[], i: number, what: string): T {
+  if (i >= list.length) throw new ProtocolError(`unknown ${what} ${i}`)
+  return list[i]
 }
 
 export function encodeMessage (m: Message): Buffer {
@@ -191,6 +267,23 @@ export function encodeMessage (m: Message): Buffer {
       b.set(m.payload, 26)
       return b
     }
+    case 'xoffer':
+      return encodeXfer(T_XOFFER, m.xid, [Buffer.from([XFER_KINDS.indexOf(m.kind)]), u64(m.size), str(m.name)])
+    case 'xaccept':
+      return encodeXfer(T_XACCEPT, m.xid, [u64(m.offset)])
+    case 'xdata':
+      return encodeXfer(T_XDATA, m.xid, [u64(m.offset), m.data])
+    case 'xack':
+      return encodeXfer(T_XACK, m.xid, [u64(m.offset)])
+    case 'xend': {
+      const mode = Buffer.allocUnsafe(4)
+      mode.writeUInt32BE(m.mode)
+      return encodeXfer(T_XEND, m.xid, [m.sha256, mode, u64(m.mtimeMs)])
+    }
+    case 'xdone':
+      return encodeXfer(T_XDONE, m.xid, [Buffer.from([XFER_RESULTS.indexOf(m.result)]), str(m.reason)])
+    case 'xcancel':
+      return encodeXfer(T_XCANCEL, m.xid, [])
     case 'dack': {
       const b = Buffer.allocUnsafe(19 + m.payload.length)
       b[0] = T_DACK
@@ -202,6 +295,23 @@ export function encodeMessage (m: Message): Buffer {
       return b
     }
   }
+}
+
+function decodeXfer (b: Buffer): Message {
+  const r = new Reader(b)
+  const xid = Buffer.from(r.take(XID_BYTES, 'xid'))
+  let m: Message
+  switch (b[0]) {
+    case T_XOFFER: m = { type: 'xoffer', xid, kind: pick(XFER_KINDS, r.u8('kind'), 'transfer kind'), size: r.u64('size'), name: r.str('name') }; break
+    case T_XACCEPT: m = { type: 'xaccept', xid, offset: r.u64('offset') }; break
+    case T_XDATA: return { type: 'xdata', xid, offset: r.u64('offset'), data: r.rest() }
+    case T_XACK: m = { type: 'xack', xid, offset: r.u64('offset') }; break
+    case T_XEND: m = { type: 'xend', xid, sha256: Buffer.from(r.take(32, 'sha256')), mode: r.u32('mode'), mtimeMs: r.u64('mtime') }; break
+    case T_XDONE: m = { type: 'xdone', xid, result: pick(XFER_RESULTS, r.u8('result'), 'transfer result'), reason: r.str('reason') }; break
+    default: m = { type: 'xcancel', xid }
+  }
+  r.end(m.type)
+  return m
 }
 
 function safeNumber (n: bigint): number {
@@ -237,6 +347,8 @@ export function decodeMessage (b: Buffer): Message {
       if (b[17] >= DACK_RESULTS.length) throw new ProtocolError(`unknown deferred ack result ${b[17]}`)
       return { type: 'dack', epoch: b.readBigUInt64BE(1), seq: safeNumber(b.readBigUInt64BE(9)), result: DACK_RESULTS[b[17]], status: b[18], payload: b.subarray(19) }
     }
+    case T_XOFFER: case T_XACCEPT: case T_XDATA: case T_XACK: case T_XEND: case T_XDONE: case T_XCANCEL:
+      return decodeXfer(b)
     case T_BYE:
       if (b.length !== 2 || b[1] >= BYE_REASONS.length) throw new ProtocolError('malformed bye')
       return { type: 'bye', reason: BYE_REASONS[b[1]] }

@@ -28,7 +28,7 @@ function makePeer (budget: number) {
   const dials: number[] = []
   const links: FakeLink[] = []
   const key = parsePublicKey(encodePublicKey(identityFromSeed(new Uint8Array(32).fill(9)).publicKey))
-  const peer = new Peer({ id: 'beta', key, address: { host: '127.0.0.1', port: 1 }, requestTimeoutMs: 1000 }, {
+  const peer = new Peer({ id: 'beta', key, address: { host: '127.0.0.1', port: 1 }, requestTimeoutMs: 1000, inboxQuotaBytes: 0 }, {
     clock,
     log: silentLogger,
     settings: { retryBudget: budget, backoffMinMs: 100, backoffMaxMs: 1000, handshakeTimeoutMs: 500 },

@@ -1,0 +1,177 @@
+// Folders backed by a real folder on disk: a peer's outbox/ (everything
+// cp, mv, rsync and editors do) and inbox/ (read, and remove what you are
+// done with). Files are ordinary page-cached files; operations go to the
+// real folder, so what the tree shows is what is on disk.
+//
+// The owner is told, through hooks, when a visible file becomes ready to
+// send (closed after writing, renamed to a visible name, or a folder renamed
+// into view) and when one goes away. A name with a component starting with
+// "." is in progress (rsync's temp files) and never reported ready.
+import { constants as fsc } from 'node:fs'
+import { chmod, lstat, mkdir, open, readdir, rename, rmdir, truncate, unlink, type FileHandle } from 'node:fs/promises'
+import path from 'node:path'
+import { E, FsError } from '../errors.js'
+import { fsErrorOf, setTimes } from '../services/durable.js'
+import type { Attr, DirNode, FileNode, FsNode, Handle, MutableDirNode, OpenContext } from './types.js'
+
+export interface PassHooks {
+  /** A visible file (or a folder of them) at rel is ready. */
+  ready?: (rel: string) => void
+  /** The file or folder at rel is gone (removed or renamed away). */
+  gone?: (rel: string) => void
+  /** A handle writing rel opened (+1) or closed (-1): not ready meanwhile. */
+  writing?: (rel: string, delta: number) => void
+}
+
+export const NAME_MAX = 255
+
+export function visible (rel: string): boolean {
+  return rel.split('/').every(part => part !== '' && !part.startsWith('.'))
+}
+
+function checkName (name: string): void {
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) throw new FsError(E.EINVAL, `bad name ${JSON.stringify(name)}`)
+  if (Buffer.byteLength(name) > NAME_MAX) throw new FsError(E.ENAMETOOLONG, 'name too long')
+}
+
+async function attrOf (real: string): Promise<Attr> {
+  try {
+    const st = await lstat(real)
+    return { mode: st.mode, size: st.size, mtimeMs: st.mtimeMs, atimeMs: st.atimeMs, ctimeMs: st.ctimeMs }
+  } catch (err) {
+    throw fsErrorOf(err, real)
+  }
+}
+
+async function wrap<T> (what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn()
+  } catch (err) {
+    throw fsErrorOf(err, what)
+  }
+}
+
+export class PassRoot {
+  constructor (readonly dir: string, readonly hooks: PassHooks, readonly readOnly: boolean) {}
+  real (rel: string): string { return path.join(this.dir, rel) }
+  top (): PassDir { return new PassDir(this, '') }
+}
+
+abstract class PassNode implements FsNode {
+  constructor (readonly root: PassRoot, readonly rel: string) {}
+  get real (): string { return this.root.real(this.rel) }
+  async attr (): Promise<Attr> { return await attrOf(this.real) }
+  async chmod (mode: number): Promise<void> {
+    await wrap(this.rel, async () => await chmod(this.real, mode & 0o7777))
+    this.changed()
+  }
+
+  async utimens (atimeMs: number, mtimeMs: number): Promise<void> {
+    await wrap(this.rel, async () => await setTimes(this.real, atimeMs, mtimeMs))
+    this.changed()
+  }
+
+  /** Metadata or content of a visible file changed after it was written. */
+  protected changed (): void {
+    if (this instanceof PassFile && visible(this.rel)) this.root.hooks.ready?.(this.rel)
+  }
+}
+
+export class PassDir extends PassNode implements MutableDirNode {
+  private child (name: string): string {
+    checkName(name)
+    return this.rel === '' ? name : `${this.rel}/${name}`
+  }
+
+  private writable (): void {
+    if (this.root.readOnly) throw new FsError(E.EROFS, 'this folder only takes removals')
+  }
+
+  async lookup (name: string): Promise<FsNode | undefined> {
+    const rel = this.child(name)
+    try {
+      const st = await lstat(this.root.real(rel))
+      if (st.isDirectory()) return new PassDir(this.root, rel)
+      if (st.isFile()) return new PassFile(this.root, rel)
+      return undefined
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw fsErrorOf(err, rel)
+    }
+  }
+
+  async list (): Promise<string[]> {
+    return await wrap(this.rel, async () => await readdir(this.real))
+  }
+
+  async create (name: string, mode: number): Promise<FileNode> {
+    this.writable()
+    const rel = this.child(name)
+    await wrap(rel, async () => await (await open(this.root.real(rel), fsc.O_CREAT | fsc.O_WRONLY, mode & 0o7777)).close())
+    return new PassFile(this.root, rel)
+  }
+
+  async mkdir (name: string, mode: number): Promise<void> {
+    this.writable()
+    const rel = this.child(name)
+    await wrap(rel, async () => await mkdir(this.root.real(rel), { mode: mode & 0o7777 }))
+  }
+
+  async unlink (name: string): Promise<void> {
+    const rel = this.child(name)
+    await wrap(rel, async () => await unlink(this.root.real(rel)))
+    this.root.hooks.gone?.(rel)
+  }
+
+  async rmdir (name: string): Promise<void> {
+    const rel = this.child(name)
+    await wrap(rel, async () => await rmdir(this.root.real(rel)))
+    this.root.hooks.gone?.(rel)
+  }
+
+  async rename (name: string, target: DirNode, newName: string): Promise<void> {
+    if (!(target instanceof PassDir) || target.root !== this.root) throw new FsError(E.EXDEV, 'rename out of this folder')
+    this.writable()
+    const from = this.child(name)
+    const to = target.child(newName)
+    await wrap(from, async () => await rename(this.root.real(from), this.root.real(to)))
+    this.root.hooks.gone?.(from)
+    if (visible(to)) this.root.hooks.ready?.(to)
+  }
+}
+
+export class PassFile extends PassNode implements FileNode {
+  async truncate (size: number): Promise<void> {
+    if (this.root.readOnly) throw new FsError(E.EROFS, 'read-only')
+    await wrap(this.rel, async () => await truncate(this.real, size))
+    this.changed()
+  }
+
+  async open (ctx: OpenContext): Promise<Handle> {
+    const acc = ctx.flags & 3
+    if (this.root.readOnly && acc !== fsc.O_RDONLY) throw new FsError(E.EROFS, 'read-only')
+    const fh: FileHandle = await wrap(this.rel, async () => await open(this.real, acc | (ctx.flags & fsc.O_APPEND)))
+    const writer = acc !== fsc.O_RDONLY
+    if (writer) this.root.hooks.writing?.(this.rel, 1)
+    let wrote = false
+    return {
+      direct: false,
+      read: async (len, pos) => {
+        const buf = Buffer.allocUnsafe(len)
+        const { bytesRead } = await wrap(this.rel, async () => await fh.read(buf, 0, len, pos))
+        return buf.subarray(0, bytesRead)
+      },
+      write: async (data, pos) => {
+        wrote = true
+        const { bytesWritten } = await wrap(this.rel, async () => await fh.write(data, 0, data.length, pos))
+        return bytesWritten
+      },
+      fsync: async () => { await wrap(this.rel, async () => await fh.sync()) },
+      release: async () => {
+        await fh.close()
+        if (writer) this.root.hooks.writing?.(this.rel, -1)
+        if (wrote && visible(this.rel)) this.root.hooks.ready?.(this.rel)
+      }
+    }
+  }
+}
