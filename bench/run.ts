@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import net from 'node:net'
 import path from 'node:path'
-import { Daemon, ROOT, eventually, makeNetwork, py, readText, sh, startNetwork, teardown, tempDir } from '../test/helpers/net.js'
+import { Daemon, ROOT, eventually, makeNetwork, py, readText, sh, startNetwork, teardown, tempDir, waitEvent } from '../test/helpers/net.js'
 
 const N = Number(process.env.BENCH_N ?? 3000)
 const CONC = 8
@@ -167,11 +167,11 @@ async function peerfs (): Promise<{ serial: Lat, kept: Lat, conc: Lat, wake: Wak
     const wake = await wakeLatency(b.path('svc/30'), () => a.path('peers/beta/svc/30'))
 
     const downAfter = async (signal: NodeJS.Signals): Promise<number> => {
-      const events = sh(`timeout 20 sh -c 'cat ${a.path('events')} | grep -m1 " beta down"'`, 30_000)
+      const events = waitEvent(a.path('events'), ' beta down', 20_000)
       await new Promise(resolve => setTimeout(resolve, 300))
       const t0 = Date.now()
       process.kill(b.pid, signal)
-      const line = (await events).stdout
+      const line = await events
       return Number(line.split(' ')[0]) - t0
     }
     const killDownMs = await downAfter('SIGKILL')

@@ -367,7 +367,7 @@ export class OutboxSender {
     let fh: FileHandle | undefined
     try {
       this.reply = undefined
-      this.link.send({ type: 'xoffer', xid, kind: cur.kind, size: cur.size, name: cur.name })
+      this.link.send({ type: 'xoffer', xid, kind: cur.kind, size: cur.size, window: s.windowBytes, name: cur.name })
       await this.waitFor(() => this.reply?.type === 'xaccept', 30_000)
       const accepted = this.reply as Message | undefined
       const offset = Math.min(accepted?.type === 'xaccept' ? accepted.offset : 0, cur.size)
@@ -477,6 +477,8 @@ interface Incoming extends Partial {
   fh: FileHandle
   hash: Hash
   written: number
+  /** Acknowledge at least this often: a quarter of the sender's window. */
+  ackEvery: number
 }
 
 export interface InboxOptions {
@@ -546,7 +548,8 @@ export class InboxReceiver {
       const hash = createHash('sha256')
       await hashRange(fh, hash, 0, meta.offset)
       await writeDurable(`${base}.json`, JSON.stringify(meta))
-      this.active.set(k, { ...meta, fh, hash, written: meta.offset })
+      const ackEvery = Math.max(64 << 10, Math.min(this.opts.settings.ackEveryBytes, Math.floor(m.window / 4)))
+      this.active.set(k, { ...meta, fh, hash, written: meta.offset, ackEvery })
     } catch (err) {
       const e = fsErrorOf(err, 'inbox partial')
       return done(e.errno === E.ENOSPC ? 'retry' : 'refused', e.message)
@@ -567,7 +570,7 @@ export class InboxReceiver {
       await inc.fh.write(m.data, 0, m.data.length, inc.written)
       inc.hash.update(m.data)
       inc.written += m.data.length
-      if (inc.written - inc.offset >= this.opts.settings.ackEveryBytes || inc.written === inc.size) {
+      if (inc.written - inc.offset >= inc.ackEvery || inc.written === inc.size) {
         await inc.fh.datasync()
         inc.offset = inc.written
         await writeDurable(path.join(this.dir(peer), `${inc.xid}.json`), JSON.stringify({ xid: inc.xid, kind: inc.kind, name: inc.name, size: inc.size, offset: inc.offset }))

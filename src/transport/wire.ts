@@ -136,7 +136,7 @@ export type Message =
   | { type: 'dack', epoch: bigint, seq: number, result: DackResult, status: number, payload: Buffer }
   // File transfer (outbox -> inbox). xid names one transfer: a single file
   // (kind 'file', name = its relative path) or a tar of many (kind 'tar').
-  | { type: 'xoffer', xid: Buffer, kind: XferKind, size: number, name: string }
+  | { type: 'xoffer', xid: Buffer, kind: XferKind, size: number, window: number, name: string }
   | { type: 'xaccept', xid: Buffer, offset: number }
   | { type: 'xdata', xid: Buffer, offset: number, data: Buffer }
   | { type: 'xack', xid: Buffer, offset: number }
@@ -268,7 +268,7 @@ export function encodeMessage (m: Message): Buffer {
       return b
     }
     case 'xoffer':
-      return encodeXfer(T_XOFFER, m.xid, [Buffer.from([XFER_KINDS.indexOf(m.kind)]), u64(m.size), str(m.name)])
+      return encodeXfer(T_XOFFER, m.xid, [Buffer.from([XFER_KINDS.indexOf(m.kind)]), u64(m.size), u64(m.window), str(m.name)])
     case 'xaccept':
       return encodeXfer(T_XACCEPT, m.xid, [u64(m.offset)])
     case 'xdata':
@@ -302,7 +302,7 @@ function decodeXfer (b: Buffer): Message {
   const xid = Buffer.from(r.take(XID_BYTES, 'xid'))
   let m: Message
   switch (b[0]) {
-    case T_XOFFER: m = { type: 'xoffer', xid, kind: pick(XFER_KINDS, r.u8('kind'), 'transfer kind'), size: r.u64('size'), name: r.str('name') }; break
+    case T_XOFFER: m = { type: 'xoffer', xid, kind: pick(XFER_KINDS, r.u8('kind'), 'transfer kind'), size: r.u64('size'), window: r.u64('window'), name: r.str('name') }; break
     case T_XACCEPT: m = { type: 'xaccept', xid, offset: r.u64('offset') }; break
     case T_XDATA: return { type: 'xdata', xid, offset: r.u64('offset'), data: r.rest() }
     case T_XACK: m = { type: 'xack', xid, offset: r.u64('offset') }; break

@@ -194,6 +194,27 @@ export async function eventually (check: () => Promise<boolean> | boolean, what:
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
 }
 
+/**
+ * Starts reading an events file now and resolves with the first line that
+ * matches (or '' after timeoutMs). The reader exits at once on a match,
+ * where `cat | grep -m1` would leave cat blocked on the next event.
+ */
+export function waitEvent (file: string, pattern: string, timeoutMs = 20_000): Promise<string> {
+  return py(`
+import os, re, select, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)
+print('open', flush=True)
+pat, end, buf = re.compile(sys.argv[2]), time.monotonic() + float(sys.argv[3]), b''
+while time.monotonic() < end:
+    if not select.select([fd], [], [], max(0, end - time.monotonic()))[0]: break
+    buf += os.read(fd, 65536)
+    *lines, buf = buf.split(b'\\n')
+    for l in lines:
+        if pat.search(l.decode()):
+            print(l.decode()); sys.exit(0)
+`, [file, pattern, String(timeoutMs / 1000)], timeoutMs + 5000).then(r => r.stdout.split('\n').slice(1).join('\n').trim())
+}
+
 export async function readText (file: string): Promise<string> {
   const r = await sh(`cat '${file}'`)
   return r.code === 0 ? r.stdout : ''

@@ -1,0 +1,151 @@
+// Outbox to inbox on real mounts: cp, rsync, crashes, cut links, cancels.
+import { createHash } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { afterEach, describe, expect, it } from 'vitest'
+import { Daemon, eventually, makeNetwork, readText, sh, startNetwork, teardown, waitEvent, type Network } from '../helpers/net.js'
+import { FaultProxy } from '../helpers/proxy.js'
+
+afterEach(teardown)
+
+const up = async (d: Daemon, peer: string): Promise<void> => {
+  await eventually(async () => (await readText(d.path('peers', peer, 'state'))).trim() === 'up', `${peer} up`, 20_000)
+}
+
+const sha = async (file: string): Promise<string> => createHash('sha256').update(await readFile(file)).digest('hex')
+const exists = async (file: string): Promise<boolean> => (await sh(`test -e '${file}'`)).code === 0
+const listing = async (dir: string): Promise<string> => (await sh(`cd '${dir}' && find . -mindepth 1 | sort`)).stdout
+
+/** A random file of n MiB in the network's folder. */
+async function bigFile (netw: Network, mib: number): Promise<string> {
+  const f = `${netw.dir}/big-${mib}.bin`
+  await sh(`head -c ${mib}M /dev/urandom > ${f}`, 60_000)
+  return f
+}
+
+describe('outbox to inbox', () => {
+  it('delivers a 64 MiB cp with the same SHA-256, and the outbox empties', async () => {
+    const netw = await makeNetwork(['alpha', 'beta'])
+    const ds = await startNetwork(netw)
+    const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
+    await up(a, 'beta')
+    const src = await bigFile(netw, 64)
+    const events = waitEvent(b.path('events'), ' alpha recv big-64\\.bin', 60_000)
+    await new Promise(resolve => setTimeout(resolve, 300))
+    expect((await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`)).code).toBe(0)
+    const dest = b.path('peers/alpha/inbox/big-64.bin')
+    await eventually(async () => await exists(dest), 'delivered', 60_000)
+    expect(await sha(dest)).toBe(await sha(src))
+    await eventually(async () => await listing(a.path('peers/beta/outbox')) === '', 'outbox empty')
+    expect(await events).toMatch(/^\d{13} alpha recv big-64\.bin$/)
+  })
+
+  it('delivers rsync -a of 300 files in nested folders with their bytes, modes and mtimes', async () => {
+    const netw = await makeNetwork(['alpha', 'beta'])
+    const ds = await startNetwork(netw)
+    const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
+    await up(a, 'beta')
+    const src = `${netw.dir}/tree`
+    await sh(`python3 -c "
+import os, random
+random.seed(7)
+for i in range(300):
+    d = os.path.join('${src}', 'd%d' % (i % 7), 'e%d' % (i % 3))
+    os.makedirs(d, exist_ok=True)
+    p = os.path.join(d, 'f%03d' % i)
+    open(p, 'wb').write(os.urandom(random.randint(0, 9000)))
+    os.chmod(p, random.choice([0o644, 0o600, 0o755, 0o444, 0o640]))
+    t = 1600000000 + i * 1000 + 0.123456
+    os.utime(p, (t, t))
+"`)
+    expect((await sh(`rsync -a ${src}/ ${a.path('peers/beta/outbox/tree/')}`, 60_000)).code).toBe(0)
+    const inbox = b.path('peers/alpha/inbox/tree')
+    // mtimes to the millisecond: what FUSE's utimens carries through fuse-native.
+    const manifest = `find . -type f -printf '%P %m %s %TY%Tm%Td%TH%TM%.6TS\\n' | sed 's/\\(\\.[0-9][0-9][0-9]\\)[0-9]*$/\\1/' | sort`
+    const want = (await sh(`cd ${src} && ${manifest}`)).stdout
+    await eventually(async () => (await sh(`cd ${inbox} 2>/dev/null && ${manifest}`)).stdout === want, 'tree delivered', 60_000)
+    expect((await sh(`diff -r ${src} ${inbox}`)).code).toBe(0)
+    await eventually(async () => await listing(a.path('peers/beta/outbox')) === '', 'outbox empty')
+  })
+
+  for (const victim of ['alpha', 'beta']) {
+    it(`finishes a 256 MiB transfer after kill -9 of the ${victim === 'alpha' ? 'sender' : 'receiver'} mid-way, resuming`, async () => {
+      const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: 'window_bytes = 4194304\n' } })
+      const ds = await startNetwork(netw)
+      const a = ds.get('alpha') as Daemon
+      await up(a, 'beta')
+      const src = await bigFile(netw, 256)
+      await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`, 60_000)
+      // Wait until part of it is acknowledged, then kill.
+      await eventually(async () => {
+        const m = /^transfer_progress: (\d+)\//m.exec(await readText(a.path('peers/beta/status')))
+        return m !== null && Number(m[1]) > 32 << 20
+      }, 'part acknowledged', 60_000, 20)
+      const d = ds.get(victim) as Daemon
+      await d.kill('SIGKILL')
+      const again = new Daemon(netw.node(victim))
+      await again.start()
+      const b = victim === 'beta' ? again : ds.get('beta') as Daemon
+      const sender = victim === 'alpha' ? again : a
+      const dest = b.path('peers/alpha/inbox/big-256.bin')
+      await eventually(async () => await exists(dest), 'delivered after restart', 120_000)
+      expect(await sha(dest)).toBe(await sha(src))
+      await eventually(async () => await listing(sender.path('peers/beta/outbox')) === '', 'outbox empty')
+      // It resumed: the log of the restarted side shows an offer accepted past 0.
+      expect(`${sender.stderr}`).toContain('transfer delivered')
+    }, 240_000)
+  }
+
+  it('delivers exactly through a proxy that cuts the link every few MB', async () => {
+    const netw = await makeNetwork(['alpha', 'beta'], { peer: { 'beta>alpha': { address: null } } })
+    const proxy = new FaultProxy({ host: '127.0.0.1', port: netw.node('beta').port })
+    await proxy.start()
+    try {
+      await sh(`sed -i 's/127.0.0.1:${netw.node('beta').port}/127.0.0.1:${proxy.port}/' ${netw.node('alpha').config}`)
+      const ds = await startNetwork(netw)
+      const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
+      await up(a, 'beta')
+      const src = await bigFile(netw, 48)
+      await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`)
+      const dest = b.path('peers/alpha/inbox/big-48.bin')
+      let cuts = 0
+      while (!await exists(dest) && cuts < 40) {
+        await new Promise(resolve => setTimeout(resolve, 300))
+        proxy.cut()
+        cuts++
+      }
+      await eventually(async () => await exists(dest), 'delivered', 60_000)
+      expect(cuts).toBeGreaterThan(1)
+      expect(await sha(dest)).toBe(await sha(src))
+    } finally {
+      await proxy.close()
+    }
+  }, 120_000)
+
+  it('rm of a half-sent file cancels it and nothing partial appears at the receiver', async () => {
+    const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: 'window_bytes = 1048576\n' } })
+    const ds = await startNetwork(netw)
+    const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
+    await up(a, 'beta')
+    const src = await bigFile(netw, 200)
+    await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`, 60_000)
+    await eventually(async () => /^transfer_progress: [1-9]\d*\//m.test(await readText(a.path('peers/beta/status'))), 'started', 30_000, 10)
+    expect((await sh(`rm ${a.path('peers/beta/outbox/big-200.bin')}`)).code).toBe(0)
+    await eventually(async () => /^transfer: -$/m.test(await readText(a.path('peers/beta/status'))), 'cancelled')
+    await eventually(async () => (await sh(`ls ${netw.node('beta').dir}/state/partial/alpha 2>/dev/null`)).stdout.trim() === '', 'partial discarded')
+    expect(await listing(b.path('peers/alpha/inbox'))).toBe('')
+  }, 120_000)
+
+  it('sends files queued before SIGTERM after the restart', async () => {
+    const netw = await makeNetwork(['alpha', 'beta'])
+    let a = new Daemon(netw.node('alpha'))
+    await a.start()
+    await sh(`mkdir -p ${a.path('peers/beta/outbox/q')} && for i in 1 2 3; do echo file-$i > ${a.path('peers/beta/outbox/q')}/f$i; done`)
+    expect(await readText(a.path('peers/beta/status'))).toMatch(/^state: (down|connecting)$/m)
+    expect(await a.kill('SIGTERM')).toBe(0)
+    a = new Daemon(netw.node('alpha'))
+    const b = new Daemon(netw.node('beta'))
+    await Promise.all([a.start(), b.start()])
+    await eventually(async () => await listing(b.path('peers/alpha/inbox')) === './q\n./q/f1\n./q/f2\n./q/f3\n', 'delivered after restart', 30_000)
+    expect(await readText(b.path('peers/alpha/inbox/q/f2'))).toBe('file-2\n')
+  })
+})
