@@ -104,6 +104,8 @@ export class OutboxSender {
   private firstReady: number | undefined
   private readyCount = 0
   private running = false
+  /** A scan was asked for while one ran: it may have missed the change. */
+  private rerun = false
   private stopped = false
   private acked = 0
   private startedAt = 0
@@ -224,8 +226,13 @@ export class OutboxSender {
   }
 
   private async run (): Promise<void> {
-    if (this.running || this.stopped) return
+    if (this.stopped) return
+    if (this.running) {
+      this.rerun = true
+      return
+    }
     this.running = true
+    this.rerun = false
     try {
       for (;;) {
         if (!this.link.isUp() || this.stopped) return
@@ -245,6 +252,7 @@ export class OutboxSender {
       this.running = false
       this.firstReady = undefined
       this.readyCount = 0
+      if (this.rerun) this.scheduleScan(0)
     }
   }
 
