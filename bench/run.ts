@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import net from 'node:net'
 import path from 'node:path'
+import { transferBench } from './transfer.js'
 import { Daemon, ROOT, eventually, makeNetwork, py, readText, sh, startNetwork, teardown, tempDir, waitEvent } from '../test/helpers/net.js'
 
 const N = Number(process.env.BENCH_N ?? 3000)
@@ -191,6 +192,10 @@ function row (name: string, l: Lat, anchor: Lat): string {
 }
 
 async function main (): Promise<void> {
+  if (process.argv.includes('--transfer-only')) {
+    await transferBench()
+    return
+  }
   const bare = await bareFuse(1)
   const bareKept = await bareFuse(1, true)
   const bareConc = await bareFuse(CONC)
@@ -214,6 +219,7 @@ async function main (): Promise<void> {
   console.log('\nPeer shows down in events (default timings: keepalive 1000 ms, down_after 3000 ms):')
   console.log(`  killed (SIGKILL, socket closed):   ${p.killDownMs} ms`)
   console.log(`  frozen (SIGSTOP, silent link):     ${p.stopDownMs} ms   (bound: down_after_ms + keepalive_ms = 4000)`)
+  await transferBench()
 }
 
 main().catch((err: unknown) => {

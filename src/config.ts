@@ -174,10 +174,10 @@ export function configFromToml (file: string, toml: Table): Config {
     deferMaxAgeMs: r.int('defer_max_age_ms', 7 * 24 * 3600_000, 1000, 10 * 365 * 24 * 3600_000),
     services: [],
     transfer: {
-      batchFiles: r.int('batch_files', 100, 1, 100_000),
+      batchFiles: r.int('batch_files', 1000, 1, 100_000),
       batchMs: r.int('batch_ms', 500, 0, 3_600_000),
       packetBytes: r.int('packet_bytes', 256 << 10, 1 << 10, 1 << 20),
-      windowBytes: r.int('window_bytes', 16 << 20, 64 << 10, 1 << 30),
+      windowBytes: r.int('window_bytes', 8 << 20, 64 << 10, 1 << 30),
       largeFileBytes: r.int('large_file_bytes', 4 << 20, 1, 2 ** 40)
     },
     entryTimeoutS: r.number('cache_timeout_s', 1, 0, 3600),

@@ -63,10 +63,14 @@ export class FuseAdapter {
   private async resolve (path: string): Promise<FsNode> {
     let node: FsNode = this.root
     if (path === '/') return node
-    for (const name of path.split('/').slice(1)) {
+    const names = path.split('/').slice(1)
+    for (let i = 0; i < names.length; i++) {
       if (!isDir(node)) throw new FsError(E.ENOTDIR, `${path}: not a directory`)
-      const next: FsNode | undefined = await node.lookup(name)
+      const next: FsNode | undefined = node.lookupPath !== undefined && i < names.length - 1
+        ? await node.lookupPath(names.slice(i))
+        : await node.lookup(names[i])
       if (next === undefined) throw new FsError(E.ENOENT, `${path}: no such file`)
+      if (node.lookupPath !== undefined && i < names.length - 1) return next
       node = next
     }
     return node

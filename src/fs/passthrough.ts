@@ -3,15 +3,23 @@
 // done with). Files are ordinary page-cached files; operations go to the
 // real folder, so what the tree shows is what is on disk.
 //
+// The calls are synchronous on purpose: they touch the daemon's own state
+// folder (never the mount, so they cannot deadlock), each takes
+// microseconds, and an async call's two thread hops measured 0.5-1 ms per
+// FUSE operation here (cp -r of 5,000 files: 18 s). fsync stays async.
+//
 // The owner is told, through hooks, when a visible file becomes ready to
 // send (closed after writing, renamed to a visible name, or a folder renamed
 // into view) and when one goes away. A name with a component starting with
 // "." is in progress (rsync's temp files) and never reported ready.
-import { constants as fsc } from 'node:fs'
-import { chmod, lstat, mkdir, open, readdir, rename, rmdir, truncate, unlink, type FileHandle } from 'node:fs/promises'
+import {
+  chmodSync, closeSync, constants as fsc, fsync, lstatSync, mkdirSync, openSync, readdirSync, readSync,
+  renameSync, rmdirSync, truncateSync, unlinkSync, writeSync
+} from 'node:fs'
 import path from 'node:path'
+import { promisify } from 'node:util'
 import { E, FsError } from '../errors.js'
-import { fsErrorOf, setTimes } from '../services/durable.js'
+import { fsErrorOf, setTimesSync } from '../services/durable.js'
 import type { Attr, DirNode, FileNode, FsNode, Handle, MutableDirNode, OpenContext } from './types.js'
 
 export interface PassHooks {
@@ -34,18 +42,14 @@ function checkName (name: string): void {
   if (Buffer.byteLength(name) > NAME_MAX) throw new FsError(E.ENAMETOOLONG, 'name too long')
 }
 
-async function attrOf (real: string): Promise<Attr> {
-  try {
-    const st = await lstat(real)
-    return { mode: st.mode, size: st.size, mtimeMs: st.mtimeMs, atimeMs: st.atimeMs, ctimeMs: st.ctimeMs }
-  } catch (err) {
-    throw fsErrorOf(err, real)
-  }
+function attrOf (real: string): Attr {
+  const st = wrap(real, () => lstatSync(real))
+  return { mode: st.mode, size: st.size, mtimeMs: st.mtimeMs, atimeMs: st.atimeMs, ctimeMs: st.ctimeMs }
 }
 
-async function wrap<T> (what: string, fn: () => Promise<T>): Promise<T> {
+function wrap<T> (what: string, fn: () => T): T {
   try {
-    return await fn()
+    return fn()
   } catch (err) {
     throw fsErrorOf(err, what)
   }
@@ -60,14 +64,14 @@ export class PassRoot {
 abstract class PassNode implements FsNode {
   constructor (readonly root: PassRoot, readonly rel: string) {}
   get real (): string { return this.root.real(this.rel) }
-  async attr (): Promise<Attr> { return await attrOf(this.real) }
+  attr (): Attr { return attrOf(this.real) }
   async chmod (mode: number): Promise<void> {
-    await wrap(this.rel, async () => await chmod(this.real, mode & 0o7777))
+    wrap(this.rel, () => chmodSync(this.real, mode & 0o7777))
     this.changed()
   }
 
   async utimens (atimeMs: number, mtimeMs: number): Promise<void> {
-    await wrap(this.rel, async () => await setTimes(this.real, atimeMs, mtimeMs))
+    wrap(this.rel, () => setTimesSync(this.real, atimeMs, mtimeMs))
     this.changed()
   }
 
@@ -87,10 +91,16 @@ export class PassDir extends PassNode implements MutableDirNode {
     if (this.root.readOnly) throw new FsError(E.EROFS, 'this folder only takes removals')
   }
 
-  async lookup (name: string): Promise<FsNode | undefined> {
-    const rel = this.child(name)
+  lookup (name: string): FsNode | undefined {
+    return this.lookupPath([name])
+  }
+
+  // The kernel looked up every folder on the way; one lstat of the end suffices.
+  lookupPath (names: string[]): FsNode | undefined {
+    for (const n of names) checkName(n)
+    const rel = [this.rel, ...names].filter(p => p !== '').join('/')
     try {
-      const st = await lstat(this.root.real(rel))
+      const st = lstatSync(this.root.real(rel))
       if (st.isDirectory()) return new PassDir(this.root, rel)
       if (st.isFile()) return new PassFile(this.root, rel)
       return undefined
@@ -100,32 +110,32 @@ export class PassDir extends PassNode implements MutableDirNode {
     }
   }
 
-  async list (): Promise<string[]> {
-    return await wrap(this.rel, async () => await readdir(this.real))
+  list (): string[] {
+    return wrap(this.rel, () => readdirSync(this.real))
   }
 
   async create (name: string, mode: number): Promise<FileNode> {
     this.writable()
     const rel = this.child(name)
-    await wrap(rel, async () => await (await open(this.root.real(rel), fsc.O_CREAT | fsc.O_WRONLY, mode & 0o7777)).close())
+    wrap(rel, () => closeSync(openSync(this.root.real(rel), fsc.O_CREAT | fsc.O_WRONLY, mode & 0o7777)))
     return new PassFile(this.root, rel)
   }
 
   async mkdir (name: string, mode: number): Promise<void> {
     this.writable()
     const rel = this.child(name)
-    await wrap(rel, async () => await mkdir(this.root.real(rel), { mode: mode & 0o7777 }))
+    wrap(rel, () => mkdirSync(this.root.real(rel), { mode: mode & 0o7777 }))
   }
 
   async unlink (name: string): Promise<void> {
     const rel = this.child(name)
-    await wrap(rel, async () => await unlink(this.root.real(rel)))
+    wrap(rel, () => unlinkSync(this.root.real(rel)))
     this.root.hooks.gone?.(rel)
   }
 
   async rmdir (name: string): Promise<void> {
     const rel = this.child(name)
-    await wrap(rel, async () => await rmdir(this.root.real(rel)))
+    wrap(rel, () => rmdirSync(this.root.real(rel)))
     this.root.hooks.gone?.(rel)
   }
 
@@ -134,7 +144,7 @@ export class PassDir extends PassNode implements MutableDirNode {
     this.writable()
     const from = this.child(name)
     const to = target.child(newName)
-    await wrap(from, async () => await rename(this.root.real(from), this.root.real(to)))
+    wrap(from, () => renameSync(this.root.real(from), this.root.real(to)))
     this.root.hooks.gone?.(from)
     if (visible(to)) this.root.hooks.ready?.(to)
   }
@@ -143,32 +153,30 @@ export class PassDir extends PassNode implements MutableDirNode {
 export class PassFile extends PassNode implements FileNode {
   async truncate (size: number): Promise<void> {
     if (this.root.readOnly) throw new FsError(E.EROFS, 'read-only')
-    await wrap(this.rel, async () => await truncate(this.real, size))
+    wrap(this.rel, () => truncateSync(this.real, size))
     this.changed()
   }
 
   async open (ctx: OpenContext): Promise<Handle> {
     const acc = ctx.flags & 3
     if (this.root.readOnly && acc !== fsc.O_RDONLY) throw new FsError(E.EROFS, 'read-only')
-    const fh: FileHandle = await wrap(this.rel, async () => await open(this.real, acc | (ctx.flags & fsc.O_APPEND)))
+    const fd = wrap(this.rel, () => openSync(this.real, acc | (ctx.flags & fsc.O_APPEND)))
     const writer = acc !== fsc.O_RDONLY
     if (writer) this.root.hooks.writing?.(this.rel, 1)
     let wrote = false
     return {
       direct: false,
-      read: async (len, pos) => {
+      read: (len, pos) => {
         const buf = Buffer.allocUnsafe(len)
-        const { bytesRead } = await wrap(this.rel, async () => await fh.read(buf, 0, len, pos))
-        return buf.subarray(0, bytesRead)
+        return buf.subarray(0, wrap(this.rel, () => readSync(fd, buf, 0, len, pos)))
       },
-      write: async (data, pos) => {
+      write: (data, pos) => {
         wrote = true
-        const { bytesWritten } = await wrap(this.rel, async () => await fh.write(data, 0, data.length, pos))
-        return bytesWritten
+        return wrap(this.rel, () => writeSync(fd, data, 0, data.length, pos))
       },
-      fsync: async () => { await wrap(this.rel, async () => await fh.sync()) },
-      release: async () => {
-        await fh.close()
+      fsync: async () => { await wrap(this.rel, async () => { await promisify(fsync)(fd) }) },
+      release: () => {
+        closeSync(fd)
         if (writer) this.root.hooks.writing?.(this.rel, -1)
         if (wrote && visible(this.rel)) this.root.hooks.ready?.(this.rel)
       }

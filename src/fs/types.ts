@@ -23,6 +23,8 @@ export interface FsNode {
 export interface DirNode extends FsNode {
   lookup(name: string): MaybePromise<FsNode | undefined>
   list(): MaybePromise<string[]>
+  /** Optional: resolves several components at once (one stat for a real folder). */
+  lookupPath?(names: string[]): MaybePromise<FsNode | undefined>
 }
 
 /** A directory that takes changes (outbox, inbox). */

@@ -4,6 +4,7 @@
 // crash. Node's errors become PeerfsErrors with their errno (ENOSPC stays
 // ENOSPC), so the tree can hand them to the caller.
 import { constants } from 'node:os'
+import { utimesSync } from 'node:fs'
 import { open, rename, rm, utimes } from 'node:fs/promises'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -24,6 +25,10 @@ export function fsErrorOf (err: unknown, what: string): PeerfsError {
  */
 export async function setTimes (file: string, atimeMs: number, mtimeMs: number): Promise<void> {
   await utimes(file, atimeMs / 1000 + 5e-7, mtimeMs / 1000 + 5e-7)
+}
+
+export function setTimesSync (file: string, atimeMs: number, mtimeMs: number): void {
+  utimesSync(file, atimeMs / 1000 + 5e-7, mtimeMs / 1000 + 5e-7)
 }
 
 export async function fsyncDir (dir: string): Promise<void> {

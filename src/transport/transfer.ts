@@ -670,7 +670,6 @@ export class InboxReceiver {
         const out = await open(tmp, 'w', 0o600)
         try {
           for await (const chunk of entry) await out.write(chunk as Buffer)
-          await out.sync()
         } finally {
           await out.close()
         }
@@ -682,15 +681,29 @@ export class InboxReceiver {
     } finally {
       await fh.close()
     }
-    for (const f of files) await placeFile(f.tmp, inbox, f.rel, f.mode, f.mtimeMs)
+    // Durable before any is visible: the staged files' data, a few fsyncs at
+    // a time, then each one renamed in and each folder synced once.
+    for (let i = 0; i < files.length; i += 16) {
+      await Promise.all(files.slice(i, i + 16).map(async f => {
+        const h = await open(f.tmp, 'r')
+        try { await h.sync() } finally { await h.close() }
+      }))
+    }
+    const dirs = new Set<string>()
+    for (const f of files) dirs.add(await placeFile(f.tmp, inbox, f.rel, f.mode, f.mtimeMs, false))
+    for (const d of dirs) await fsyncDir(d)
     return files.map(f => f.rel)
   }
 }
 
 class Refusal extends Error {}
 
-/** Moves tmp to inbox/rel atomically, with mode and mtime; refuses to follow links. */
-async function placeFile (tmp: string, inbox: string, rel: string, mode: number, mtimeMs: number): Promise<void> {
+/**
+ * Moves tmp to inbox/rel atomically, with mode and mtime; refuses to follow
+ * links. Returns the folder it went into, synced unless syncDir is false
+ * (the caller syncs each folder of a batch once).
+ */
+async function placeFile (tmp: string, inbox: string, rel: string, mode: number, mtimeMs: number, syncDir = true): Promise<string> {
   const bad = badRelPath(rel)
   if (bad !== undefined) throw new Refusal(`${JSON.stringify(rel.slice(0, 200))}: ${bad}`)
   const parts = rel.split('/')
@@ -721,7 +734,8 @@ async function placeFile (tmp: string, inbox: string, rel: string, mode: number,
     await rename(near, dest)
     await unlink(tmp)
   }
-  await fsyncDir(dir)
+  if (syncDir) await fsyncDir(dir)
+  return dir
 }
 
 async function duBytes (dir: string): Promise<number> {
