@@ -176,7 +176,7 @@ export function configFromToml (file: string, toml: Table): Config {
     transfer: {
       batchFiles: r.int('batch_files', 1000, 1, 100_000),
       batchMs: r.int('batch_ms', 500, 0, 3_600_000),
-      packetBytes: r.int('packet_bytes', 256 << 10, 1 << 10, 1 << 20),
+      packetBytes: r.int('packet_bytes', 65_000, 1 << 10, 1 << 20),
       windowBytes: r.int('window_bytes', 8 << 20, 64 << 10, 1 << 30),
       largeFileBytes: r.int('large_file_bytes', 4 << 20, 1, 2 ** 40)
     },
