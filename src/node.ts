@@ -18,6 +18,7 @@ import { makeLogger, type Logger } from './log.js'
 import { serveBuiltin, svcName, VERSION } from './services/builtin.js'
 import { LocalServices } from './services/local.js'
 import { DeferredReceiver, DeferredSender } from './services/deferred.js'
+import { ManagedFiles } from './services/files.js'
 import { DeferredSpool } from './services/spool.js'
 import { PeerManager } from './transport/manager.js'
 import type { Peer, PeerState } from './transport/peer.js'
@@ -110,6 +111,7 @@ export class Daemon implements Backend {
   readonly outboxes = new Map<string, OutboxSender>()
   private receiver: DeferredReceiver | undefined
   private inbox: InboxReceiver | undefined
+  private files: ManagedFiles | undefined
   private readonly views = new WeakMap<Peer, PeerViewImpl>()
   private adapter: FuseAdapter | undefined
   private stopping = false
@@ -177,6 +179,7 @@ export class Daemon implements Backend {
     if (state === 'up') {
       s?.linkUp()
       o?.linkUp()
+      this.files?.linkUp(peer.id)
     } else {
       s?.linkDown()
       o?.linkDown()
@@ -184,6 +187,27 @@ export class Daemon implements Backend {
   }
 
   outboxDir (id: string): string { return path.join(this.config.state, 'outbox', id) }
+
+  get filesDir (): string { return path.join(this.config.state, 'files', 'data') }
+
+  get filesHooks (): PassHooks {
+    return {
+      ready: (rel) => this.files?.ready(rel),
+      gone: (rel) => this.files?.gone(rel),
+      writing: (rel, delta) => this.files?.writing(rel, delta)
+    }
+  }
+
+  /** Signers whose managed files we accept: the configured list, or us and our peers. */
+  private trustedSigners (): Set<string> {
+    const own = Buffer.from(this.identity.signPublic).toString('base64url')
+    return new Set(this.config.filesTrust ?? [own, ...this.config.peers.map(p => p.key.sign.toString('base64url'))])
+  }
+
+  private signerName (signer: string): string {
+    if (signer === Buffer.from(this.identity.signPublic).toString('base64url')) return this.config.id
+    return this.config.peers.find(p => p.key.sign.toString('base64url') === signer)?.id ?? signer
+  }
 
   inboxDir (id: string): string {
     return this.config.peers.find(p => p.id === id)?.inbox ?? path.join(this.config.state, 'inbox', id)
@@ -211,6 +235,8 @@ export class Daemon implements Backend {
       this.outboxes.get(peer.id)?.onMessage(m)
     } else if (m.type === 'xoffer' || m.type === 'xdata' || m.type === 'xend' || m.type === 'xcancel') {
       this.inbox?.onMessage(peer.id, m, reply)
+    } else if (m.type === 'fadvert' || m.type === 'fget' || m.type === 'fput') {
+      this.files?.onMessage(peer.id, m)
     } else if (m.type === 'dack') {
       this.senders.get(peer.id)?.onAck(m)
     } else if (m.type === 'dreq') {
@@ -282,6 +308,21 @@ export class Daemon implements Backend {
     await mkdir(this.config.state, { recursive: true, mode: 0o700 })
     await cleanStaleMount(this.mountpoint, this.log)
     this.receiver = await DeferredReceiver.open(path.join(this.config.state, 'applied'), this.services, this.log)
+    this.files = new ManagedFiles({
+      dir: path.join(this.config.state, 'files'),
+      signSecret: this.identity.signSecret,
+      trusted: (signer) => this.trustedSigners().has(signer),
+      signerName: (signer) => this.signerName(signer),
+      gossipMs: this.config.gossipMs,
+      clock: this.clock,
+      log: this.log,
+      link: {
+        upPeers: () => [...this.manager.peers.values()].filter(p => p.state === 'up').map(p => p.id),
+        send: (id, m) => this.linkTo(id).send(m)
+      },
+      onUpdate: (name) => this.events.emit(this.config.id, 'file', name)
+    })
+    await this.files.start()
     this.inbox = new InboxReceiver(path.join(this.config.state, 'partial'), {
       log: this.log,
       settings: this.transferSettings(),
@@ -334,6 +375,7 @@ export class Daemon implements Backend {
     }
     for (const s of this.senders.values()) s.stop()
     for (const o of this.outboxes.values()) o.stop()
+    this.files?.stop()
     await this.manager.stop()
     this.log.info('stopped')
   }

@@ -56,4 +56,7 @@ export interface Backend {
   readonly events: EventBus
   readonly startedAt: number
   readonly services: ServiceHost
+  /** The real folder behind files/, and who to tell about changes in it. */
+  readonly filesDir: string
+  readonly filesHooks: PassHooks
 }

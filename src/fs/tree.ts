@@ -1,7 +1,7 @@
 // The mounted tree, built from tables (Plan 9's Dirtab) rather than path
 // switches:
 //
-//   status  events  svc/NN  tile/<ALIAS> -> ../peers/<id>
+//   status  events  svc/NN  files/  tile/<ALIAS> -> ../peers/<id>
 //   peers/<id>/{state,status,ctl,svc/NN,defer/NN,defer/log,outbox/,inbox/}
 //
 // Per-peer folders are cached so a file's state (a request file's last
@@ -114,6 +114,7 @@ export function buildTree (backend: Backend, now: () => number = Date.now): DirN
     ['status', new TextFile(() => backend.summary(), t)],
     ['events', new EventsFile(backend.events, t, now)],
     ['svc', new ServerServiceDir(backend, t)],
+    ['files', new PassRoot(backend.filesDir, backend.filesHooks, false).top()],
     ['peers', new PeersDir(backend, t)],
     ['tile', new TileDir(backend, t)]
   ]), t)

@@ -28,7 +28,7 @@ export const MAX_FRAGMENT_DATA = MAX_MESSAGE - TAGLEN - FRAGMENT_HEADER
 const FLAG_LAST = 1
 
 /** Largest message each lane accepts from a peer, after reassembly. */
-export const LANE_LIMITS: readonly number[] = [64 << 10, (16 << 20) + 64, 4 << 20]
+export const LANE_LIMITS: readonly number[] = [64 << 10, (16 << 20) + 64, (16 << 20) + (64 << 10)]
 
 /**
  * Incremental decoder for u16-length-prefixed records: accepts any
@@ -143,6 +143,11 @@ export type Message =
   | { type: 'xend', xid: Buffer, sha256: Buffer, mode: number, mtimeMs: number }
   | { type: 'xdone', xid: Buffer, result: XferResult, reason: string }
   | { type: 'xcancel', xid: Buffer }
+  // Managed files: signed manifests (JSON, checked by the layer above), a
+  // request for one version's content, and the content with its manifest.
+  | { type: 'fadvert', manifests: unknown[] }
+  | { type: 'fget', name: string, sha256: string }
+  | { type: 'fput', manifest: unknown, data: Buffer }
 
 export type XferKind = 'file' | 'tar'
 const XFER_KINDS: readonly XferKind[] = ['file', 'tar']
@@ -180,9 +185,12 @@ const T_XACK = 11
 const T_XEND = 12
 const T_XDONE = 13
 const T_XCANCEL = 14
+const T_FADVERT = 15
+const T_FGET = 16
+const T_FPUT = 17
 
 export function laneOf (m: Message): Lane {
-  if (m.type === 'xdata') return LANE_BULK
+  if (m.type === 'xdata' || m.type === 'fput') return LANE_BULK
   return m.type === 'ping' || m.type === 'pong' || m.type === 'bye' ? LANE_CONTROL : LANE_TX
 }
 
@@ -284,6 +292,16 @@ export function encodeMessage (m: Message): Buffer {
       return encodeXfer(T_XDONE, m.xid, [Buffer.from([XFER_RESULTS.indexOf(m.result)]), str(m.reason)])
     case 'xcancel':
       return encodeXfer(T_XCANCEL, m.xid, [])
+    case 'fadvert':
+      return Buffer.concat([Buffer.from([T_FADVERT]), Buffer.from(JSON.stringify(m.manifests))])
+    case 'fget':
+      return Buffer.concat([Buffer.from([T_FGET]), str(m.name), str(m.sha256)])
+    case 'fput': {
+      const manifest = Buffer.from(JSON.stringify(m.manifest))
+      const len = Buffer.allocUnsafe(4)
+      len.writeUInt32BE(manifest.length)
+      return Buffer.concat([Buffer.from([T_FPUT]), len, manifest, m.data])
+    }
     case 'dack': {
       const b = Buffer.allocUnsafe(19 + m.payload.length)
       b[0] = T_DACK
@@ -312,6 +330,15 @@ function decodeXfer (b: Buffer): Message {
   }
   r.end(m.type)
   return m
+}
+
+function parseJson (b: Buffer, what: string): unknown {
+  if (b.length > MAX_NAME * 256) throw new ProtocolError(`${what} of ${b.length} bytes is too long`)
+  try {
+    return JSON.parse(b.toString('utf8'))
+  } catch {
+    throw new ProtocolError(`${what} is not JSON`)
+  }
 }
 
 function safeNumber (n: bigint): number {
@@ -349,6 +376,23 @@ export function decodeMessage (b: Buffer): Message {
     }
     case T_XOFFER: case T_XACCEPT: case T_XDATA: case T_XACK: case T_XEND: case T_XDONE: case T_XCANCEL:
       return decodeXfer(b)
+    case T_FADVERT: {
+      const manifests = parseJson(b.subarray(1), 'file advert')
+      if (!Array.isArray(manifests)) throw new ProtocolError('file advert is not a list')
+      return { type: 'fadvert', manifests }
+    }
+    case T_FGET: {
+      const r = new Reader(b)
+      const m: Message = { type: 'fget', name: r.str('name'), sha256: r.str('sha256') }
+      r.end('fget')
+      return m
+    }
+    case T_FPUT: {
+      const r = new Reader(b)
+      const n = r.u32('manifest length')
+      const manifest = parseJson(r.take(n, 'manifest'), 'file manifest')
+      return { type: 'fput', manifest, data: r.rest() }
+    }
     case T_BYE:
       if (b.length !== 2 || b[1] >= BYE_REASONS.length) throw new ProtocolError('malformed bye')
       return { type: 'bye', reason: BYE_REASONS[b[1]] }
