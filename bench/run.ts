@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import net from 'node:net'
 import path from 'node:path'
+import { filesBench } from './files.js'
 import { transferBench } from './transfer.js'
 import { Daemon, ROOT, eventually, makeNetwork, py, readText, sh, startNetwork, teardown, tempDir, waitEvent } from '../test/helpers/net.js'
 
@@ -196,6 +197,10 @@ async function main (): Promise<void> {
     await transferBench()
     return
   }
+  if (process.argv.includes('--files-only')) {
+    await filesBench()
+    return
+  }
   const bare = await bareFuse(1)
   const bareKept = await bareFuse(1, true)
   const bareConc = await bareFuse(CONC)
@@ -220,6 +225,7 @@ async function main (): Promise<void> {
   console.log(`  killed (SIGKILL, socket closed):   ${p.killDownMs} ms`)
   console.log(`  frozen (SIGSTOP, silent link):     ${p.stopDownMs} ms   (bound: down_after_ms + keepalive_ms = 4000)`)
   await transferBench()
+  await filesBench()
 }
 
 main().catch((err: unknown) => {
