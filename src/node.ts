@@ -114,7 +114,7 @@ export class Daemon implements Backend {
   private files: ManagedFiles | undefined
   private readonly views = new WeakMap<Peer, PeerViewImpl>()
   private adapter: FuseAdapter | undefined
-  private stopping = false
+  private stopping: Promise<void> | undefined
   private watchTimer: Timer | undefined
   /** Called when the mount disappears under us (peerfs unmount, fusermount -u). */
   onUnmounted: () => void = () => {}
@@ -364,9 +364,17 @@ export class Daemon implements Backend {
     }, 1000)
   }
 
+  /**
+   * Unmounts and stops. Every caller gets the same promise: Ctrl-C signals
+   * the whole process group, so SIGINT and a parent's SIGTERM both arrive,
+   * and the second must not exit before the first has unmounted.
+   */
   async stop (): Promise<void> {
-    if (this.stopping) return
-    this.stopping = true
+    this.stopping ??= this.shutdown()
+    await this.stopping
+  }
+
+  private async shutdown (): Promise<void> {
     this.clock.clearTimeout(this.watchTimer)
     try {
       if (await isFuseMounted(this.mountpoint)) await this.adapter?.unmount()

@@ -184,6 +184,16 @@ describe('daemon lifecycle', () => {
     expect(await isMounted(netw.node('alpha').mnt)).toBe(false)
   })
 
+  it('unmounts when SIGINT and SIGTERM arrive together (Ctrl-C reaches the whole process group)', async () => {
+    const netw = await makeNetwork(['alpha'])
+    const d = new Daemon(netw.node('alpha'))
+    await d.start()
+    process.kill(d.pid, 'SIGINT')
+    process.kill(d.pid, 'SIGTERM')
+    expect(await d.exit).toBe(0)
+    expect(await isMounted(netw.node('alpha').mnt)).toBe(false)
+  })
+
   it('mounts again after kill -9 left a stale mount', async () => {
     const netw = await makeNetwork(['alpha'])
     const d = new Daemon(netw.node('alpha'))
