@@ -77,6 +77,12 @@ Try, in another terminal:
   cat ${m('alpha', 'tile/ET/svc/02')}                  # info from beta, through its alias
   cat ${m('alpha', 'events')}                          # live events; then, elsewhere:
   echo disconnect > ${m('beta', 'peers/alpha/ctl')}    # ...and: echo reconnect > the same file
+  cp README.md ${m('alpha', 'peers/beta/outbox/')}     # ships it to beta...
+  ls ${m('beta', 'peers/alpha/inbox/')}                # ...where it arrives whole
+  echo hello > ${m('alpha', 'files/greeting')}         # a signed file every node gets:
+  cat ${m('gamma', 'files/greeting')} ${m('gamma', 'files/.peerfs-status')}
+  examples/upper-server.py ${m('beta')} 12 &           # a service on beta; then:
+  echo shout > ${m('alpha', 'peers/beta/svc/12')}; cat ${m('alpha', 'peers/beta/svc/12')}
 
 Logs: demo/<node>.log. Ctrl-C here unmounts all three.`)
 }, () => stopAll(1))
