@@ -87,4 +87,3 @@ export const MAX_WRITE = 128 * 1024
 
 export const POLLIN = 0x001
 export const POLLOUT = 0x004
-export const POLLERR = 0x008
