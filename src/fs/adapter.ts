@@ -227,7 +227,11 @@ export class FuseAdapter {
 
       truncate: (path, size, cb) => this.answer('truncate', path, cb, async () => await this.truncate(path, size)),
 
-      ftruncate: (path, _fd, size, cb) => this.answer('ftruncate', path, cb, async () => await this.truncate(path, size)),
+      ftruncate: (path, fd, size, cb) => this.answer('ftruncate', path, cb, async () => {
+        const h = this.open.get(fd)?.handle
+        if (h?.truncate !== undefined) await h.truncate(size)
+        else await this.truncate(path, size)
+      }),
 
       mkdir: (path, mode, cb) => this.answer('mkdir', path, cb, async () => {
         const [dir, name] = await this.parent(path)

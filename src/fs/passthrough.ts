@@ -13,7 +13,7 @@
 // into view) and when one goes away. A name with a component starting with
 // "." is in progress (rsync's temp files) and never reported ready.
 import {
-  chmodSync, closeSync, constants as fsc, fsync, lstatSync, mkdirSync, openSync, readdirSync, readSync,
+  chmodSync, closeSync, constants as fsc, fsync, ftruncateSync, lstatSync, mkdirSync, openSync, readdirSync, readSync,
   renameSync, rmdirSync, truncateSync, unlinkSync, writeSync
 } from 'node:fs'
 import path from 'node:path'
@@ -151,10 +151,13 @@ export class PassDir extends PassNode implements MutableDirNode {
 }
 
 export class PassFile extends PassNode implements FileNode {
+  // libfuse turns open(O_TRUNC) into truncate(path, 0) before the open, so
+  // an emptied file is about to be rewritten: its writer's close announces
+  // it. Announcing here would publish the empty state first.
   async truncate (size: number): Promise<void> {
     if (this.root.readOnly) throw new FsError(E.EROFS, 'read-only')
     wrap(this.rel, () => truncateSync(this.real, size))
-    this.changed()
+    if (size > 0) this.changed()
   }
 
   async open (ctx: OpenContext): Promise<Handle> {
@@ -175,6 +178,10 @@ export class PassFile extends PassNode implements FileNode {
         return wrap(this.rel, () => writeSync(fd, data, 0, data.length, pos))
       },
       fsync: async () => { await wrap(this.rel, async () => { await promisify(fsync)(fd) }) },
+      truncate: (size) => {
+        wrote = true
+        wrap(this.rel, () => ftruncateSync(fd, size))
+      },
       release: () => {
         closeSync(fd)
         if (writer) this.root.hooks.writing?.(this.rel, -1)

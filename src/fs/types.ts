@@ -60,6 +60,8 @@ export interface Handle {
   /** Ready mask (POLLIN, POLLOUT, ...) now. */
   poll?(): number
   fsync?(): Promise<void>
+  /** ftruncate(2) on this handle. */
+  truncate?(size: number): void | Promise<void>
   release?(): void | Promise<void>
 }
 
