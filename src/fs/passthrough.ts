@@ -151,13 +151,13 @@ export class PassDir extends PassNode implements MutableDirNode {
 }
 
 export class PassFile extends PassNode implements FileNode {
-  // libfuse turns open(O_TRUNC) into truncate(path, 0) before the open, so
-  // an emptied file is about to be rewritten: its writer's close announces
-  // it. Announcing here would publish the empty state first.
+  // truncate(2) by path. open(O_TRUNC) and ftruncate(2) arrive as the
+  // handle's truncate instead, while its writer is registered, so the
+  // emptied state is never announced before the rewrite.
   async truncate (size: number): Promise<void> {
     if (this.root.readOnly) throw new FsError(E.EROFS, 'read-only')
     wrap(this.rel, () => truncateSync(this.real, size))
-    if (size > 0) this.changed()
+    this.changed()
   }
 
   async open (ctx: OpenContext): Promise<Handle> {

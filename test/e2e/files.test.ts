@@ -41,7 +41,7 @@ describe('managed files', () => {
     expect(await event).toMatch(/^\d{13} gamma file conf\/app\.conf$/)
     // beta knows alpha by name; gamma, which does not, shows alpha's key.
     expect(await readText(b.path('files/.peerfs-status'))).toMatch(/^conf\/app\.conf\t\d+\t3\talpha\t[0-9a-f]{64}$/m)
-    // echo > truncates first; the empty state must never be published.
+    // echo > truncates first (on the open handle); only the final content is published.
     await sh(`echo v2 > ${g.path('files/conf/app.conf')}`)
     await eventually(async () => await text(a, 'conf/app.conf') === 'v2\n', 'v2 back on alpha', 15_000)
     expect(g.stderr.match(/"name":"conf\/app\.conf"[^\n]*published managed file/g)).toHaveLength(1)
