@@ -235,7 +235,12 @@ export class OutboxSender {
     this.rerun = false
     try {
       for (;;) {
-        if (!this.link.isUp() || this.stopped) return
+        if (this.stopped) return
+        if (!this.link.isUp()) {
+          // Nothing to send now, but status should count what waits.
+          await this.waiting()
+          return
+        }
         const cur = this.current ?? await this.pick()
         if (cur === undefined) return
         const outcome = await this.send(cur)

@@ -141,6 +141,8 @@ for i in range(300):
     await a.start()
     await sh(`mkdir -p ${a.path('peers/beta/outbox/q')} && for i in 1 2 3; do echo file-$i > ${a.path('peers/beta/outbox/q')}/f$i; done`)
     expect(await readText(a.path('peers/beta/status'))).toMatch(/^state: (down|connecting)$/m)
+    await eventually(async () => /^outbox_files: 3$/m.test(await readText(a.path('peers/beta/status'))), 'queued files counted while beta is down')
+    expect(await readText(a.path('peers/beta/status'))).toMatch(/^outbox_bytes: 21$/m)
     expect(await a.kill('SIGTERM')).toBe(0)
     a = new Daemon(netw.node('alpha'))
     const b = new Daemon(netw.node('beta'))
