@@ -99,15 +99,12 @@ export class PassDir extends PassNode implements MutableDirNode {
   lookupPath (names: string[]): FsNode | undefined {
     for (const n of names) checkName(n)
     const rel = [this.rel, ...names].filter(p => p !== '').join('/')
-    try {
-      const st = lstatSync(this.root.real(rel))
-      if (st.isDirectory()) return new PassDir(this.root, rel)
-      if (st.isFile()) return new PassFile(this.root, rel)
-      return undefined
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-      throw fsErrorOf(err, rel)
-    }
+    // A missing name is the common case (every create looks up first);
+    // without throwIfNoEntry it costs an exception, ~100 us here.
+    const st = wrap(rel, () => lstatSync(this.root.real(rel), { throwIfNoEntry: false }))
+    if (st?.isDirectory() === true) return new PassDir(this.root, rel)
+    if (st?.isFile() === true) return new PassFile(this.root, rel)
+    return undefined
   }
 
   list (): string[] {
