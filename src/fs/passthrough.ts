@@ -19,7 +19,7 @@ import {
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { E, FsError } from '../errors.js'
-import { fsErrorOf, setTimesSync } from '../services/durable.js'
+import { fsErrorOf, setTimesSync } from '../durable.js'
 import type { Attr, DirNode, FileNode, FsNode, Handle, MutableDirNode, OpenContext } from './types.js'
 
 export interface PassHooks {

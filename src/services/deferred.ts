@@ -18,7 +18,7 @@ import { E, PeerfsError, TxError, errnoToWire, wireToErrno } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Message } from '../transport/wire.js'
 import { svcName, MAX_BUILTIN } from './builtin.js'
-import { writeDurable } from './durable.js'
+import { writeDurable } from '../durable.js'
 import type { LocalServices } from './local.js'
 import type { DeferredSpool } from './spool.js'
 

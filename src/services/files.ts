@@ -24,7 +24,7 @@ import type { Clock, Timer } from '../clock.js'
 import type { Logger } from '../log.js'
 import type { Message } from '../transport/wire.js'
 import { badRelPath } from '../transport/transfer.js'
-import { fsErrorOf, fsyncDir, setTimes, writeDurable } from './durable.js'
+import { fsErrorOf, fsyncDir, setTimes, writeDurable } from '../durable.js'
 
 export const STATUS_NAME = '.peerfs-status'
 export const MAX_FILE_BYTES = 16 << 20

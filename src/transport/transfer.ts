@@ -25,7 +25,7 @@ import tar from 'tar-stream'
 import type { Clock, Timer } from '../clock.js'
 import { E, PeerfsError } from '../errors.js'
 import type { Logger } from '../log.js'
-import { fsErrorOf, fsyncDir, setTimes, writeDurable } from '../services/durable.js'
+import { fsErrorOf, fsyncDir, setTimes, writeDurable } from '../durable.js'
 import { Waiters } from '../wait.js'
 import { XID_BYTES, type Message, type XferKind } from './wire.js'
 

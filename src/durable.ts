@@ -8,7 +8,7 @@ import { utimesSync } from 'node:fs'
 import { open, rename, rm, utimes } from 'node:fs/promises'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { E, PeerfsError } from '../errors.js'
+import { E, PeerfsError } from './errors.js'
 
 export function fsErrorOf (err: unknown, what: string): PeerfsError {
   if (err instanceof PeerfsError) return err
