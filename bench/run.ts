@@ -6,7 +6,7 @@ import net from 'node:net'
 import path from 'node:path'
 import { filesBench } from './files.js'
 import { transferBench } from './transfer.js'
-import { Daemon, ROOT, eventually, makeNetwork, py, readText, sh, startNetwork, teardown, tempDir, waitEvent } from '../test/helpers/net.js'
+import { Daemon, ROOT, makeNetwork, py, sh, startNetwork, teardown, tempDir, waitEvent, waitState } from '../test/helpers/net.js'
 
 const N = Number(process.env.BENCH_N ?? 3000)
 const CONC = 8
@@ -161,7 +161,7 @@ async function peerfs (): Promise<{ serial: Lat, kept: Lat, conc: Lat, wake: Wak
     const ds = await startNetwork(netw)
     const a = ds.get('alpha') as Daemon
     const b = ds.get('beta') as Daemon
-    await eventually(async () => (await readText(a.path('peers/beta/state'))).trim() === 'up', 'link up')
+    await waitState(a, 'beta')
     const file = a.path('peers/beta/svc/01')
     const serial = await client(file, 1)
     const kept = await client(file, 1, true)
@@ -178,7 +178,7 @@ async function peerfs (): Promise<{ serial: Lat, kept: Lat, conc: Lat, wake: Wak
     }
     const killDownMs = await downAfter('SIGKILL')
     await b.start()
-    await eventually(async () => (await readText(a.path('peers/beta/state'))).trim() === 'up', 'link up again', 20_000)
+    await waitState(a, 'beta', 'up', 20_000)
     const stopDownMs = await downAfter('SIGSTOP')
     process.kill(b.pid, 'SIGCONT')
     return { serial, kept, conc, wake, killDownMs, stopDownMs }

@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
-import { Daemon, eventually, freePort, makeNetwork, py, readText, sh, startNetwork, teardown, tempDir, waitEvent } from '../test/helpers/net.js'
+import { Daemon, eventually, freePort, makeNetwork, py, sh, startNetwork, teardown, tempDir, waitEvent, waitState } from '../test/helpers/net.js'
 
 const GIB = Number(process.env.BENCH_GIB_MB ?? 1024)
 const SMALL = Number(process.env.BENCH_SMALL ?? 5000)
@@ -74,7 +74,7 @@ for i in range(${SMALL}):
   try {
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
-    await eventually(async () => (await readText(a.path('peers/beta/state'))).trim() === 'up', 'link up')
+    await waitState(a, 'beta')
     // 1 GiB, with echo transactions on the same link meanwhile.
     const recv = waitEvent(b.path('events'), ' alpha recv big\\.bin', 600_000)
     await new Promise(resolve => setTimeout(resolve, 300))

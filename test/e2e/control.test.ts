@@ -2,28 +2,26 @@
 // reload, and a dead peer revived by calling in.
 import { readFile, writeFile } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
-import { CLI, Daemon, eventually, isMounted, makeNetwork, readText, sh, startNetwork, teardown } from '../helpers/net.js'
+import { CLI, Daemon, eventually, isMounted, makeNetwork, readText, sh, startNetwork, teardown, peerState, waitState } from '../helpers/net.js'
 
 afterEach(teardown)
-
-const state = async (d: Daemon, peer: string): Promise<string> => (await readText(d.path('peers', peer, 'state'))).trim()
 
 describe('control', () => {
   it('ctl disconnect holds a peer down (refusing its calls) until reconnect; bad commands fail the write', async () => {
     const netw = await makeNetwork(['alpha', 'beta'])
     const ds = await startNetwork(netw)
     const a = ds.get('alpha') as Daemon
-    await eventually(async () => await state(a, 'beta') === 'up', 'link up')
+    await waitState(a, 'beta')
     const events = sh(`timeout 3 cat ${a.path('events')}`, 10_000)
     await new Promise(resolve => setTimeout(resolve, 200))
     expect((await sh(`echo disconnect > ${a.path('peers/beta/ctl')}`)).code).toBe(0)
-    expect(await state(a, 'beta')).toBe('down')
+    expect(await peerState(a, 'beta')).toBe('down')
     // beta redials (fast test timings) and is refused meanwhile.
     await new Promise(resolve => setTimeout(resolve, 1000))
-    expect(await state(a, 'beta')).toBe('down')
+    expect(await peerState(a, 'beta')).toBe('down')
     expect((await events).stdout).toMatch(/ beta down disconnected by ctl/)
     expect((await sh(`echo reconnect > ${a.path('peers/beta/ctl')}`)).code).toBe(0)
-    await eventually(async () => await state(a, 'beta') === 'up', 'link up after reconnect')
+    await waitState(a, 'beta')
 
     // coreutils echo reports the errno (dash's builtin says "I/O error" for any).
     const bad = await sh(`/bin/echo bogus > ${a.path('peers/beta/ctl')}`)
@@ -49,37 +47,37 @@ describe('control', () => {
     await writeFile(cfg, withoutGamma)
     const ds = await startNetwork(netw)
     const a = ds.get('alpha') as Daemon
-    await eventually(async () => await state(a, 'beta') === 'up', 'beta up')
+    await waitState(a, 'beta')
     expect((await sh(`ls ${a.path('peers')}`)).stdout.split('\n')).not.toContain('gamma')
     const events = sh(`timeout 4 cat ${a.path('events')}`, 10_000)
 
     await writeFile(cfg, full)
     process.kill(a.pid, 'SIGHUP')
-    await eventually(async () => await state(a, 'gamma') === 'up', 'gamma up after reload')
+    await waitState(a, 'gamma')
     await writeFile(cfg, withoutGamma)
     process.kill(a.pid, 'SIGHUP')
     await eventually(async () => !(await sh(`ls ${a.path('peers')}`)).stdout.includes('gamma'), 'gamma gone')
-    expect(await state(a, 'beta')).toBe('up')
+    expect(await peerState(a, 'beta')).toBe('up')
     expect((await events).stdout).not.toMatch(/ beta (down|up)/)
 
     await writeFile(cfg, full + 'bogus = 1\n')
     process.kill(a.pid, 'SIGHUP')
     await eventually(() => a.stderr.includes('reload failed'), 'reload refused')
     expect(a.stderr).toMatch(/bogus: unknown key/)
-    expect(await state(a, 'beta')).toBe('up')
+    expect(await peerState(a, 'beta')).toBe('up')
   })
 
   it('a dead peer fails at once, and comes back when it calls in', async () => {
     const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: 'retry_budget = 1\n' } })
     const a = new Daemon(netw.node('alpha'))
     await a.start()
-    await eventually(async () => await state(a, 'beta') === 'dead', 'beta dead')
+    await waitState(a, 'beta', 'dead')
     // Shells ignore close errors on redirections; the outcome stays for cat.
     const r = await sh(`cd ${a.path('peers/beta/svc')} && echo x > 01; cat 01`)
     expect(r.stderr).toMatch(/No route to host/)
     expect(await readText(a.path('peers/beta/status'))).toMatch(/^last_error: socket: connect ECONNREFUSED/m)
     const b = new Daemon(netw.node('beta'))
     await b.start()
-    await eventually(async () => await state(a, 'beta') === 'up', 'beta revived by calling in')
+    await waitState(a, 'beta')
   })
 })

@@ -2,12 +2,10 @@
 // sh, cat and Python as users would.
 import { readFile } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Daemon, eventually, isMounted, makeNetwork, py, readText, sh, startNetwork, teardown } from '../helpers/net.js'
+import { Daemon, eventually, isMounted, makeNetwork, py, readText, sh, startNetwork, teardown, peerState, waitState } from '../helpers/net.js'
 import { FaultProxy } from '../helpers/proxy.js'
 
 afterEach(teardown)
-
-const state = async (d: Daemon, peer: string): Promise<string> => (await readText(d.path('peers', peer, 'state'))).trim()
 
 describe('links between daemons', () => {
   it('comes up on both sides, with status, tile alias and echo/info services', async () => {
@@ -15,7 +13,7 @@ describe('links between daemons', () => {
     const ds = await startNetwork(netw)
     const a = ds.get('alpha') as Daemon
     const b = ds.get('beta') as Daemon
-    await eventually(async () => await state(a, 'beta') === 'up' && await state(b, 'alpha') === 'up', 'both links up')
+    await eventually(async () => await peerState(a, 'beta') === 'up' && await peerState(b, 'alpha') === 'up', 'both links up')
 
     const status = await readText(a.path('peers/beta/status'))
     expect(status).toMatch(/^state: up$/m)
@@ -35,7 +33,7 @@ describe('links between daemons', () => {
     const netw = await makeNetwork(['alpha', 'beta'])
     const ds = await startNetwork(netw)
     const a = ds.get('alpha') as Daemon
-    await eventually(async () => await state(a, 'beta') === 'up', 'link up')
+    await waitState(a, 'beta')
     const r = await py(`
 import os, sys, threading
 f = sys.argv[1]
@@ -67,13 +65,13 @@ print(sum(out.values()))
     await sh(`cat > ${alphaCfg} <<'EOF'\n${text.slice(0, text.indexOf('[[peer]]\nid = "mallory"'))}\nEOF`)
     const ds = await startNetwork(netw, ['alpha', 'beta'])
     const a = ds.get('alpha') as Daemon
-    await eventually(async () => await state(a, 'beta') === 'up', 'real link up')
+    await waitState(a, 'beta')
     const events = sh(`timeout 4 cat ${a.path('events')}`, 10_000)
     const m = new Daemon(netw.node('mallory'))
     await m.start()
     await eventually(() => a.stderr.includes('refused incoming connection') && a.stderr.includes('unknown key'), 'refusal logged')
-    expect(await state(m, 'alpha')).not.toBe('up')
-    expect(await state(a, 'beta')).toBe('up')
+    expect(await peerState(m, 'alpha')).not.toBe('up')
+    expect(await peerState(a, 'beta')).toBe('up')
     expect((await sh(`cd ${a.path('peers/beta/svc')} && echo still > 01; cat 01`)).stdout).toBe('still\n')
     expect((await events).stdout).not.toMatch(/ beta down/)
   })
@@ -83,11 +81,11 @@ print(sum(out.values()))
     const ds = await startNetwork(netw)
     const a = ds.get('alpha') as Daemon
     const b = ds.get('beta') as Daemon
-    await eventually(async () => await state(a, 'beta') === 'up', 'link up')
+    await waitState(a, 'beta')
     const events = sh(`timeout 8 cat ${a.path('events')}`, 15_000)
     await new Promise(resolve => setTimeout(resolve, 200))
     await b.kill('SIGKILL')
-    await eventually(async () => await state(a, 'beta') === 'down', 'beta down')
+    await waitState(a, 'beta', 'down')
 
     // py() is bounded: a hang fails the test rather than passing it.
     const r = await py(`
@@ -103,7 +101,7 @@ except OSError as e:
     expect(['EHOSTUNREACH', 'ETIMEDOUT']).toContain(r.stdout.trim())
 
     await b.start()
-    await eventually(async () => await state(a, 'beta') === 'up', 'beta up again')
+    await waitState(a, 'beta')
     const lines = (await events).stdout.split('\n')
     const down = lines.findIndex(l => / beta down/.test(l))
     const up = lines.findIndex((l, i) => i > down && / beta up/.test(l))
@@ -121,7 +119,7 @@ except OSError as e:
       await sh(`sed -i 's/127.0.0.1:${netw.node('beta').port}/127.0.0.1:${proxy.port}/' ${cfg}`)
       const ds = await startNetwork(netw)
       const a = ds.get('alpha') as Daemon
-      await eventually(async () => await state(a, 'beta') === 'up', 'link up via proxy')
+      await waitState(a, 'beta')
       const r = await py(`
 import errno, os, sys, time
 f = sys.argv[1]

@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Daemon, ROOT, eventually, makeNetwork, py, readText, sh, startNetwork, teardown } from '../helpers/net.js'
+import { Daemon, ROOT, eventually, makeNetwork, py, sh, startNetwork, teardown, waitState } from '../helpers/net.js'
 
 const procs = new Set<ChildProcess>()
 afterEach(async () => {
@@ -16,7 +16,7 @@ async function pair (): Promise<[Daemon, Daemon]> {
   const netw = await makeNetwork(['alpha', 'beta'])
   const ds = await startNetwork(netw)
   const a = ds.get('alpha') as Daemon
-  await eventually(async () => (await readText(a.path('peers/beta/state'))).trim() === 'up', 'up')
+  await waitState(a, 'beta')
   return [a, ds.get('beta') as Daemon]
 }
 

@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Daemon, ROOT, eventually, makeNetwork, py, readText, sh, startNetwork, teardown } from '../helpers/net.js'
+import { Daemon, ROOT, eventually, makeNetwork, py, readText, sh, startNetwork, teardown, waitState } from '../helpers/net.js'
 
 const SERVER = path.join(ROOT, 'test/fixtures/server.py')
 const servers = new Set<ChildProcess>()
@@ -26,10 +26,6 @@ async function startServer (d: Daemon, svc: string, log: string, args: string[] 
   return p
 }
 
-const up = async (d: Daemon, peer: string): Promise<void> => {
-  await eventually(async () => (await readText(d.path('peers', peer, 'state'))).trim() === 'up', `${peer} up`, 15_000)
-}
-
 const errnoOf = `
 import errno, os, sys
 def call(f, data, read=True):
@@ -49,7 +45,7 @@ describe('services', () => {
     const netw = await makeNetwork(['alpha', 'beta'])
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
-    await up(a, 'beta')
+    await waitState(a, 'beta')
     const log = path.join(netw.dir, 'server.log')
     await startServer(b, '09', log)
     const r = await sh(`cd ${a.path('peers/beta/svc')} && printf hello! > 09; cat 09`)
@@ -62,7 +58,7 @@ describe('services', () => {
     const netw = await makeNetwork(['alpha', 'beta'])
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
-    await up(a, 'beta')
+    await waitState(a, 'beta')
     const echo = spawn('python3', ['-c', `
 import os, sys
 fd = os.open(sys.argv[1], os.O_RDWR)
@@ -95,7 +91,7 @@ print(got == data[::-1], len(got))
     const netw = await makeNetwork(['alpha', 'beta'])
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
-    await up(a, 'beta')
+    await waitState(a, 'beta')
     const logs = [path.join(netw.dir, 's1.log'), path.join(netw.dir, 's2.log')]
     await startServer(b, '20', logs[0], ['--tag', 'one:', '--delay', '0.01'])
     await startServer(b, '20', logs[1], ['--tag', 'two:', '--delay', '0.01'])
@@ -127,8 +123,8 @@ print(ok, sum(1 for v in res.values() if v.startswith('one:')), sum(1 for v in r
     })
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
-    await up(a, 'beta')
-    await up(ds.get('gamma') as Daemon, 'beta')
+    await waitState(a, 'beta')
+    await waitState(ds.get('gamma') as Daemon, 'beta')
     // 31: a server that closes without replying; 32: one that never replies.
     const resetter = spawn('python3', ['-c', 'import os,sys\nfd=os.open(sys.argv[1],os.O_RDWR)\nprint("ready",flush=True)\nos.read(fd,100)\nos.close(fd)', b.path('svc/31')], { stdio: ['ignore', 'pipe', 'inherit'] })
     const sleeper = spawn('python3', ['-c', 'import os,sys,time\nfd=os.open(sys.argv[1],os.O_RDWR)\nprint("ready",flush=True)\nos.read(fd,100)\ntime.sleep(60)', b.path('svc/32')], { stdio: ['ignore', 'pipe', 'inherit'] })
@@ -166,7 +162,7 @@ describe('deferred requests', () => {
     a = new Daemon(netw.node('alpha'))
     const b = new Daemon(netw.node('beta'))
     await Promise.all([a.start(), b.start()])
-    await up(a, 'beta')
+    await waitState(a, 'beta')
     expect(await readText(a.path('peers/beta/status'))).toMatch(/^deferred: 5$/m)
     const log = path.join(netw.dir, 'server.log')
     await startServer(b, '09', log)
@@ -183,7 +179,7 @@ describe('deferred requests', () => {
     const ds = await startNetwork(netw)
     const a = ds.get('alpha') as Daemon
     let b = ds.get('beta') as Daemon
-    await up(a, 'beta')
+    await waitState(a, 'beta')
     const log = path.join(netw.dir, 'server.log')
     const s1 = await startServer(b, '09', log, ['--delay', '0.4'])
     for (let i = 1; i <= 5; i++) await sh(`echo job-${i} > ${a.path('peers/beta/defer/09')}`)

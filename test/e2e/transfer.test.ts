@@ -2,14 +2,10 @@
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Daemon, eventually, makeNetwork, readText, sh, startNetwork, teardown, waitEvent, type Network } from '../helpers/net.js'
+import { Daemon, eventually, makeNetwork, readText, sh, startNetwork, teardown, waitEvent, type Network, waitState } from '../helpers/net.js'
 import { FaultProxy } from '../helpers/proxy.js'
 
 afterEach(teardown)
-
-const up = async (d: Daemon, peer: string): Promise<void> => {
-  await eventually(async () => (await readText(d.path('peers', peer, 'state'))).trim() === 'up', `${peer} up`, 20_000)
-}
 
 const sha = async (file: string): Promise<string> => createHash('sha256').update(await readFile(file)).digest('hex')
 const exists = async (file: string): Promise<boolean> => (await sh(`test -e '${file}'`)).code === 0
@@ -27,7 +23,7 @@ describe('outbox to inbox', () => {
     const netw = await makeNetwork(['alpha', 'beta'])
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
-    await up(a, 'beta')
+    await waitState(a, 'beta')
     const src = await bigFile(netw, 64)
     const events = waitEvent(b.path('events'), ' alpha recv big-64\\.bin', 60_000)
     await new Promise(resolve => setTimeout(resolve, 300))
@@ -43,7 +39,7 @@ describe('outbox to inbox', () => {
     const netw = await makeNetwork(['alpha', 'beta'])
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
-    await up(a, 'beta')
+    await waitState(a, 'beta')
     const src = `${netw.dir}/tree`
     await sh(`python3 -c "
 import os, random
@@ -72,7 +68,7 @@ for i in range(300):
       const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: 'window_bytes = 4194304\n' } })
       const ds = await startNetwork(netw)
       const a = ds.get('alpha') as Daemon
-      await up(a, 'beta')
+      await waitState(a, 'beta')
       const src = await bigFile(netw, 256)
       await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`, 60_000)
       // Wait until part of it is acknowledged, then kill.
@@ -103,7 +99,7 @@ for i in range(300):
       await sh(`sed -i 's/127.0.0.1:${netw.node('beta').port}/127.0.0.1:${proxy.port}/' ${netw.node('alpha').config}`)
       const ds = await startNetwork(netw)
       const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
-      await up(a, 'beta')
+      await waitState(a, 'beta')
       const src = await bigFile(netw, 48)
       await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`)
       const dest = b.path('peers/alpha/inbox/big-48.bin')
@@ -125,7 +121,7 @@ for i in range(300):
     const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: 'window_bytes = 1048576\n' } })
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
-    await up(a, 'beta')
+    await waitState(a, 'beta')
     const src = await bigFile(netw, 200)
     await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`, 60_000)
     await eventually(async () => /^transfer_progress: [1-9]\d*\//m.test(await readText(a.path('peers/beta/status'))), 'started', 30_000, 10)

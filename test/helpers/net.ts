@@ -220,6 +220,16 @@ export async function readText (file: string): Promise<string> {
   return r.code === 0 ? r.stdout : ''
 }
 
+/** A peer's state as node d sees it ('' if unreadable). */
+export async function peerState (d: Daemon, peer: string): Promise<string> {
+  return (await readText(d.path('peers', peer, 'state'))).trim()
+}
+
+/** Waits until node d sees peer in the given state (default: up). */
+export async function waitState (d: Daemon, peer: string, state = 'up', timeoutMs = 15_000): Promise<void> {
+  await eventually(async () => await peerState(d, peer) === state, `${d.spec.id} sees ${peer} ${state}`, timeoutMs)
+}
+
 export async function isMounted (mnt: string): Promise<boolean> {
   const r = await sh('cat /proc/self/mounts')
   return r.stdout.split('\n').some(l => l.split(' ')[1] === mnt)
