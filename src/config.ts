@@ -183,8 +183,14 @@ export function configFromToml (file: string, toml: Table): Config {
       windowBytes: r.int('window_bytes', 8 << 20, 64 << 10, 1 << 30),
       largeFileBytes: r.int('large_file_bytes', 4 << 20, 1, 2 ** 40)
     },
-    gossipMs: 2000,
-    filesTrust: undefined,
+    gossipMs: r.int('gossip_ms', 2000, 50, 3_600_000),
+    filesTrust: r.strings('files_trust')?.map((t) => {
+      try {
+        return parsePublicKey(t).sign.toString('base64url')
+      } catch (err) {
+        return r.fail('files_trust', `${JSON.stringify(t.slice(0, 20))}: ${(err as Error).message}`)
+      }
+    }),
     entryTimeoutS: r.number('cache_timeout_s', 1, 0, 3600),
     logLevel: r.string('log_level') ?? 'info'
   }
@@ -192,17 +198,6 @@ export function configFromToml (file: string, toml: Table): Config {
   if (cfg.downAfterMs <= cfg.keepaliveMs) r.fail('down_after_ms', `must be larger than keepalive_ms (${cfg.keepaliveMs})`)
   if (cfg.backoffMaxMs < cfg.backoffMinMs) r.fail('backoff_max_ms', `must not be smaller than backoff_min_ms (${cfg.backoffMinMs})`)
 
-  cfg.gossipMs = r.int('gossip_ms', 2000, 50, 3_600_000)
-  const trust = r.strings('files_trust')
-  if (trust !== undefined) {
-    cfg.filesTrust = trust.map((t) => {
-      try {
-        return parsePublicKey(t).sign.toString('base64url')
-      } catch (err) {
-        return r.fail('files_trust', `${JSON.stringify(t.slice(0, 20))}: ${(err as Error).message}`)
-      }
-    })
-  }
   const quota = r.int('inbox_quota_bytes', 0, 0, 2 ** 50)
   const ids = new Set([id])
   const keys = new Set<string>()
