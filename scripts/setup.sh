@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Brings a fresh Debian machine to the point where peerfs builds, mounts and
-# tests: the Debian fuse package (fusermount, libfuse.so.2), the npm
+# tests: fusermount (from fuse3 when it can: Debian's `fuse` package would
+# remove fuse3 and sshfs), libfuse.so.2 for fuse-native, the npm
 # dependencies, our fuse-native patch and its rebuild from source.
+# It only ever adds packages; it never removes what a user has.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
-command -v fusermount >/dev/null 2>&1 || need_pkgs+=(fuse)
+# fuse3 provides /bin/fusermount (and `Provides: fuse`); libfuse2 coexists
+# with it. Only where fuse3 cannot be had do we fall back to `fuse`.
+if ! command -v fusermount >/dev/null 2>&1; then
+  if dpkg -s fuse >/dev/null 2>&1; then :; else need_pkgs+=(fuse3); fi
+fi
 /sbin/ldconfig -p 2>/dev/null | grep -q 'libfuse\.so\.2 ' || need_pkgs+=(libfuse2)
 # Tests also exercise the tree with these, the way users do.
 command -v rsync >/dev/null 2>&1 || need_pkgs+=(rsync)

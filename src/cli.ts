@@ -3,8 +3,8 @@
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { Command } from 'commander'
-import { ConfigError } from './errors.js'
-import { encodePublicKey, readKeyFile, writeNewKeyFile } from './keys.js'
+import { ConfigError } from './lib/errors.js'
+import { encodePublicKey, readKeyFile, writeNewKeyFile } from './lib/keys.js'
 import { Daemon } from './node.js'
 import { VERSION } from './services/builtin.js'
 

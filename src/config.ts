@@ -4,8 +4,8 @@
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { parse as parseToml, TomlError } from 'smol-toml'
-import { ConfigError } from './errors.js'
-import { parsePublicKey, type PublicKey } from './keys.js'
+import { ConfigError } from './lib/errors.js'
+import { parsePublicKey, type PublicKey } from './lib/keys.js'
 
 export interface HostPort { host: string, port: number }
 

@@ -5,8 +5,8 @@
 // answers exactly once (answer() guards it).
 import { constants as fsc } from 'node:fs'
 import Fuse, { type PollHandle, type Stat } from 'fuse-native'
-import { E, FsError, PeerfsError } from '../errors.js'
-import type { Logger } from '../log.js'
+import { E, FsError, PeerfsError } from '../lib/errors.js'
+import type { Logger } from '../lib/log.js'
 import { isDir, isFile, isMutableDir, isSymlink, MAX_WRITE, POLLIN, POLLOUT, type DirNode, type FileNode, type FsNode, type Handle, type MutableDirNode } from './types.js'
 
 /** libfuse's interrupt signal: SIGRTMIN+6, a signal Node leaves alone (SIGUSR1 is ours). */

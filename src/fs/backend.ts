@@ -1,6 +1,6 @@
 // What the tree needs from the daemon, and nothing more: src/fs never sees
 // a socket, a link or a config file.
-import type { EventBus } from '../events.js'
+import type { EventBus } from '../lib/events.js'
 import type { PassHooks } from './passthrough.js'
 
 export interface PeerView {

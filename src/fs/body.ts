@@ -2,7 +2,7 @@
 // the limit poisons it: the kernel reports the failing piece of a large
 // write(2) as a short write, so the error must also stop the send at read
 // or close, or a truncated request would go out.
-import { E, FsError } from '../errors.js'
+import { E, FsError } from '../lib/errors.js'
 
 export class Body {
   private chunks: Buffer[] = []

@@ -1,7 +1,7 @@
 // A control file: each line written is one command, run as it is written,
 // so a bad command fails the write(2) that carried it. Reading lists the
 // commands.
-import { E, FsError } from '../errors.js'
+import { E, FsError } from '../lib/errors.js'
 import { S_IFREG, type Attr, type FileNode, type Handle } from './types.js'
 
 const MAX_LINE = 4096

@@ -2,10 +2,10 @@
 // read blocks until there is at least one line, then returns as many whole
 // lines as fit. A reader that falls more than MAX_QUEUED lines behind loses
 // the oldest and is told so by an `overflow` line.
-import { E, FsError } from '../errors.js'
-import type { EventBus } from '../events.js'
+import { E, FsError } from '../lib/errors.js'
+import type { EventBus } from '../lib/events.js'
 import { POLLIN, S_IFREG, type Attr, type FileNode, type Handle, type OpenContext, type ReadContext } from './types.js'
-import { Waiters } from '../wait.js'
+import { Waiters } from '../lib/wait.js'
 
 export const MAX_QUEUED = 10_000
 

@@ -18,8 +18,8 @@ import {
 } from 'node:fs'
 import path from 'node:path'
 import { promisify } from 'node:util'
-import { E, FsError } from '../errors.js'
-import { fsErrorOf, setTimesSync } from '../durable.js'
+import { E, FsError } from '../lib/errors.js'
+import { fsErrorOf, setTimesSync } from '../lib/durable.js'
 import type { Attr, DirNode, FileNode, FsNode, Handle, MutableDirNode, OpenContext } from './types.js'
 
 export interface PassHooks {

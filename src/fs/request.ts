@@ -9,11 +9,11 @@
 // such a read sends an empty request, so `cat svc/02` asks for info.
 // Reading returns the reply, then EOF. Writing again after a request was
 // sent starts a new one.
-import { E, FsError, PeerfsError } from '../errors.js'
+import { E, FsError, PeerfsError } from '../lib/errors.js'
 import type { PeerView } from './backend.js'
 import { Body } from './body.js'
 import { POLLIN, POLLOUT, S_IFREG, type Attr, type FileNode, type Handle, type OpenContext, type ReadContext } from './types.js'
-import { Waiters } from '../wait.js'
+import { Waiters } from '../lib/wait.js'
 
 /** One sent request and, once settled, its reply or error. */
 class Outcome {

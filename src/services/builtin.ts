@@ -1,6 +1,6 @@
 // Built-in services every node answers: 01 echo (reply = request) and
 // 02 info (id, version, uptime, services offered). 01..08 are reserved.
-import { E, TxError } from '../errors.js'
+import { E, TxError } from '../lib/errors.js'
 
 export const SVC_ECHO = 1
 export const SVC_INFO = 2

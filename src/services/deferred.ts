@@ -13,12 +13,12 @@
 // server is still at work), an older one 'dup'.
 import { readFile, mkdir } from 'node:fs/promises'
 import path from 'node:path'
-import type { Clock, Timer } from '../clock.js'
-import { E, PeerfsError, TxError, errnoToWire, wireToErrno } from '../errors.js'
-import type { Logger } from '../log.js'
-import type { Message } from '../transport/wire.js'
+import type { Clock, Timer } from '../lib/clock.js'
+import { E, PeerfsError, TxError, errnoToWire, wireToErrno } from '../lib/errors.js'
+import type { Logger } from '../lib/log.js'
+import type { Message } from '../transport/messages/index.js'
 import { svcName, MAX_BUILTIN } from './builtin.js'
-import { writeDurable } from '../durable.js'
+import { writeDurable } from '../lib/durable.js'
 import type { LocalServices } from './local.js'
 import type { DeferredSpool } from './spool.js'
 

@@ -8,9 +8,9 @@
 // service with no server and no built-in is refused at once
 // (ECONNREFUSED); a full queue answers EBUSY; when the last server of a
 // service leaves, the requests still queued for it fail with ECONNRESET.
-import { E, FsError, PeerfsError, TxError } from '../errors.js'
+import { E, FsError, PeerfsError, TxError } from '../lib/errors.js'
 import type { ServerSession, ServiceHost } from '../fs/backend.js'
-import { Waiters } from '../wait.js'
+import { Waiters } from '../lib/wait.js'
 import { MAX_BUILTIN, svcName } from './builtin.js'
 
 export const MAX_REPLY_BYTES = 16 << 20

@@ -16,8 +16,8 @@
 import { randomBytes } from 'node:crypto'
 import { mkdir, readdir, readFile, rename, rm, truncate } from 'node:fs/promises'
 import path from 'node:path'
-import type { Logger } from '../log.js'
-import { appendDurable, fsErrorOf, fsyncDir, writeDurable } from '../durable.js'
+import type { Logger } from '../lib/log.js'
+import { appendDurable, fsErrorOf, fsyncDir, writeDurable } from '../lib/durable.js'
 
 const MAGIC = Buffer.from('PFD1')
 const HEADER = MAGIC.length + 1 + 8 + 4

@@ -9,13 +9,14 @@
 // waits behind more than one bulk fragment.
 import { EventEmitter } from 'node:events'
 import type { Duplex } from 'node:stream'
-import type { Clock, Timer } from '../clock.js'
-import { E, ProtocolError, PeerfsError } from '../errors.js'
+import type { Clock, Timer } from '../lib/clock.js'
+import { E, ProtocolError, PeerfsError } from '../lib/errors.js'
 import { CipherState, HandshakeState, NoiseError, type KeyPair } from './noise.js'
 import {
   MAGIC, PROLOGUE, PROTOCOL, LANES, MAX_FRAGMENT_DATA, Reassembler, RecordDecoder,
-  decodeFragment, decodeMessage, encodeFragment, encodeMessage, encodeRecord, laneOf, type ByeReason, type Message
-} from './wire.js'
+  decodeFragment, encodeFragment, encodeRecord
+} from './records.js'
+import { decodeMessage, encodeMessage, laneOf, type ByeReason, type Message } from './messages/index.js'
 
 export type LinkState = 'handshake' | 'up' | 'closed'
 export type Role = 'initiator' | 'responder'

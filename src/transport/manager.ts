@@ -4,15 +4,15 @@
 // logged without touching any existing link.
 import { EventEmitter } from 'node:events'
 import net from 'node:net'
-import type { Clock } from '../clock.js'
+import type { Clock } from '../lib/clock.js'
 import type { Config, PeerConfig } from '../config.js'
-import { E } from '../errors.js'
-import { encodePublicKey, type Identity } from '../keys.js'
-import type { Logger } from '../log.js'
+import { E } from '../lib/errors.js'
+import { encodePublicKey, type Identity } from '../lib/keys.js'
+import type { Logger } from '../lib/log.js'
 import { Link, LinkError } from './link.js'
 import { keyPairFromSecret, type KeyPair } from './noise.js'
 import { Peer, type PeerEnv, type PeerState } from './peer.js'
-import type { Message } from './wire.js'
+import type { Message } from './messages/index.js'
 
 export interface ManagerOptions {
   config: Config

@@ -9,12 +9,12 @@
 // the loser says 'bye superseded' first so the other waits for the winner
 // instead of reporting the peer down.
 import { EventEmitter } from 'node:events'
-import type { Clock, Timer } from '../clock.js'
+import type { Clock, Timer } from '../lib/clock.js'
 import type { PeerConfig } from '../config.js'
-import { E, PeerfsError, TxError, errnoToWire, wireToErrno } from '../errors.js'
-import type { Logger } from '../log.js'
+import { E, PeerfsError, TxError, errnoToWire, wireToErrno } from '../lib/errors.js'
+import type { Logger } from '../lib/log.js'
 import type { Link } from './link.js'
-import type { Message } from './wire.js'
+import type { Message } from './messages/index.js'
 
 export type PeerState = 'connecting' | 'up' | 'down' | 'dead'
 

@@ -22,12 +22,12 @@ import { constants as fsc } from 'node:fs'
 import { chmod, copyFile, lstat, mkdir, open, readdir, readFile, rename, rm, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import tar from 'tar-stream'
-import type { Clock, Timer } from '../clock.js'
-import { E, PeerfsError } from '../errors.js'
-import type { Logger } from '../log.js'
-import { fsErrorOf, fsyncDir, setTimes, writeDurable } from '../durable.js'
-import { Waiters } from '../wait.js'
-import { XID_BYTES, type Message, type XferKind } from './wire.js'
+import type { Clock, Timer } from '../lib/clock.js'
+import { E, PeerfsError } from '../lib/errors.js'
+import type { Logger } from '../lib/log.js'
+import { fsErrorOf, fsyncDir, setTimes, writeDurable } from '../lib/durable.js'
+import { Waiters } from '../lib/wait.js'
+import { XID_BYTES, type Message, type XferKind } from './messages/index.js'
 
 export interface TransferSettings {
   batchFiles: number

@@ -1,5 +1,5 @@
 // A manual clock for unit tests: timers fire only when advance() passes them.
-import type { Clock, Timer } from '../../src/clock.js'
+import type { Clock, Timer } from '../../src/lib/clock.js'
 
 interface Entry { at: number, fn: () => void, id: number }
 

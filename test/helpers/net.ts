@@ -10,7 +10,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
-import { encodePublicKey, writeNewKeyFile } from '../../src/keys.js'
+import { encodePublicKey, writeNewKeyFile } from '../../src/lib/keys.js'
 
 const run = promisify(execFile)
 /** The repository root, found from here whether run from test/ or dist/test/. */

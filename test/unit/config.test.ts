@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { parseConfig } from '../../src/config.js'
-import { encodePublicKey, identityFromSeed } from '../../src/keys.js'
+import { encodePublicKey, identityFromSeed } from '../../src/lib/keys.js'
 
 const KEY = encodePublicKey(identityFromSeed(new Uint8Array(32).fill(7)).publicKey)
 const KEY2 = encodePublicKey(identityFromSeed(new Uint8Array(32).fill(8)).publicKey)

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { identityFromSeed } from '../../src/keys.js'
+import { identityFromSeed } from '../../src/lib/keys.js'
 import { badManifest, newer, signManifest, type Manifest } from '../../src/services/files.js'
 
 const alice = identityFromSeed(new Uint8Array(32).fill(1))

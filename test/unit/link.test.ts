@@ -2,11 +2,12 @@
 // two ends that can tamper with, replay or drop records after the handshake.
 import net from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
-import { systemClock } from '../../src/clock.js'
-import { identityFromSeed } from '../../src/keys.js'
+import { systemClock } from '../../src/lib/clock.js'
+import { identityFromSeed } from '../../src/lib/keys.js'
 import { Link, type LinkOptions } from '../../src/transport/link.js'
 import { keyPairFromSecret } from '../../src/transport/noise.js'
-import { RecordDecoder, encodeRecord, MAGIC, type Message } from '../../src/transport/wire.js'
+import { RecordDecoder, encodeRecord, MAGIC } from '../../src/transport/records.js'
+import type { Message } from '../../src/transport/messages/index.js'
 import { FakeClock } from '../helpers/clock.js'
 
 const alice = keyPairFromSecret(identityFromSeed(new Uint8Array(32).fill(1)).dhSecret)

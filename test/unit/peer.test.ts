@@ -1,8 +1,8 @@
 // The peer's reconnect schedule and state machine, on a fake clock.
 import { EventEmitter } from 'node:events'
 import { describe, expect, it } from 'vitest'
-import { parsePublicKey, encodePublicKey, identityFromSeed } from '../../src/keys.js'
-import { silentLogger } from '../../src/log.js'
+import { parsePublicKey, encodePublicKey, identityFromSeed } from '../../src/lib/keys.js'
+import { silentLogger } from '../../src/lib/log.js'
 import type { Link } from '../../src/transport/link.js'
 import { Peer, type PeerState } from '../../src/transport/peer.js'
 import { FakeClock } from '../helpers/clock.js'

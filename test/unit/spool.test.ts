@@ -1,7 +1,7 @@
 import { readdir, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { silentLogger } from '../../src/log.js'
+import { silentLogger } from '../../src/lib/log.js'
 import { DeferredSpool, decodeItem, encodeItem } from '../../src/services/spool.js'
 import { tempDir } from '../helpers/net.js'
 

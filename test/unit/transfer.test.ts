@@ -5,10 +5,10 @@ import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { systemClock } from '../../src/clock.js'
-import { silentLogger } from '../../src/log.js'
+import { systemClock } from '../../src/lib/clock.js'
+import { silentLogger } from '../../src/lib/log.js'
 import { InboxReceiver, OutboxSender, badRelPath, type TransferSettings } from '../../src/transport/transfer.js'
-import type { Message } from '../../src/transport/wire.js'
+import type { Message } from '../../src/transport/messages/index.js'
 import { eventually, tempDir } from '../helpers/net.js'
 
 const settings: TransferSettings = {

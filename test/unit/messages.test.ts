@@ -1,10 +1,11 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { ProtocolError } from '../../src/errors.js'
+import { ProtocolError } from '../../src/lib/errors.js'
 import {
-  LANE_LIMITS, MAX_FRAGMENT_DATA, Reassembler, RecordDecoder, decodeFragment, decodeMessage,
-  encodeFragment, encodeMessage, encodeRecord, type Message
-} from '../../src/transport/wire.js'
+  LANE_LIMITS, MAX_FRAGMENT_DATA, Reassembler, RecordDecoder, decodeFragment,
+  encodeFragment, encodeRecord
+} from '../../src/transport/records.js'
+import { decodeMessage, encodeMessage, type Message } from '../../src/transport/messages/index.js'
 
 const message = fc.oneof(
   fc.record({ type: fc.constant('ping' as const), id: fc.nat({ max: 0xffffffff }) }),
@@ -54,7 +55,7 @@ describe('records', () => {
         for (let r = d.next(); r !== undefined; r = d.next()) out.push(Buffer.from(r))
       }
       expect(out.map(b => b.toString('hex'))).toEqual(bodies.map(b => Buffer.from(b).toString('hex')))
-      expect(d.pending).toBe(0)
+      expect(d.takeRaw(1)).toBeUndefined()
     }))
   })
 

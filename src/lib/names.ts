@@ -1,0 +1,67 @@
+// Name rules, written once: what a path component and a relative path may
+// be, wherever a name comes from (a create in the tree, a peer's transfer
+// offer, a tar entry, a managed file's manifest). A refusal is a NameError
+// carrying the errno the tree returns and a message naming the problem.
+import { E, PeerfsError } from './errors.js'
+
+export const NAME_MAX = 255
+export const PATH_MAX = 4096
+export const DEPTH_MAX = 64
+/** Names we keep for ourselves (status files, temp files beside deliveries). */
+export const RESERVED_PREFIX = '.peerfs-'
+
+export class NameError extends PeerfsError {}
+
+/** One path component: not empty, not . or .., no / or NUL, at most NAME_MAX bytes. */
+export function componentError (name: string): NameError | undefined {
+  if (name === '' || name === '.' || name === '..') return new NameError(E.EINVAL, `bad name ${JSON.stringify(name)}`)
+  if (name.includes('/') || name.includes('\0')) return new NameError(E.EINVAL, `bad name ${JSON.stringify(name.slice(0, 200))}: contains / or NUL`)
+  if (Buffer.byteLength(name) > NAME_MAX) return new NameError(E.ENAMETOOLONG, `name of ${Buffer.byteLength(name)} bytes over ${NAME_MAX}`)
+  return undefined
+}
+
+export function checkComponent (name: string): void {
+  const err = componentError(name)
+  if (err !== undefined) throw err
+}
+
+/**
+ * A relative path from elsewhere (a peer, a tar, a manifest): components
+ * as above, not absolute, at most PATH_MAX bytes and DEPTH_MAX deep, and
+ * no component in our reserved namespace.
+ */
+export function relPathError (rel: string): NameError | undefined {
+  if (rel === '') return new NameError(E.EINVAL, 'empty name')
+  if (Buffer.byteLength(rel) > PATH_MAX) return new NameError(E.ENAMETOOLONG, 'path too long')
+  if (rel.startsWith('/')) return new NameError(E.EINVAL, 'absolute path')
+  const parts = rel.split('/')
+  if (parts.length > DEPTH_MAX) return new NameError(E.EINVAL, 'path too deep')
+  for (const p of parts) {
+    if (p === '..') return new NameError(E.EINVAL, '".." in path')
+    if (p === '' || p === '.') return new NameError(E.EINVAL, 'empty path component')
+    const err = componentError(p)
+    if (err !== undefined) return err
+    if (p.startsWith(RESERVED_PREFIX)) return new NameError(E.EINVAL, 'reserved name')
+  }
+  return undefined
+}
+
+/** Why a relative path is refused, or undefined. */
+export function badRelPath (rel: string): string | undefined {
+  return relPathError(rel)?.message
+}
+
+/** A name with a component starting with "." is local or in progress (rsync's temp files). */
+export function isHidden (rel: string): boolean {
+  return rel.split('/').some(p => p === '' || p.startsWith('.'))
+}
+
+/** Joins a folder's relative path and a child name ('' is the root). */
+export function joinRel (dir: string, name: string): string {
+  return dir === '' ? name : `${dir}/${name}`
+}
+
+/** rel is base itself or lies under it. */
+export function isUnder (rel: string, base: string): boolean {
+  return rel === base || rel.startsWith(base + '/')
+}

@@ -1,0 +1,68 @@
+// Transfer family (outbox -> inbox). An xid names one transfer: a single
+// file (kind 'file', name = its relative path) or a tar of many (kind
+// 'tar'). Offer, accept at the receiver's durable offset, data, acks by
+// window, end with the SHA-256, done; cancel from the sender. Only data
+// rides the bulk lane, so acks and offers pass it.
+import { LANE_BULK, LANE_TX } from '../records.js'
+import type { Family } from './codec.js'
+
+export type XferKind = 'file' | 'tar'
+const XFER_KINDS: readonly XferKind[] = ['file', 'tar']
+/** ok: delivered; retry: not now (disk full, over quota, bad hash); refused: never (bad names). */
+export type XferResult = 'ok' | 'retry' | 'refused'
+const XFER_RESULTS: readonly XferResult[] = ['ok', 'retry', 'refused']
+export const XID_BYTES = 16
+
+export type XferMessage =
+  | { type: 'xoffer', xid: Buffer, kind: XferKind, size: number, window: number, name: string }
+  | { type: 'xaccept', xid: Buffer, offset: number }
+  | { type: 'xdata', xid: Buffer, offset: number, data: Buffer }
+  | { type: 'xack', xid: Buffer, offset: number }
+  | { type: 'xend', xid: Buffer, sha256: Buffer, mode: number, mtimeMs: number }
+  | { type: 'xdone', xid: Buffer, result: XferResult, reason: string }
+  | { type: 'xcancel', xid: Buffer }
+
+export const xfer: Family<XferMessage> = {
+  xoffer: {
+    code: 8,
+    lane: LANE_TX,
+    encode: (w, m) => w.fixed(m.xid, XID_BYTES).u8(XFER_KINDS.indexOf(m.kind)).u64(m.size).u64(m.window).str(m.name),
+    decode: (r) => ({ type: 'xoffer', xid: r.fixed(XID_BYTES, 'xid'), kind: r.pick(XFER_KINDS, 'transfer kind'), size: r.u64('size'), window: r.u64('window'), name: r.str('name') })
+  },
+  xaccept: {
+    code: 9,
+    lane: LANE_TX,
+    encode: (w, m) => w.fixed(m.xid, XID_BYTES).u64(m.offset),
+    decode: (r) => ({ type: 'xaccept', xid: r.fixed(XID_BYTES, 'xid'), offset: r.u64('offset') })
+  },
+  xdata: {
+    code: 10,
+    lane: LANE_BULK,
+    encode: (w, m) => w.fixed(m.xid, XID_BYTES).u64(m.offset).rest(m.data),
+    decode: (r) => ({ type: 'xdata', xid: r.fixed(XID_BYTES, 'xid'), offset: r.u64('offset'), data: r.rest() })
+  },
+  xack: {
+    code: 11,
+    lane: LANE_TX,
+    encode: (w, m) => w.fixed(m.xid, XID_BYTES).u64(m.offset),
+    decode: (r) => ({ type: 'xack', xid: r.fixed(XID_BYTES, 'xid'), offset: r.u64('offset') })
+  },
+  xend: {
+    code: 12,
+    lane: LANE_TX,
+    encode: (w, m) => w.fixed(m.xid, XID_BYTES).fixed(m.sha256, 32).u32(m.mode).u64(m.mtimeMs),
+    decode: (r) => ({ type: 'xend', xid: r.fixed(XID_BYTES, 'xid'), sha256: r.fixed(32, 'sha256'), mode: r.u32('mode'), mtimeMs: r.u64('mtime') })
+  },
+  xdone: {
+    code: 13,
+    lane: LANE_TX,
+    encode: (w, m) => w.fixed(m.xid, XID_BYTES).u8(XFER_RESULTS.indexOf(m.result)).str(m.reason),
+    decode: (r) => ({ type: 'xdone', xid: r.fixed(XID_BYTES, 'xid'), result: r.pick(XFER_RESULTS, 'transfer result'), reason: r.str('reason') })
+  },
+  xcancel: {
+    code: 14,
+    lane: LANE_TX,
+    encode: (w, m) => w.fixed(m.xid, XID_BYTES),
+    decode: (r) => ({ type: 'xcancel', xid: r.fixed(XID_BYTES, 'xid') })
+  }
+}
