@@ -5,7 +5,7 @@ import { promisify } from 'node:util'
 import { Command } from 'commander'
 import { ConfigError } from './lib/errors.js'
 import { encodePublicKey, readKeyFile, writeNewKeyFile } from './lib/keys.js'
-import { Daemon } from './node.js'
+import { Daemon } from './daemon/daemon.js'
 import { VERSION } from './services/builtin.js'
 
 const run = promisify(execFile)

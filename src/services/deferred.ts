@@ -16,23 +16,17 @@ import path from 'node:path'
 import type { Clock, Timer } from '../lib/clock.js'
 import { E, PeerfsError, TxError, errnoToWire, wireToErrno } from '../lib/errors.js'
 import type { Logger } from '../lib/log.js'
-import type { Message } from '../transport/messages/index.js'
+import type { Dack, Dreq } from '../transport/messages/index.js'
 import { svcName, MAX_BUILTIN } from './builtin.js'
 import { writeDurable } from '../lib/durable.js'
 import type { LocalServices } from './local.js'
+import type { PeerLink } from './outbound.js'
 import type { DeferredSpool } from './spool.js'
 
-type Dreq = Extract<Message, { type: 'dreq' }>
-type Dack = Extract<Message, { type: 'dack' }>
 
 const RETRY_MIN_MS = 250
 const RETRY_MAX_MS = 5_000
 const REPLY_LOG_LIMIT = 64 << 10
-
-export interface SenderLink {
-  isUp: () => boolean
-  send: (m: Message) => void
-}
 
 export class DeferredSender {
   private inflight: number | undefined
@@ -44,7 +38,7 @@ export class DeferredSender {
   constructor (
     readonly peerId: string,
     readonly spool: DeferredSpool,
-    private readonly link: SenderLink,
+    private readonly link: PeerLink,
     private readonly opts: { clock: Clock, log: Logger, maxAgeMs: number, ackTimeoutMs: number }
   ) {}
 

@@ -12,7 +12,6 @@ import type { Logger } from '../lib/log.js'
 import { Link, LinkError } from './link.js'
 import { keyPairFromSecret, type KeyPair } from './noise.js'
 import { Peer, type PeerEnv, type PeerState } from './peer.js'
-import type { Message } from './messages/index.js'
 
 export interface ManagerOptions {
   config: Config
@@ -20,12 +19,11 @@ export interface ManagerOptions {
   clock: Clock
   log: Logger
   serve: PeerEnv['serve']
+  deliver: PeerEnv['deliver']
 }
 
 export declare interface PeerManager {
   on(event: 'state', fn: (peer: Peer, state: PeerState, detail: string) => void): this
-  on(event: 'peers', fn: () => void): this
-  on(event: 'message', fn: (peer: Peer, m: Message) => void): this
 }
 
 const HANDSHAKE_TIMEOUT_MS = 5000
@@ -89,7 +87,6 @@ export class PeerManager extends EventEmitter {
     for (const pc of config.peers) {
       if (!this.peers.has(pc.id)) this.addPeer(pc).start()
     }
-    this.emit('peers')
   }
 
   reviveAll (why: string): void {
@@ -101,6 +98,7 @@ export class PeerManager extends EventEmitter {
       clock: this.opts.clock,
       log: this.opts.log,
       serve: this.opts.serve,
+      deliver: this.opts.deliver,
       settings: {
         retryBudget: this.config.retryBudget,
         backoffMinMs: this.config.backoffMinMs,
@@ -110,7 +108,6 @@ export class PeerManager extends EventEmitter {
       dial: (p) => this.dial(p)
     })
     peer.on('state', (state, detail) => this.emit('state', peer, state, detail))
-    peer.on('message', (m) => this.emit('message', peer, m))
     this.peers.set(pc.id, peer)
     return peer
   }

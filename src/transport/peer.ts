@@ -33,6 +33,8 @@ export interface PeerEnv {
   dial: (peer: Peer) => Link
   /** Answers a request a peer sent us. */
   serve: (peerId: string, svc: number, payload: Buffer) => Promise<Buffer>
+  /** Hands every message the transport does not answer itself to the layers above. */
+  deliver: (peerId: string, m: Message) => void
 }
 
 interface Pending {
@@ -44,8 +46,6 @@ interface Pending {
 
 export declare interface Peer {
   on(event: 'state', fn: (state: PeerState, detail: string) => void): this
-  /** Messages for layers above: deferred requests and their acks. */
-  on(event: 'message', fn: (m: Message) => void): this
 }
 
 export class Peer extends EventEmitter {
@@ -210,7 +210,7 @@ export class Peer extends EventEmitter {
         if (link.state === 'up') link.send({ type: 'rep', tx: m.tx, status, payload })
       }).catch((err: unknown) => this.env.log.error({ peer: this.id, err }, 'cannot send reply'))
     } else {
-      this.emit('message', m)
+      this.env.deliver(this.id, m)
     }
   }
 

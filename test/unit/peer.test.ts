@@ -33,6 +33,7 @@ function makePeer (budget: number) {
     log: silentLogger,
     settings: { retryBudget: budget, backoffMinMs: 100, backoffMaxMs: 1000, handshakeTimeoutMs: 500 },
     serve: async () => Buffer.alloc(0),
+    deliver: () => {},
     dial: () => {
       dials.push(clock.now())
       const l = new FakeLink()

@@ -1,0 +1,307 @@
+// The daemon's lifecycle: loads the config and key, builds every component
+// and wires them (router, per-peer services, the tree's backend), mounts,
+// and stops. Signals are mapped onto these methods by the CLI: INT/TERM
+// stop, HUP reload, USR1 revive dead peers and report.
+import { mkdir } from 'node:fs/promises'
+import path from 'node:path'
+import { loadConfig, type Config } from '../config.js'
+import { FuseAdapter } from '../fs/adapter.js'
+import type { PassHooks } from '../fs/passthrough.js'
+import { buildTree } from '../fs/tree.js'
+import { systemClock, type Clock, type Timer } from '../lib/clock.js'
+import { ConfigError, E, TxError } from '../lib/errors.js'
+import { EventBus } from '../lib/events.js'
+import { readKeyFile, type Identity } from '../lib/keys.js'
+import { makeLogger, type Logger } from '../lib/log.js'
+import { serveBuiltin, VERSION } from '../services/builtin.js'
+import { DeferredReceiver } from '../services/deferred.js'
+import { ManagedFiles } from '../services/files.js'
+import { LocalServices } from '../services/local.js'
+import type { Outbound, PeerLink } from '../services/outbound.js'
+import { PeerManager } from '../transport/manager.js'
+import type { Message } from '../transport/messages/index.js'
+import type { PeerState } from '../transport/peer.js'
+import { InboxReceiver, type TransferSettings } from '../transport/transfer.js'
+import { TreeBackend } from './backend.js'
+import { cleanStaleMount, isFuseMounted } from './mountpoint.js'
+import { PeerServices } from './peer-services.js'
+import { Router } from './router.js'
+import { StateLayout } from './state.js'
+import { peerStatus, summary } from './status.js'
+import { Trust } from './trust.js'
+
+export interface DaemonOptions {
+  configFile: string
+  mountpoint?: string
+  clock?: Clock
+}
+
+export class Daemon {
+  readonly events: EventBus
+  readonly startedAt: number
+  readonly layout: StateLayout
+  private readonly services: LocalServices
+  private readonly router: Router
+  private readonly outbound: Outbound
+  private readonly peerServices: PeerServices
+  private receiver: DeferredReceiver | undefined
+  private inbox: InboxReceiver | undefined
+  private files: ManagedFiles | undefined
+  private adapter: FuseAdapter | undefined
+  private stopping: Promise<void> | undefined
+  private watchTimer: Timer | undefined
+  private readonly manager: PeerManager
+  /** Called when the mount disappears under us (peerfs unmount, fusermount -u). */
+  onUnmounted: () => void = () => {}
+
+  private constructor (
+    private config: Config,
+    private readonly identity: Identity,
+    readonly mountpoint: string,
+    readonly log: Logger,
+    private readonly clock: Clock
+  ) {
+    this.startedAt = clock.now()
+    this.events = new EventBus(() => clock.now())
+    this.layout = new StateLayout(config.state, (id) => this.config.peers.find(p => p.id === id)?.inbox)
+    this.router = new Router(log)
+    this.services = new LocalServices({
+      id: config.id,
+      maxQueued: config.maxQueuedRequests,
+      maxRequestBytes: config.maxRequestBytes,
+      builtin: (_peer, svc, payload) => serveBuiltin({
+        id: this.config.id,
+        startedAt: this.startedAt,
+        now: () => this.clock.now(),
+        offered: () => this.services.offered()
+      }, svc, payload),
+      allowed: (peer, svc) => {
+        const rule = this.config.services.find(s => s.id === svc)
+        return rule?.allow === undefined || rule.allow.includes(peer)
+      }
+    })
+    this.manager = new PeerManager({
+      config,
+      identity,
+      clock,
+      log,
+      serve: async (peerId, svc, payload) => await this.services.call(peerId, svc, payload),
+      deliver: (peerId, m) => this.router.deliver(peerId, m)
+    })
+    this.manager.on('state', (peer, state, detail) => this.onPeerState(peer.id, state, detail))
+    this.outbound = {
+      to: (id) => this.linkTo(id),
+      upPeers: () => [...this.manager.peers.values()].filter(p => p.state === 'up').map(p => p.id)
+    }
+    this.peerServices = new PeerServices({
+      clock,
+      log,
+      events: this.events,
+      layout: this.layout,
+      outbound: this.outbound,
+      transfer: () => this.transferSettings()
+    })
+  }
+
+  static async load (opts: DaemonOptions): Promise<Daemon> {
+    const config = await loadConfig(opts.configFile)
+    let identity: Identity
+    try {
+      identity = await readKeyFile(config.keyFile)
+    } catch (err) {
+      throw new ConfigError(config.file, 'key', `${config.keyFile}: ${(err as Error).message}`)
+    }
+    const mnt = opts.mountpoint === undefined ? config.mountpoint : path.resolve(opts.mountpoint)
+    if (mnt === undefined) throw new ConfigError(config.file, 'mountpoint', 'no mountpoint on the command line or in the config')
+    const log = makeLogger(config.logLevel).child({ node: config.id })
+    return new Daemon(config, identity, mnt, log, opts.clock ?? systemClock)
+  }
+
+  private onPeerState (id: string, state: PeerState, detail: string): void {
+    this.events.emit(id, state, detail)
+    if (state === 'up') {
+      this.peerServices.linkUp(id)
+      this.files?.linkUp(id)
+    } else {
+      this.peerServices.linkDown(id)
+    }
+  }
+
+  private transferSettings (): TransferSettings {
+    const t = this.config.transfer
+    return {
+      ...t,
+      bundleMaxBytes: Math.max(t.largeFileBytes, 32 << 20),
+      ackEveryBytes: Math.min(4 << 20, Math.max(t.packetBytes, t.windowBytes >> 2)),
+      retryMs: 5000
+    }
+  }
+
+  /** Sends to a peer by id, whichever Peer object holds it after reloads. */
+  private linkTo (id: string): PeerLink {
+    return {
+      isUp: () => this.manager.peers.get(id)?.state === 'up',
+      send: (m: Message) => {
+        const p = this.manager.peers.get(id)
+        if (p === undefined) throw new TxError(E.EHOSTUNREACH, `${id} is not configured`)
+        p.send(m)
+      }
+    }
+  }
+
+  /** Sends an answer; a link that is gone is not an error: the sender asks again when it is back. */
+  private answer (id: string, m: Message): void {
+    try {
+      this.linkTo(id).send(m)
+    } catch {}
+  }
+
+  private get filesHooks (): PassHooks {
+    return {
+      ready: (rel) => this.files?.ready(rel),
+      gone: (rel) => this.files?.gone(rel),
+      writing: (rel, delta) => this.files?.writing(rel, delta)
+    }
+  }
+
+  private registerHandlers (receiver: DeferredReceiver, inbox: InboxReceiver, files: ManagedFiles): void {
+    const outbox = (id: string): ReturnType<PeerServices['outboxes']['get']> => this.peerServices.outboxes.get(id)
+    const toInbox = (id: string, m: Parameters<InboxReceiver['onMessage']>[1]): void => inbox.onMessage(id, m, (r) => this.answer(id, r))
+    this.router.handle('defer', {
+      dreq: (id, m) => {
+        receiver.onRequest(id, m, (ack) => this.answer(id, ack))
+          .catch((err: unknown) => this.log.error({ peer: id, seq: m.seq, err }, 'deferred request failed'))
+      },
+      dack: (id, m) => this.peerServices.deferred.get(id)?.onAck(m)
+    })
+    this.router.handle('xfer', {
+      xoffer: toInbox,
+      xdata: toInbox,
+      xend: toInbox,
+      xcancel: toInbox,
+      xaccept: (id, m) => outbox(id)?.onMessage(m),
+      xack: (id, m) => outbox(id)?.onMessage(m),
+      xdone: (id, m) => outbox(id)?.onMessage(m)
+    })
+    const toFiles = (id: string, m: Parameters<ManagedFiles['onMessage']>[1]): void => files.onMessage(id, m)
+    this.router.handle('files', { fadvert: toFiles, fget: toFiles, fput: toFiles })
+  }
+
+  async start (): Promise<void> {
+    const layout = this.layout
+    await mkdir(this.config.state, { recursive: true, mode: 0o700 })
+    await cleanStaleMount(this.mountpoint, this.log)
+    this.receiver = await DeferredReceiver.open(layout.applied, this.services, this.log)
+    const trust = new Trust(this.identity, () => this.config)
+    this.files = new ManagedFiles({
+      dir: layout.files,
+      signSecret: this.identity.signSecret,
+      trusted: (signer) => trust.trusted(signer),
+      signerName: (signer) => trust.name(signer),
+      gossipMs: this.config.gossipMs,
+      clock: this.clock,
+      log: this.log,
+      link: { upPeers: this.outbound.upPeers, send: (id, m) => this.outbound.to(id).send(m) },
+      onUpdate: (name) => this.events.emit(this.config.id, 'file', name)
+    })
+    await this.files.start()
+    this.inbox = new InboxReceiver(layout.partial, {
+      log: this.log,
+      settings: this.transferSettings(),
+      inboxOf: (id) => layout.inbox(id),
+      quotaOf: (id) => this.config.peers.find(p => p.id === id)?.inboxQuotaBytes ?? 0,
+      onReceived: (id, rel) => this.events.emit(id, 'recv', rel)
+    })
+    this.registerHandlers(this.receiver, this.inbox, this.files)
+    await this.peerServices.sync(this.config)
+    await this.manager.start()
+    const backend = new TreeBackend({
+      peers: () => this.manager.peers.values(),
+      peer: (id) => this.manager.peers.get(id),
+      services: this.peerServices,
+      layout,
+      maxRequestBytes: () => this.config.maxRequestBytes,
+      summary: () => this.summary(),
+      events: this.events,
+      startedAt: this.startedAt,
+      local: this.services,
+      filesHooks: this.filesHooks
+    })
+    this.adapter = new FuseAdapter(buildTree(backend, () => this.clock.now()), {
+      mountpoint: this.mountpoint,
+      cacheTimeoutS: this.config.entryTimeoutS,
+      log: this.log
+    })
+    try {
+      await this.adapter.mount()
+    } catch (err) {
+      await this.manager.stop()
+      throw new Error(`cannot mount ${this.mountpoint}: ${(err as Error).message}`)
+    }
+    this.events.emit(this.config.id, 'mounted', this.mountpoint)
+    this.log.info({ mountpoint: this.mountpoint, version: VERSION }, 'mounted')
+    this.watchMount()
+  }
+
+  // fuse-native does not report the end of the FUSE loop; an unmount from
+  // outside is noticed here within a second.
+  private watchMount (): void {
+    this.watchTimer = this.clock.setTimeout(() => {
+      isFuseMounted(this.mountpoint).then((mounted) => {
+        if (this.stopping) return
+        if (mounted) {
+          this.watchMount()
+          return
+        }
+        this.log.info({ mountpoint: this.mountpoint }, 'unmounted from outside; stopping')
+        this.onUnmounted()
+      }, (err: unknown) => this.log.error({ err }, 'cannot read the mount table'))
+    }, 1000)
+  }
+
+  /**
+   * Unmounts and stops. Every caller gets the same promise: Ctrl-C signals
+   * the whole process group, so SIGINT and a parent's SIGTERM both arrive,
+   * and the second must not exit before the first has unmounted.
+   */
+  async stop (): Promise<void> {
+    this.stopping ??= this.shutdown()
+    await this.stopping
+  }
+
+  private async shutdown (): Promise<void> {
+    this.clock.clearTimeout(this.watchTimer)
+    try {
+      if (await isFuseMounted(this.mountpoint)) await this.adapter?.unmount()
+    } catch (err) {
+      this.log.error({ err }, 'unmount failed')
+    }
+    this.peerServices.stop()
+    this.files?.stop()
+    await this.manager.stop()
+    this.log.info('stopped')
+  }
+
+  async reload (): Promise<void> {
+    const next = await loadConfig(this.config.file)
+    if (next.id !== this.config.id || next.keyFile !== this.config.keyFile || next.listen?.port !== this.config.listen?.port || next.state !== this.config.state) {
+      throw new ConfigError(next.file, 'id/key/listen/state', 'cannot change while running; restart the daemon')
+    }
+    this.config = next
+    this.manager.reload(next)
+    await this.peerServices.sync(next)
+    this.log.info({ peers: next.peers.map(p => p.id) }, 'config reloaded')
+  }
+
+  private get uptimeS (): number { return Math.floor((this.clock.now() - this.startedAt) / 1000) }
+
+  reportStatus (): void {
+    this.manager.reviveAll('SIGUSR1')
+    const peers = [...this.manager.peers.values()].map(p => Object.fromEntries(peerStatus(p, this.peerServices)))
+    this.log.info({ node: this.config.id, uptime_s: this.uptimeS, fuse: this.adapter?.stats(), peers }, 'status report')
+  }
+
+  private summary (): string {
+    return summary({ config: this.config, version: VERSION, uptimeS: this.uptimeS, services: this.services.offered() }, [...this.manager.peers.values()])
+  }
+}
