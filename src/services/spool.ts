@@ -16,6 +16,7 @@
 import { randomBytes } from 'node:crypto'
 import { mkdir, readdir, readFile, rename, rm, truncate } from 'node:fs/promises'
 import path from 'node:path'
+import { SerialLock } from '../lib/lock.js'
 import type { Logger } from '../lib/log.js'
 import { appendDurable, fsErrorOf, fsyncDir, writeDurable } from '../lib/durable.js'
 
@@ -53,7 +54,7 @@ export class DeferredSpool {
   private readonly queue: DeferredItem[] = []
   private next: number
   /** Serializes writes so seq order on disk is enqueue order. */
-  private chain: Promise<unknown> = Promise.resolve()
+  private readonly lock = new SerialLock()
 
   private constructor (readonly dir: string, readonly epoch: bigint, acked: number, items: DeferredItem[], private readonly log: Logger) {
     this.queue = items
@@ -104,15 +105,13 @@ export class DeferredSpool {
 
   /** Resolves once the request is on disk, fsynced, under its final name. */
   async enqueue (svc: number, payload: Buffer, created: number): Promise<number> {
-    const run = this.chain.then(async () => {
+    return await this.lock.run(async () => {
       const it = { seq: this.next, svc, created, payload }
       await writeDurable(path.join(this.dir, 'q', seqName(it.seq)), encodeItem(it))
       this.next++
       this.queue.push(it)
       return it.seq
     })
-    this.chain = run.catch(() => {})
-    return await run
   }
 
   /** Records the final outcome of the head request and drops it. */
