@@ -50,7 +50,7 @@ process.on('SIGTERM', () => stopAll(0))
 
 const mounted = nodes.map(n => new Promise((resolve, reject) => {
   const log = openSync(path.join(dir, `${n.id}.log`), 'a')
-  const c = spawn(process.execPath, [cli, 'mount', '-c', path.join(dir, `${n.id}.toml`)], { stdio: ['ignore', 'pipe', log] })
+  const c = spawn(process.execPath, [cli, 'mount', '--mkdir', '-c', path.join(dir, `${n.id}.toml`)], { stdio: ['ignore', 'pipe', log] })
   children.push(c)
   let out = ''
   c.stdout.on('data', d => {

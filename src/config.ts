@@ -59,6 +59,8 @@ export interface Config {
   filesTrust: string[] | undefined
   entryTimeoutS: number
   logLevel: string
+  /** Optional HTTP listener serving <mnt>/metrics for Prometheus. */
+  metricsListen?: HostPort
 }
 
 const ID_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/
@@ -192,7 +194,8 @@ export function configFromToml (file: string, toml: Table): Config {
       }
     }),
     entryTimeoutS: r.number('cache_timeout_s', 1, 0, 3600),
-    logLevel: r.string('log_level') ?? 'info'
+    logLevel: r.string('log_level') ?? 'info',
+    metricsListen: hostPort(r, 'metrics_listen', r.string('metrics_listen'))
   }
   if (!LOG_LEVELS.includes(cfg.logLevel)) r.fail('log_level', `must be one of ${LOG_LEVELS.join(', ')}; got ${JSON.stringify(cfg.logLevel)}`)
   if (cfg.downAfterMs <= cfg.keepaliveMs) r.fail('down_after_ms', `must be larger than keepalive_ms (${cfg.keepaliveMs})`)

@@ -20,6 +20,7 @@ export interface BackendEnv {
   layout: StateLayout
   maxRequestBytes: () => number
   summary: () => string
+  metrics: () => string
   events: EventBus
   startedAt: number
   local: ServiceHost
@@ -79,6 +80,7 @@ export class TreeBackend implements Backend {
   get filesHooks (): PassHooks { return this.env.filesHooks }
 
   summary (): string { return this.env.summary() }
+  metrics (): string { return this.env.metrics() }
 
   peers (): PeerView[] {
     return [...this.env.peers()].map(p => this.view(p))

@@ -12,7 +12,7 @@ import { systemClock, type Clock, type Timer } from '../lib/clock.js'
 import { ConfigError, E, TxError } from '../lib/errors.js'
 import { EventBus } from '../lib/events.js'
 import { readKeyFile, type Identity } from '../lib/keys.js'
-import { makeLogger, type Logger } from '../lib/log.js'
+import { applyConfigLevel, makeLogger, type Logger } from '../lib/log.js'
 import { serveBuiltin, VERSION } from '../services/builtin.js'
 import { DeferredReceiver } from '../services/deferred.js'
 import { ManagedFiles } from '../services/files.js'
@@ -23,7 +23,10 @@ import type { Message } from '../transport/messages/index.js'
 import type { PeerState } from '../transport/peer.js'
 import { InboxReceiver, type TransferSettings } from '../transport/transfer.js'
 import { TreeBackend } from './backend.js'
-import { cleanStaleMount, isFuseMounted } from './mountpoint.js'
+import { renderMetrics } from './metrics.js'
+import { serveMetrics, type MetricsServer } from './metrics-http.js'
+import type { MountOptions } from './mount-options.js'
+import { fuseAccessProblem, isFuseMounted, MountpointError, prepareMountpoint } from './mountpoint.js'
 import { PeerServices } from './peer-services.js'
 import { Router } from './router.js'
 import { StateLayout } from './state.js'
@@ -34,6 +37,10 @@ export interface DaemonOptions {
   configFile: string
   mountpoint?: string
   clock?: Clock
+  /** Create a missing mountpoint (--mkdir) instead of refusing. */
+  mkdir?: boolean
+  /** -o options (daemon/mount-options.ts). */
+  mount?: MountOptions
 }
 
 export class Daemon {
@@ -50,6 +57,8 @@ export class Daemon {
   private adapter: FuseAdapter | undefined
   private stopping: Promise<void> | undefined
   private watchTimer: Timer | undefined
+  private launch: Pick<DaemonOptions, 'mkdir' | 'mount'> = {}
+  private metricsServer: MetricsServer | undefined
   private readonly manager: PeerManager
   /** Called when the mount disappears under us (peerfs unmount, fusermount -u). */
   onUnmounted: () => void = () => {}
@@ -114,7 +123,9 @@ export class Daemon {
     const mnt = opts.mountpoint === undefined ? config.mountpoint : path.resolve(opts.mountpoint)
     if (mnt === undefined) throw new ConfigError(config.file, 'mountpoint', 'no mountpoint on the command line or in the config')
     const log = makeLogger(config.logLevel).child({ node: config.id })
-    return new Daemon(config, identity, mnt, log, opts.clock ?? systemClock)
+    const daemon = new Daemon(config, identity, mnt, log, opts.clock ?? systemClock)
+    daemon.launch = { mkdir: opts.mkdir, mount: opts.mount }
+    return daemon
   }
 
   private onPeerState (id: string, state: PeerState, detail: string): void {
@@ -190,7 +201,10 @@ export class Daemon {
   async start (): Promise<void> {
     const layout = this.layout
     await mkdir(this.config.state, { recursive: true, mode: 0o700 })
-    await cleanStaleMount(this.mountpoint, this.log)
+    const mo = this.launch.mount
+    const problem = await fuseAccessProblem({ allowOther: mo?.allowOther === true })
+    if (problem !== undefined) throw new MountpointError(this.mountpoint, problem)
+    await prepareMountpoint(this.mountpoint, { mkdir: this.launch.mkdir, log: this.log })
     this.receiver = await DeferredReceiver.open(layout.applied, this.services, this.log)
     const trust = new Trust(this.identity, () => this.config)
     this.files = new ManagedFiles({
@@ -215,6 +229,7 @@ export class Daemon {
     this.registerHandlers(this.receiver, this.inbox, this.files)
     await this.peerServices.sync(this.config)
     await this.manager.start()
+    if (this.config.metricsListen !== undefined) this.metricsServer = await serveMetrics(this.config.metricsListen, () => this.metrics(), this.log)
     const backend = new TreeBackend({
       peers: () => this.manager.peers.values(),
       peer: (id) => this.manager.peers.get(id),
@@ -222,6 +237,7 @@ export class Daemon {
       layout,
       maxRequestBytes: () => this.config.maxRequestBytes,
       summary: () => this.summary(),
+      metrics: () => this.metrics(),
       events: this.events,
       startedAt: this.startedAt,
       local: this.services,
@@ -230,16 +246,21 @@ export class Daemon {
     this.adapter = new FuseAdapter(buildTree(backend, () => this.clock.now()), {
       mountpoint: this.mountpoint,
       cacheTimeoutS: this.config.entryTimeoutS,
-      log: this.log
+      log: this.log,
+      readOnly: mo?.readOnly,
+      allowOther: mo?.allowOther,
+      fuseOptions: mo?.fuse,
+      statfsPath: this.config.state
     })
     try {
       await this.adapter.mount()
     } catch (err) {
+      await this.metricsServer?.close()
       await this.manager.stop()
       throw new Error(`cannot mount ${this.mountpoint}: ${(err as Error).message}`)
     }
     this.events.emit(this.config.id, 'mounted', this.mountpoint)
-    this.log.info({ mountpoint: this.mountpoint, version: VERSION }, 'mounted')
+    this.log.info({ mountpoint: this.mountpoint, version: VERSION, options: mo === undefined ? [] : [...mo.allowOther ? ['allow_other'] : [], ...mo.readOnly ? ['ro'] : [], ...mo.fuse] }, 'mounted')
     this.watchMount()
   }
 
@@ -278,6 +299,7 @@ export class Daemon {
     }
     this.peerServices.stop()
     this.files?.stop()
+    await this.metricsServer?.close()
     await this.manager.stop()
     this.log.info('stopped')
   }
@@ -290,15 +312,32 @@ export class Daemon {
     this.config = next
     this.manager.reload(next)
     await this.peerServices.sync(next)
-    this.log.info({ peers: next.peers.map(p => p.id) }, 'config reloaded')
+    const notApplied = applyConfigLevel(this.log, next.logLevel)
+    if (notApplied !== undefined) this.log.warn(notApplied)
+    this.log.info({ peers: next.peers.map(p => p.id), log_level: this.log.level }, 'config reloaded')
   }
 
   private get uptimeS (): number { return Math.floor((this.clock.now() - this.startedAt) / 1000) }
 
   reportStatus (): void {
     this.manager.reviveAll('SIGUSR1')
-    const peers = [...this.manager.peers.values()].map(p => Object.fromEntries(peerStatus(p, this.peerServices)))
-    this.log.info({ node: this.config.id, uptime_s: this.uptimeS, fuse: this.adapter?.stats(), peers }, 'status report')
+    // The logger's bindings carry the node; each peer carries its own id.
+    const peers = [...this.manager.peers.values()].map(p => ({ id: p.id, ...Object.fromEntries(peerStatus(p, this.peerServices)) }))
+    this.log.info({ uptime_s: this.uptimeS, fuse: this.adapter?.stats(), peers }, 'status report')
+  }
+
+  /** <mnt>/metrics and metrics_listen: the status figures in Prometheus text (daemon/metrics.ts). */
+  private metrics (): string {
+    const fuse = this.adapter?.stats()
+    return renderMetrics({
+      node: {
+        id: this.config.id,
+        version: VERSION,
+        uptime_s: this.uptimeS,
+        fields: [['services_offered', this.services.offered().length], ['fuse_open_handles', fuse?.openHandles ?? 0], ['fuse_poll_handles', fuse?.pollHandles ?? 0]]
+      },
+      peers: [...this.manager.peers.values()].map(p => ({ id: p.id, state: p.state, fields: peerStatus(p, this.peerServices) }))
+    })
   }
 
   private summary (): string {

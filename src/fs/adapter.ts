@@ -2,12 +2,16 @@
 // paths to nodes, dispatches on their capabilities, keeps the table of open
 // handles, and converts errors in one place: a PeerfsError's errno goes to
 // the caller, anything else is logged and becomes EIO. Every operation
-// answers exactly once (answer() guards it).
+// answers exactly once (answer() guards it). A read-only mount is enforced
+// here too, in one place: every write-type operation answers EROFS.
 import { constants as fsc } from 'node:fs'
-import Fuse, { type PollHandle, type Stat } from 'fuse-native'
+import { statfs } from 'node:fs/promises'
+import Fuse, { type PollHandle, type Stat, type Statfs } from 'fuse-native'
 import { E, FsError, PeerfsError } from '../lib/errors.js'
 import type { Logger } from '../lib/log.js'
 import { isDir, isFile, isMutableDir, isSymlink, MAX_WRITE, POLLIN, POLLOUT, type DirNode, type FileNode, type FsNode, type Handle, type MutableDirNode } from './types.js'
+
+type Ops = ConstructorParameters<typeof Fuse>[1]
 
 /** libfuse's interrupt signal: SIGRTMIN+6, a signal Node leaves alone (SIGUSR1 is ours). */
 const INTR_SIGNAL = 40
@@ -23,7 +27,20 @@ export interface AdapterOptions {
   /** Kernel entry/attribute cache lifetime in seconds (static nodes). */
   cacheTimeoutS: number
   log: Logger
+  /** -o ro: refuse every write-type operation with EROFS. */
+  readOnly?: boolean
+  /** -o allow_other: other users may enter the tree (mode bits still apply). */
+  allowOther?: boolean
+  /** FUSE options passed through from the command line (checked by daemon/mount-options). */
+  fuseOptions?: readonly string[]
+  /** df on the mount reports the disk holding this folder (the state folder). */
+  statfsPath?: string
 }
+
+/** Operations that change the tree; a read-only mount answers them EROFS. */
+const WRITE_OPS = ['create', 'write', 'truncate', 'ftruncate', 'mkdir', 'unlink', 'rmdir', 'rename', 'chmod', 'chown', 'utimens', 'symlink', 'link', 'mknod'] as const
+/** statfs's block counts are 32-bit in fuse-native; larger disks are reported in larger units. */
+const STATFS_MAX_BLOCKS = 0xffffffff
 
 export class FuseAdapter {
   private readonly fuse: Fuse
@@ -36,13 +53,22 @@ export class FuseAdapter {
   constructor (private readonly root: DirNode, private readonly opts: AdapterOptions) {
     if (!Fuse.HAS_POLL) throw new Error('fuse-native is not the patched build (run `make setup`)')
     const t = String(opts.cacheTimeoutS)
+    const user = opts.fuseOptions ?? []
+    const given = (name: string): boolean => user.some(o => o.startsWith(`${name}=`))
     this.fuse = new Fuse(opts.mountpoint, this.ops(), {
       timeout: false,
-      mkdir: true,
+      // The daemon checks the mountpoint first (daemon/mountpoint.ts); never create one here.
+      mkdir: false,
       options: [
-        'fsname=peerfs', 'subtype=peerfs', 'default_permissions',
+        ...given('fsname') ? [] : ['fsname=peerfs'], ...given('subtype') ? [] : ['subtype=peerfs'], 'default_permissions',
+        ...opts.allowOther === true ? ['allow_other'] : [],
+        // The kernel refuses writes on an ro mount before they reach us; the
+        // adapter refuses them as well, so the tree is read-only by itself.
+        ...opts.readOnly === true ? ['ro'] : [],
         'big_writes', `max_write=${MAX_WRITE}`, 'intr', `intr_signal=${INTR_SIGNAL}`,
-        `entry_timeout=${t}`, `attr_timeout=${t}`, 'negative_timeout=0'
+        `entry_timeout=${t}`, `attr_timeout=${t}`, 'negative_timeout=0',
+        // Last, so a user's timeouts win over the defaults above.
+        ...user
       ]
     })
   }
@@ -126,7 +152,24 @@ export class FuseAdapter {
   private async stat (node: FsNode): Promise<Stat> {
     const a = await node.attr()
     const t = a.mtimeMs ?? 0
-    return { mode: a.mode, size: a.size ?? 0, mtime: t, atime: a.atimeMs ?? t, ctime: a.ctimeMs ?? t, uid: this.uid, gid: this.gid, nlink: isDir(node) ? 2 : 1 }
+    return {
+      mode: a.mode, size: a.size ?? 0, blocks: a.blocks ?? 0, mtime: t, atime: a.atimeMs ?? t, ctime: a.ctimeMs ?? t,
+      uid: this.uid, gid: this.gid, nlink: isDir(node) ? 2 : 1
+    }
+  }
+
+  /** df: the state disk's numbers, so a full disk shows before writes fail. */
+  private async statfs (): Promise<Statfs> {
+    if (this.opts.statfsPath === undefined) return { bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, favail: 0, fsid: 0, flag: 0, namemax: 255 }
+    const s = await statfs(this.opts.statfsPath)
+    let unit = s.bsize
+    while (s.blocks * s.bsize / unit > STATFS_MAX_BLOCKS) unit *= 2
+    const scale = (n: number): number => Math.floor(n * s.bsize / unit)
+    const files = Math.min(s.files, STATFS_MAX_BLOCKS)
+    return {
+      bsize: unit, frsize: unit, blocks: scale(s.blocks), bfree: scale(s.bfree), bavail: scale(s.bavail),
+      files, ffree: Math.min(s.ffree, files), favail: Math.min(s.ffree, files), fsid: 0, flag: this.opts.readOnly === true ? 1 : 0, namemax: 255
+    }
   }
 
   private async file (path: string): Promise<FileNode> {
@@ -156,13 +199,34 @@ export class FuseAdapter {
     await node.truncate(size)
   }
 
-  private ops (): ConstructorParameters<typeof Fuse>[1] {
-    const refuse = (errno: number, what: string) => (path: string, ...rest: unknown[]) => {
-      const cb = rest[rest.length - 1] as (err: number) => void
-      this.answer(what, path, cb, () => { throw new FsError(errno, `${path}: ${what} is not supported here`) })
+  private ops (): Ops {
+    const ops = this.allOps()
+    if (this.opts.readOnly !== true) return ops
+    const open = ops.open as NonNullable<Ops['open']>
+    const ro: Ops = {
+      ...ops,
+      open: (path, flags, cb) => {
+        if ((flags & O_ACCMODE) === fsc.O_RDONLY && (flags & fsc.O_TRUNC) === 0) return open(path, flags, cb)
+        this.answer<number>('open', path, (err) => cb(err, 0, 0), () => { throw new FsError(E.EROFS, `${path}: mounted read-only`) })
+      }
     }
+    for (const op of WRITE_OPS) Object.assign(ro, { [op]: this.refuse(E.EROFS, op, 'mounted read-only') })
+    return ro
+  }
+
+  private refuse (errno: number, what: string, why: string) {
+    return (path: string, ...rest: unknown[]): void => {
+      const cb = rest[rest.length - 1] as (err: number) => void
+      this.answer(what, path, cb, () => { throw new FsError(errno, `${path}: ${what}: ${why}`) })
+    }
+  }
+
+  private allOps (): Ops {
+    const refuse = (errno: number, what: string): ReturnType<FuseAdapter['refuse']> => this.refuse(errno, what, 'not supported here')
     return {
       getattr: (path, cb) => this.answer('getattr', path, cb, async () => await this.stat(await this.resolve(path))),
+
+      statfs: (path, cb) => this.answer('statfs', path, cb, async () => await this.statfs()),
 
       readdir: (path, cb) => this.answer('readdir', path, cb, async () => {
         const node = await this.resolve(path)

@@ -51,6 +51,8 @@ export interface ServiceHost {
 export interface Backend {
   /** <mnt>/status: this node, then one line per peer. */
   summary(): string
+  /** <mnt>/metrics: the same figures in Prometheus text format. */
+  metrics(): string
   peers(): PeerView[]
   peer(id: string): PeerView | undefined
   readonly events: EventBus

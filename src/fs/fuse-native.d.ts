@@ -1,11 +1,14 @@
 // The part of (patched) fuse-native that src/fs/adapter.ts uses.
 declare module 'fuse-native' {
   type Cb<T extends unknown[] = []> = (err: number, ...res: T) => void
-  export interface Stat { mode: number, size: number, mtime: number, atime: number, ctime: number, uid: number, gid: number, nlink: number }
+  export interface Stat { mode: number, size: number, blocks?: number, mtime: number, atime: number, ctime: number, uid: number, gid: number, nlink: number }
+  /** struct statvfs; every field is 32-bit in the binding. */
+  export interface Statfs { bsize: number, frsize: number, blocks: number, bfree: number, bavail: number, files: number, ffree: number, favail: number, fsid: number, flag: number, namemax: number }
   export type PollHandle = object
   export interface Ops {
     init?: (cb: Cb) => void
     getattr?: (path: string, cb: (err: number, stat?: Stat) => void) => void
+    statfs?: (path: string, cb: (err: number, statfs?: Statfs) => void) => void
     readdir?: (path: string, cb: (err: number, names?: string[]) => void) => void
     open?: (path: string, flags: number, cb: (err: number, fd?: number, openFlags?: number) => void) => void
     create?: (path: string, mode: number, cb: (err: number, fd?: number, openFlags?: number) => void) => void

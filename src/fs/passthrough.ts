@@ -44,7 +44,7 @@ function checkName (name: string): void {
 
 function attrOf (real: string): Attr {
   const st = wrap(real, () => lstatSync(real))
-  return { mode: st.mode, size: st.size, mtimeMs: st.mtimeMs, atimeMs: st.atimeMs, ctimeMs: st.ctimeMs }
+  return { mode: st.mode, size: st.size, blocks: st.blocks, mtimeMs: st.mtimeMs, atimeMs: st.atimeMs, ctimeMs: st.ctimeMs }
 }
 
 function wrap<T> (what: string, fn: () => T): T {

@@ -1,7 +1,7 @@
 // The mounted tree, built from tables (Plan 9's Dirtab) rather than path
 // switches:
 //
-//   status  events  svc/NN  files/  tile/<ALIAS> -> ../peers/<id>
+//   status  metrics  events  svc/NN  files/  tile/<ALIAS> -> ../peers/<id>
 //   peers/<id>/{state,status,ctl,svc/NN,defer/NN,defer/log,outbox/,inbox/}
 //
 // Per-peer folders are cached so a file's state (a request file's last
@@ -111,7 +111,8 @@ class TileDir implements DirNode {
 export function buildTree (backend: Backend, now: () => number = Date.now): DirNode {
   const t = backend.startedAt
   return new StaticDir(new Map<string, FsNode>([
-    ['status', new TextFile(() => backend.summary(), t)],
+    ['status', new TextFile(() => backend.summary(), t, now)],
+    ['metrics', new TextFile(() => backend.metrics(), t, now)],
     ['events', new EventsFile(backend.events, t, now)],
     ['svc', new ServerServiceDir(backend, t)],
     ['files', new PassRoot(backend.filesDir, backend.filesHooks, false).top()],

@@ -9,6 +9,8 @@ export interface Attr {
   /** Full st_mode, type bits included. */
   mode: number
   size?: number
+  /** 512-byte blocks allocated (du); real files only. */
+  blocks?: number
   mtimeMs?: number
   atimeMs?: number
   ctimeMs?: number

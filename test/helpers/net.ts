@@ -77,7 +77,8 @@ export async function makeNetwork (ids: string[], opts: NetworkOptions = {}): Pr
   const nodes = new Map<string, NodeSpec>()
   for (const id of ids) {
     const ndir = path.join(dir, id)
-    await mkdir(ndir, { recursive: true })
+    // peerfs refuses a missing mountpoint; a node's is made with it.
+    await mkdir(path.join(ndir, 'mnt'), { recursive: true })
     const keyFile = path.join(ndir, `${id}.key`)
     const identity = await writeNewKeyFile(keyFile)
     nodes.set(id, {
