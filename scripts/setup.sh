@@ -21,6 +21,10 @@ command -v cc >/dev/null 2>&1 || need_pkgs+=(gcc)
 command -v make >/dev/null 2>&1 || need_pkgs+=(make)
 command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
 
+# The choice alone, for the test that it never picks a package that would
+# remove fuse3 (test/unit/setup.test.ts).
+if [ "${1:-}" = "--print-packages" ]; then echo "${need_pkgs[*]}"; exit 0; fi
+
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing Debian packages: ${need_pkgs[*]}"

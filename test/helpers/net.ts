@@ -115,11 +115,11 @@ export class Daemon {
 
   get pid (): number { return this.proc?.pid ?? 0 }
 
-  /** Starts `peerfs mount` and resolves once it prints `mounted`. */
-  async start (timeoutMs = 20_000): Promise<void> {
+  /** Starts `peerfs mount` (with extra args, e.g. -o ro) and resolves once it prints `mounted`. */
+  async start (timeoutMs = 20_000, args: string[] = []): Promise<void> {
     this.stdout = ''
     this.stderr = ''
-    const proc = spawn(process.execPath, [CLI, 'mount', '-c', this.spec.config], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const proc = spawn(process.execPath, [CLI, 'mount', '-c', this.spec.config, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     this.proc = proc
     running.add(this)
     proc.stderr?.on('data', (d: Buffer) => { this.stderr += d.toString() })
