@@ -3,7 +3,7 @@
 // there is refused and left alone; only a dead FUSE mount, one whose daemon
 // is gone (stat answers ENOTCONN), is detached. Every refusal names the path.
 import { execFile } from 'node:child_process'
-import { mkdir, readFile, realpath, stat } from 'node:fs/promises'
+import { mkdir, readFile, realpath, stat, statfs } from 'node:fs/promises'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import type { Logger } from '../lib/log.js'
@@ -54,7 +54,9 @@ type Probe = 'missing' | 'dead' | 'alive' | 'not-dir' | 'hung'
 async function probe (mnt: string): Promise<[Probe, string]> {
   let timer: NodeJS.Timeout | undefined
   const hung = new Promise<[Probe, string]>((resolve) => { timer = setTimeout(() => resolve(['hung', '']), STAT_TIMEOUT_MS) })
-  const look = stat(mnt).then<[Probe, string], [Probe, string]>(
+  // stat alone may be answered from the kernel's attribute cache after the
+  // daemon died; statfs always asks the file system.
+  const look = stat(mnt).then(async (st) => { await statfs(mnt); return st }).then<[Probe, string], [Probe, string]>(
     (st) => [st.isDirectory() ? 'alive' : 'not-dir', ''],
     (err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return ['missing', '']
@@ -102,16 +104,20 @@ export async function prepareMountpoint (mnt: string, opts: PrepareOptions): Pro
 /**
  * What a user must do before FUSE will let them mount, or undefined if
  * nothing. libfuse reports these failures only as "fuse failed", so they
- * are checked first. Root mounts itself; anyone else needs a setuid-root
- * fusermount (it opens /dev/fuse and mounts on the user's behalf), and
- * user_allow_other in /etc/fuse.conf for allow_other.
+ * are checked first. Root mounts itself. Anyone else needs to open
+ * /dev/fuse (libfuse 2 opens it before anything else), a setuid-root
+ * fusermount (which mounts on the user's behalf), and user_allow_other in
+ * /etc/fuse.conf for allow_other.
  */
-export async function fuseAccessProblem (opts: { allowOther: boolean, uid?: number, fuseConf?: string }): Promise<string | undefined> {
+export async function fuseAccessProblem (opts: { allowOther: boolean, uid?: number, fuseConf?: string, devFuse?: string }): Promise<string | undefined> {
   const uid = opts.uid ?? process.getuid?.() ?? 0
-  if (!await stat('/dev/fuse').then(() => true, () => false)) {
-    return '/dev/fuse is missing: load the fuse module (modprobe fuse), or in a container pass --device /dev/fuse'
-  }
+  const dev = opts.devFuse ?? '/dev/fuse'
+  const st = await stat(dev).catch(() => undefined)
+  if (st === undefined) return `${dev} is missing: load the fuse module (modprobe fuse), or in a container pass --device /dev/fuse`
   if (uid === 0) return undefined
+  if (!openableRw(st, uid)) {
+    return `${dev} is not readable and writable by this user (mode ${(st.mode & 0o777).toString(8)}): as root, chmod 0666 ${dev} (the usual mode, which Debian's udev rule sets), or run peerfs as root`
+  }
   const fm = await findFusermount()
   if (fm === undefined) return 'mounting as a non-root user needs fusermount (apt-get install fuse3), or run peerfs as root'
   if ((fm.mode & 0o4000) === 0 || fm.uid !== 0) {
@@ -126,6 +132,11 @@ export async function fuseAccessProblem (opts: { allowOther: boolean, uid?: numb
   return undefined
 }
 
+function openableRw (st: { mode: number, uid: number, gid: number }, uid: number): boolean {
+  if (st.uid === uid) return (st.mode & 0o600) === 0o600
+  if (uid === process.getuid?.() && (process.getgroups?.() ?? []).includes(st.gid)) return (st.mode & 0o060) === 0o060
+  return (st.mode & 0o006) === 0o006
+}
 async function findFusermount (): Promise<{ path: string, mode: number, uid: number } | undefined> {
   // libfuse 2 runs `fusermount` from its install dir, else from PATH.
   const dirs = ['/usr/bin', '/bin', ...(process.env.PATH ?? '').split(':').filter(d => d !== '')]

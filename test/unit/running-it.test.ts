@@ -1,7 +1,7 @@
 // The parts of "running it" that need no mount: mount options, the mount
 // table and mountpoint checks, log formats and reload levels, the events
 // file's follower semantics and byte-exact splitting, live mtimes.
-import { mkdtemp, writeFile } from 'node:fs/promises'
+import { chmod, mkdtemp, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
@@ -54,18 +54,23 @@ describe('mountpoint', () => {
     await expect(prepareMountpoint('/', { log: silentLogger })).rejects.toThrow(/^\/: is already a live mount \(\S+ from .*\); unmount it first/)
   })
 
-  it('tells a non-root user what allow_other needs', async () => {
+  it('tells a non-root user what to do: /dev/fuse, then allow_other', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'peerfs-conf-'))
     const conf = path.join(dir, 'fuse.conf')
+    const dev = path.join(dir, 'fuse')
     await writeFile(conf, '#user_allow_other\n')
-    const uid = 1000
-    const problem = await fuseAccessProblem({ allowOther: true, uid, fuseConf: conf })
+    await writeFile(dev, '', { mode: 0o600 })
+    await chmod(dev, 0o600)
+    const uid = 54321
+    expect(await fuseAccessProblem({ allowOther: false, uid, devFuse: dev })).toMatch(/is not readable and writable by this user \(mode 600\): as root, chmod 0666/)
+    expect(await fuseAccessProblem({ allowOther: false, uid, devFuse: path.join(dir, 'none') })).toMatch(/is missing: load the fuse module/)
+    await chmod(dev, 0o666)
+    const problem = await fuseAccessProblem({ allowOther: true, uid, fuseConf: conf, devFuse: dev })
     // Where fusermount is not setuid, that is the first thing to fix.
     expect(problem).toMatch(/user_allow_other in \/etc\/fuse.conf|setuid root|needs fusermount/)
     await writeFile(conf, 'user_allow_other\n')
-    const fixed = await fuseAccessProblem({ allowOther: true, uid, fuseConf: conf })
-    expect(fixed ?? '').not.toMatch(/user_allow_other/)
-    expect(await fuseAccessProblem({ allowOther: true, uid: 0, fuseConf: conf })).toBeUndefined()
+    expect(await fuseAccessProblem({ allowOther: true, uid, fuseConf: conf, devFuse: dev }) ?? '').not.toMatch(/user_allow_other/)
+    expect(await fuseAccessProblem({ allowOther: true, uid: 0, fuseConf: conf, devFuse: dev })).toBeUndefined()
   })
 })
 
