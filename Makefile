@@ -17,11 +17,16 @@ NODE ?= $(shell command -v node)
 
 .PHONY: setup build run test unit bench clean install uninstall
 
-setup: $(STAMP)
+# Setup runs again when what it installs from changes. The stamp holds a
+# digest of its inputs, not a time: a checkout or a rebase rewrites files'
+# mtimes without changing them, and must not reinstall node_modules.
+SETUP_INPUTS := package.json package-lock.json patches/fuse-native+2.2.6.patch scripts/setup.sh scripts/rebuild-fuse.mjs
 
-$(STAMP): package.json package-lock.json patches/fuse-native+2.2.6.patch scripts/setup.sh scripts/rebuild-fuse.mjs
-	bash scripts/setup.sh
-	touch $@
+setup:
+	@sum=$$(cat $(SETUP_INPUTS) | sha256sum | cut -d' ' -f1); \
+	if [ "$$(cat $(STAMP) 2>/dev/null)" != "$$sum" ]; then \
+	  bash scripts/setup.sh && echo "$$sum" > $(STAMP); \
+	fi
 
 build: setup
 	./node_modules/.bin/tsc -p .
