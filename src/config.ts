@@ -6,6 +6,7 @@ import path from 'node:path'
 import { parse as parseToml, TomlError } from 'smol-toml'
 import { ConfigError } from './lib/errors.js'
 import { parsePublicKey, type PublicKey } from './lib/keys.js'
+import { MAX_PACKET_LIMIT } from './transport/messages/pkt.js'
 
 export interface HostPort { host: string, port: number }
 
@@ -61,6 +62,9 @@ export interface Config {
   logLevel: string
   /** Optional HTTP listener serving <mnt>/metrics for Prometheus. */
   metricsListen?: HostPort
+  /** pkt/NN: largest payload, and what each peer may have unread per channel here. */
+  maxPacketBytes: number
+  pktWindowBytes: number
 }
 
 const ID_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/
@@ -195,7 +199,9 @@ export function configFromToml (file: string, toml: Table): Config {
     }),
     entryTimeoutS: r.number('cache_timeout_s', 1, 0, 3600),
     logLevel: r.string('log_level') ?? 'info',
-    metricsListen: hostPort(r, 'metrics_listen', r.string('metrics_listen'))
+    metricsListen: hostPort(r, 'metrics_listen', r.string('metrics_listen')),
+    maxPacketBytes: r.int('max_packet_bytes', 64 << 10, 1, MAX_PACKET_LIMIT),
+    pktWindowBytes: r.int('pkt_window_bytes', 256 << 10, 1 << 10, 64 << 20)
   }
   if (!LOG_LEVELS.includes(cfg.logLevel)) r.fail('log_level', `must be one of ${LOG_LEVELS.join(', ')}; got ${JSON.stringify(cfg.logLevel)}`)
   if (cfg.downAfterMs <= cfg.keepaliveMs) r.fail('down_after_ms', `must be larger than keepalive_ms (${cfg.keepaliveMs})`)

@@ -2,11 +2,12 @@
 // the peer table and the per-peer services: the tree reads status, sends
 // transactions and queues deferred requests, and never sees a Peer, a link
 // or the config.
-import type { Backend, PeerView, ServiceHost } from '../fs/backend.js'
+import type { Backend, PacketHost, PeerView, ServiceHost } from '../fs/backend.js'
 import type { PassHooks } from '../fs/passthrough.js'
 import { PEER_COMMANDS } from '../fs/tree.js'
 import { E, FsError } from '../lib/errors.js'
 import type { EventBus } from '../lib/events.js'
+import type { Packets } from '../services/packets.js'
 import type { Peer } from '../transport/peer.js'
 import type { PeerServices } from './peer-services.js'
 import type { StateLayout } from './state.js'
@@ -17,6 +18,7 @@ export interface BackendEnv {
   peers: () => Iterable<Peer>
   peer: (id: string) => Peer | undefined
   services: PeerServices
+  packets: Packets
   layout: StateLayout
   maxRequestBytes: () => number
   summary: () => string
@@ -45,7 +47,7 @@ class PeerViewImpl implements PeerView {
   }
 
   state (): string { return this.peer.state }
-  status (): [string, string | number][] { return peerStatus(this.peer, this.env.services) }
+  status (): [string, string | number][] { return peerStatus(this.peer, this.env.services, this.env.packets) }
 
   control (cmd: string): void {
     const c = PEER_COMMANDS.find(x => x === cmd)
@@ -76,6 +78,7 @@ export class TreeBackend implements Backend {
   get events (): EventBus { return this.env.events }
   get startedAt (): number { return this.env.startedAt }
   get services (): ServiceHost { return this.env.local }
+  get packets (): PacketHost { return this.env.packets }
   get filesDir (): string { return this.env.layout.filesData }
   get filesHooks (): PassHooks { return this.env.filesHooks }
 

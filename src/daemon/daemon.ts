@@ -17,6 +17,7 @@ import { serveBuiltin, VERSION } from '../services/builtin.js'
 import { DeferredReceiver } from '../services/deferred.js'
 import { ManagedFiles } from '../services/files.js'
 import { LocalServices } from '../services/local.js'
+import { Packets } from '../services/packets.js'
 import type { Outbound, PeerLink } from '../services/outbound.js'
 import { PeerManager } from '../transport/manager.js'
 import type { Message } from '../transport/messages/index.js'
@@ -48,6 +49,7 @@ export class Daemon {
   readonly startedAt: number
   readonly layout: StateLayout
   private readonly services: LocalServices
+  private readonly packets: Packets
   private readonly router: Router
   private readonly outbound: Outbound
   private readonly peerServices: PeerServices
@@ -102,6 +104,15 @@ export class Daemon {
       to: (id) => this.linkTo(id),
       upPeers: () => [...this.manager.peers.values()].filter(p => p.state === 'up').map(p => p.id)
     }
+    this.packets = new Packets({
+      maxPacketBytes: config.maxPacketBytes,
+      windowBytes: config.pktWindowBytes,
+      clock,
+      log,
+      send: (id, m) => this.outbound.to(id).send(m),
+      peers: () => this.config.peers
+    })
+    this.router.handle('pkt', this.packets)
     this.peerServices = new PeerServices({
       clock,
       log,
@@ -133,8 +144,10 @@ export class Daemon {
     if (state === 'up') {
       this.peerServices.linkUp(id)
       this.files?.linkUp(id)
+      this.packets.linkUp(id)
     } else {
       this.peerServices.linkDown(id)
+      this.packets.linkDown(id)
     }
   }
 
@@ -234,6 +247,7 @@ export class Daemon {
       peers: () => this.manager.peers.values(),
       peer: (id) => this.manager.peers.get(id),
       services: this.peerServices,
+      packets: this.packets,
       layout,
       maxRequestBytes: () => this.config.maxRequestBytes,
       summary: () => this.summary(),
@@ -298,6 +312,7 @@ export class Daemon {
       this.log.error({ err }, 'unmount failed')
     }
     this.peerServices.stop()
+    this.packets.stop()
     this.files?.stop()
     await this.metricsServer?.close()
     await this.manager.stop()
@@ -322,7 +337,7 @@ export class Daemon {
   reportStatus (): void {
     this.manager.reviveAll('SIGUSR1')
     // The logger's bindings carry the node; each peer carries its own id.
-    const peers = [...this.manager.peers.values()].map(p => ({ id: p.id, ...Object.fromEntries(peerStatus(p, this.peerServices)) }))
+    const peers = [...this.manager.peers.values()].map(p => ({ id: p.id, ...Object.fromEntries(peerStatus(p, this.peerServices, this.packets)) }))
     this.log.info({ uptime_s: this.uptimeS, fuse: this.adapter?.stats(), peers }, 'status report')
   }
 
@@ -336,7 +351,7 @@ export class Daemon {
         uptime_s: this.uptimeS,
         fields: [['services_offered', this.services.offered().length], ['fuse_open_handles', fuse?.openHandles ?? 0], ['fuse_poll_handles', fuse?.pollHandles ?? 0]]
       },
-      peers: [...this.manager.peers.values()].map(p => ({ id: p.id, state: p.state, fields: peerStatus(p, this.peerServices) }))
+      peers: [...this.manager.peers.values()].map(p => ({ id: p.id, state: p.state, fields: peerStatus(p, this.peerServices, this.packets) }))
     })
   }
 

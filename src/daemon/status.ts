@@ -4,6 +4,7 @@ import type { Config } from '../config.js'
 import type { Peer } from '../transport/peer.js'
 import { svcName } from '../lib/svc.js'
 import type { PeerServices } from './peer-services.js'
+import type { Packets } from '../services/packets.js'
 
 export type StatusPairs = Array<[string, string | number]>
 
@@ -20,7 +21,7 @@ function address (p: Peer): string {
 }
 
 /** peers/<id>/status, in order. */
-export function peerStatus (p: Peer, services: PeerServices): StatusPairs {
+export function peerStatus (p: Peer, services: PeerServices, packets: Packets): StatusPairs {
   const a = p.cfg.address
   return [
     ['state', p.state],
@@ -31,6 +32,7 @@ export function peerStatus (p: Peer, services: PeerServices): StatusPairs {
     ['inflight', p.inflight],
     ['deferred', services.deferred.get(p.id)?.pending ?? 0],
     ...outboxStatus(p.id, services),
+    ...packets.status(p.id),
     ['tx_bytes', p.txBytes],
     ['rx_bytes', p.rxBytes],
     ['last_error', p.lastError === '' ? '-' : p.lastError]

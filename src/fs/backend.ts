@@ -48,6 +48,32 @@ export interface ServiceHost {
   serve(svc: number, wake: () => void): ServerSession
 }
 
+/** What a pkt/NN reader gets: a packet from a peer, or that peer's link coming or going. */
+export type PacketRecord = { peer: string, payload: Buffer, event?: undefined } | { peer: string, event: 'up' | 'down' }
+
+/** One open pkt/NN: it reads records and sends packets. */
+export interface PacketSession {
+  /** The next record for this reader, or undefined if none waits. */
+  next(): PacketRecord | undefined
+  /**
+   * Sends one packet to a peer id, an alias or '*'. Returns when it is
+   * taken at once, a promise when it must wait for the window; throws (or
+   * rejects with) FsError: ENOENT, EHOSTUNREACH, ECONNREFUSED, EMSGSIZE,
+   * EAGAIN (nonblock and the window is full).
+   */
+  send(to: string, payload: Buffer, nonblock: boolean): void | Promise<void>
+  readable(): boolean
+  /** A packet to every up peer with a reader would be taken now. */
+  writable(): boolean
+  close(): void
+}
+
+export interface PacketHost {
+  readonly maxPacketBytes: number
+  /** Opens pkt/NN (a reader unless write-only); wake is called when readiness may have changed. */
+  open(chan: number, reads: boolean, wake: () => void): PacketSession
+}
+
 export interface Backend {
   /** <mnt>/status: this node, then one line per peer. */
   summary(): string
@@ -58,6 +84,7 @@ export interface Backend {
   readonly events: EventBus
   readonly startedAt: number
   readonly services: ServiceHost
+  readonly packets: PacketHost
   /** The real folder behind files/, and who to tell about changes in it. */
   readonly filesDir: string
   readonly filesHooks: PassHooks

@@ -1,7 +1,7 @@
 // The mounted tree, built from tables (Plan 9's Dirtab) rather than path
 // switches:
 //
-//   status  metrics  events  svc/NN  files/  tile/<ALIAS> -> ../peers/<id>
+//   status  metrics  events  svc/NN  pkt/NN  files/  tile/<ALIAS> -> ../peers/<id>
 //   peers/<id>/{state,status,ctl,svc/NN,defer/NN,defer/log,outbox/,inbox/}
 //
 // Per-peer folders are cached so a file's state (a request file's last
@@ -12,6 +12,7 @@ import { CtlFile } from './ctl.js'
 import { DeferFile } from './defer.js'
 import { PassRoot } from './passthrough.js'
 import { EventsFile } from './events-file.js'
+import { PacketDir } from './packet.js'
 import { RequestFile } from './request.js'
 import { ServerFile } from './server.js'
 import { TextFile, keyValueLines } from './text.js'
@@ -115,6 +116,7 @@ export function buildTree (backend: Backend, now: () => number = Date.now): DirN
     ['metrics', new TextFile(() => backend.metrics(), t, now)],
     ['events', new EventsFile(backend.events, t, now)],
     ['svc', new ServerServiceDir(backend, t)],
+    ['pkt', new PacketDir(backend.packets, t)],
     ['files', new PassRoot(backend.filesDir, backend.filesHooks, false).top()],
     ['peers', new PeersDir(backend, t)],
     ['tile', new TileDir(backend, t)]

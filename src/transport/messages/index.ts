@@ -8,20 +8,22 @@ import { Reader, Writer, type Spec } from './codec.js'
 import { control, type ControlMessage } from './control.js'
 import { defer, type DeferMessage } from './defer.js'
 import { files, type FilesMessage } from './files.js'
+import { pkt, type PktMessage } from './pkt.js'
 import { tx, type TxMessage } from './tx.js'
 import { xfer, type XferMessage } from './xfer.js'
 
 export type { ByeReason, ControlMessage } from './control.js'
 export type { DackResult, Dack, Dreq, DeferMessage } from './defer.js'
 export type { FilesMessage } from './files.js'
+export type { PktMessage } from './pkt.js'
 export type { TxMessage } from './tx.js'
 export { XID_BYTES, type XferKind, type XferMessage, type XferResult } from './xfer.js'
 export type { Handler } from './codec.js'
 
-export type Message = ControlMessage | TxMessage | DeferMessage | XferMessage | FilesMessage
+export type Message = ControlMessage | TxMessage | DeferMessage | XferMessage | FilesMessage | PktMessage
 
 /** The families, by name: what the daemon's router dispatches on. */
-export const FAMILIES = { control, tx, defer, xfer, files } as const
+export const FAMILIES = { control, tx, defer, xfer, files, pkt } as const
 export type FamilyName = keyof typeof FAMILIES
 
 interface Entry { family: FamilyName, spec: Spec<Message> }
