@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import net from 'node:net'
 import path from 'node:path'
 import { filesBench } from './files.js'
+import { packetsBench } from './packets.js'
 import { transferBench } from './transfer.js'
 import { Daemon, ROOT, makeNetwork, py, sh, startNetwork, teardown, tempDir, waitEvent, waitState } from '../test/helpers/net.js'
 
@@ -201,6 +202,10 @@ async function main (): Promise<void> {
     await filesBench()
     return
   }
+  if (process.argv.includes('--packets-only')) {
+    await packetsBench()
+    return
+  }
   const bare = await bareFuse(1)
   const bareKept = await bareFuse(1, true)
   const bareConc = await bareFuse(CONC)
@@ -226,6 +231,7 @@ async function main (): Promise<void> {
   console.log(`  frozen (SIGSTOP, silent link):     ${p.stopDownMs} ms   (bound: down_after_ms + keepalive_ms = 4000)`)
   await transferBench()
   await filesBench()
+  await packetsBench()
 }
 
 main().catch((err: unknown) => {

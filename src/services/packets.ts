@@ -1,42 +1,42 @@
-// Packet channels (pkt/NN): local readers of each channel, a packet
-// session and windows per peer, end-to-end flow control, and the in-band
-// `<peer> up` / `<peer> down` records.
+// Packet channels (pkt/NN): the local readers and writers of each channel,
+// a packet session per peer (packets-remote.ts), end-to-end flow control
+// (packets-flow.ts), and the in-band `<peer> up` / `<peer> down` records.
 //
-// A peer is 'down' (no link), 'opening' (link up, its pstate not yet
-// heard: we ask again every HELLO_RETRY_MS) or 'up'. Packets are sent only
-// to peers that are up and have a reader on the channel (their pstate
-// says which); `up` and `down` records mark exactly those transitions.
+// Packets go only to peers that are up and have a reader on the channel
+// (their pstate says which, and says again when it changes); `up` and
+// `down` records mark exactly the packet session's transitions. A peer
+// 'opening' (link up, its pstate not yet heard) is asked again every
+// HELLO_RETRY_MS.
 //
 // Invariants:
-// - A sender never has more than the peer's window of one channel unread
-//   (packets-flow.ts); credits come in quarter-window steps as readers
-//   here consume. A window found full is probed every PROBE_MS so packets
-//   lost with a replaced link cannot hold it shut.
-// - Packets to one peer leave in the order taken and are sent only in the
-//   session they were taken in: a link loss, or the peer starting a new
-//   session, fails the writes still waiting and keeps nothing for the
-//   next link.
+// - A sender never has more than the peer's window of one channel unread;
+//   credits come in quarter-window steps as readers here consume, and a
+//   window found full is probed so packets lost with a replaced link
+//   cannot hold it shut.
+// - Packets to one peer leave in the order taken, only in the session
+//   they were taken in: a link loss, or the peer starting a new session,
+//   fails the writes still waiting and keeps nothing for the next link.
+//   Packets that arrived stay readable until the next session begins.
 // - Bounded: a channel holds at most a window plus one packet per peer
-//   (a peer that ignores the window loses the excess, counted); a reader's
-//   up/down records at MAX_EVENTS; waiting writes at MAX_BLOCKED per
-//   channel; windows per peer at one per channel. Every drop is counted in
-//   the peer's status.
+//   (a peer that ignores the window loses the excess); a reader's up/down
+//   records at MAX_EVENTS; waiting writes at MAX_BLOCKED per channel; one
+//   window per peer and channel. Every drop is counted in peers/<id>/status.
 import { randomInt } from 'node:crypto'
-import type { PacketHost, PacketRecord, PacketSession } from '../fs/backend.js'
-import type { Clock, Timer } from '../lib/clock.js'
-import { E, FsError, type PeerfsError } from '../lib/errors.js'
+import type { PacketHost, PacketSession } from '../fs/backend.js'
+import type { Clock } from '../lib/clock.js'
+import { E, FsError } from '../lib/errors.js'
 import type { Logger } from '../lib/log.js'
 import { isService, svcName } from '../lib/svc.js'
 import type { Handler } from '../transport/messages/codec.js'
-import { MAX_BATCH, packetCost, type PktMessage } from '../transport/messages/pkt.js'
-import { RecvWindow, SendWindow } from './packets-flow.js'
+import { packetCost, type PktMessage } from '../transport/messages/pkt.js'
+import { Channel, Session, type Held } from './packets-channel.js'
+import type { RecvWindow } from './packets-flow.js'
+import { Remote, type RemoteEnv } from './packets-remote.js'
 
+export { MAX_EVENTS } from './packets-channel.js'
+export { PROBE_MS } from './packets-remote.js'
 export const HELLO_RETRY_MS = 1000
-export const PROBE_MS = 500
-export const MAX_EVENTS = 1024
 export const MAX_BLOCKED = 1024
-/** Packets taken in one burst for one peer and channel travel in one message up to this size. */
-const BATCH_BYTES = 60 << 10
 
 export interface PacketsOptions {
   maxPacketBytes: number
@@ -52,62 +52,7 @@ export interface PacketsOptions {
   newSession?: () => number
 }
 
-type RemoteState = 'down' | 'opening' | 'up'
-
-interface Counts { pktsOut: number, bytesOut: number, pktsIn: number, bytesIn: number, waited: number, refused: number, dropped: number, lost: number }
-
-interface Batch { chan: number, offset: number, payloads: Buffer[], bytes: number }
-
-/** One peer as the packet service sees it. */
-class Remote {
-  state: RemoteState = 'down'
-  /** Our session: packets to us carry it. */
-  mine = 0
-  /** Theirs: packets we send carry it; 0 until heard. */
-  theirs = 0
-  channels = 0n
-  window = 0
-  maxPacket = 0
-  /** Bumped whenever the receive side restarts, so old packets credit nothing. */
-  epoch = 0
-  hello: Timer | undefined
-  /** Warned once that it sends past its window. */
-  warned = false
-  readonly out = new Map<number, SendWindow>()
-  readonly in = new Map<number, RecvWindow>()
-  readonly batches = new Map<number, Batch>()
-  readonly probes = new Map<number, Timer>()
-  readonly counts: Counts = { pktsOut: 0, bytesOut: 0, pktsIn: 0, bytesIn: 0, waited: 0, refused: 0, dropped: 0, lost: 0 }
-
-  constructor (readonly id: string) {}
-
-  hasReader (chan: number): boolean { return ((this.channels >> BigInt(chan)) & 1n) === 1n }
-}
-
-interface Held { seq: number, peer: string, epoch: number, payload: Buffer, end: number, cost: number }
-interface Note { seq: number, peer: string, event: 'up' | 'down' }
-interface Blocked { to: string, payload: Buffer, resolve: () => void, reject: (err: PeerfsError) => void }
-
-class Channel {
-  /** Every open handle, woken when readiness changes; `readers` of them take packets. */
-  readonly sessions = new Set<Session>()
-  readers = 0
-  queue: Held[] = []
-  blocked: Blocked[] = []
-}
-
-class Session implements PacketSession {
-  readonly notes: Note[] = []
-  closed = false
-
-  constructor (private readonly host: Packets, readonly chan: number, readonly channel: Channel, readonly reads: boolean, readonly wake: () => void) {}
-
-  next (): PacketRecord | undefined { return this.reads ? this.host.next(this) : undefined }
-  send (to: string, payload: Buffer, nonblock: boolean): void | Promise<void> { return this.host.send(this.chan, to, payload, nonblock) }
-  readable (): boolean { return this.reads && (this.notes.length > 0 || this.channel.queue.length > 0) }
-  writable (): boolean { return this.host.writable(this.chan) }
-  close (): void { this.host.close(this) }
-}
+type Msg<T extends PktMessage['type']> = Extract<PktMessage, { type: T }>
 
 export class Packets implements PacketHost, Handler<PktMessage> {
   private readonly remotes = new Map<string, Remote>()
@@ -117,10 +62,12 @@ export class Packets implements PacketHost, Handler<PktMessage> {
   private seq = 0
   private readonly defer: (fn: () => void) => void
   private readonly newSession: () => number
+  private readonly remoteEnv: RemoteEnv
 
   constructor (private readonly opts: PacketsOptions) {
     this.defer = opts.defer ?? ((fn) => setImmediate(fn))
     this.newSession = opts.newSession ?? (() => randomInt(1, 2 ** 32))
+    this.remoteEnv = { clock: opts.clock, log: opts.log, send: opts.send, dirty: (r) => this.markDirty(r) }
   }
 
   get maxPacketBytes (): number { return this.opts.maxPacketBytes }
@@ -139,34 +86,27 @@ export class Packets implements PacketHost, Handler<PktMessage> {
     if (!reads) return s
     c.readers++
     // A new reader learns who is there from its first reads.
-    for (const r of this.remotes.values()) if (r.state === 'up') s.notes.push({ seq: ++this.seq, peer: r.id, event: 'up' })
+    for (const r of this.remotes.values()) if (r.state === 'up') s.note(++this.seq, r.id, 'up', this.opts.log)
     if (c.readers === 1) this.announce()
     return s
   }
 
-  next (s: Session): PacketRecord | undefined {
-    const note = s.notes[0]
-    const held = s.channel.queue[0]
-    if (note !== undefined && (held === undefined || note.seq < held.seq)) {
-      s.notes.shift()
-      return { peer: note.peer, event: note.event }
-    }
-    if (held === undefined) return undefined
-    s.channel.queue.shift()
-    this.consumed(held, s.chan)
-    return { peer: held.peer, payload: held.payload }
+  /** The next packet for a reader of s's channel (its up/down records are its own). */
+  take (s: Session): Held | undefined {
+    const held = s.channel.queue.shift()
+    if (held !== undefined) this.consumed(held, s.chan)
+    return held
   }
 
   send (chan: number, to: string, payload: Buffer, nonblock: boolean): void | Promise<void> {
     const targets = this.targets(chan, to, payload.length)
-    const full = this.full(chan, targets)
+    const full = targets.filter(r => !r.room(chan))
     if (full.length === 0) {
-      for (const r of targets) this.transmit(r, chan, payload)
+      for (const r of targets) r.transmit(chan, payload)
       return
     }
     for (const r of full) r.counts.waited++
-    const names = full.map(r => r.id).join(' ')
-    if (nonblock) throw new FsError(E.EAGAIN, `window of pkt/${svcName(chan)} to ${names} is full`)
+    if (nonblock) throw new FsError(E.EAGAIN, `window of pkt/${svcName(chan)} to ${full.map(r => r.id).join(' ')} is full`)
     const c = this.channels.get(chan) as Channel
     if (c.blocked.length >= MAX_BLOCKED) throw new FsError(E.ENOBUFS, `${MAX_BLOCKED} writes already wait on pkt/${svcName(chan)}`)
     return new Promise((resolve, reject) => c.blocked.push({ to, payload, resolve, reject }))
@@ -174,7 +114,7 @@ export class Packets implements PacketHost, Handler<PktMessage> {
 
   writable (chan: number): boolean {
     for (const r of this.remotes.values()) {
-      if (r.state === 'up' && r.hasReader(chan) && this.full(chan, [r]).length > 0) return false
+      if (r.state === 'up' && r.hasReader(chan) && !r.room(chan)) return false
     }
     return true
   }
@@ -217,34 +157,21 @@ export class Packets implements PacketHost, Handler<PktMessage> {
     r.state = 'down'
     r.theirs = 0
     this.opts.clock.clearTimeout(r.hello)
-    this.stopSending(r)
+    r.stopSending()
+    this.dirty.delete(r)
     this.pumpAll()
     if (wasUp) this.note(peer, 'down')
     if (!this.opts.peers().some(p => p.id === peer)) this.remotes.delete(peer)
   }
 
   status (peer: string): Array<[string, string | number]> {
-    const r = this.remotes.get(peer)
-    const c = r?.counts ?? { pktsOut: 0, bytesOut: 0, pktsIn: 0, bytesIn: 0, waited: 0, refused: 0, dropped: 0, lost: 0 }
-    const chans = r === undefined || r.state !== 'up' ? [] : Array.from({ length: 63 }, (_, i) => i + 1).filter(n => r.hasReader(n)).map(svcName)
-    return [
-      ['pkt_state', r?.state ?? 'down'],
-      ['pkt_channels', chans.length === 0 ? '-' : chans.join(' ')],
-      ['pkt_out', c.pktsOut],
-      ['pkt_out_bytes', c.bytesOut],
-      ['pkt_in', c.pktsIn],
-      ['pkt_in_bytes', c.bytesIn],
-      ['pkt_writes_waited', c.waited],
-      ['pkt_refused', c.refused],
-      ['pkt_dropped', c.dropped],
-      ['pkt_lost', c.lost]
-    ]
+    return (this.remotes.get(peer) ?? new Remote(peer, this.remoteEnv)).status()
   }
 
   stop (): void {
     for (const r of this.remotes.values()) {
       this.opts.clock.clearTimeout(r.hello)
-      this.stopSending(r)
+      r.stopSending()
       r.state = 'down'
     }
     for (const c of this.channels.values()) {
@@ -255,7 +182,7 @@ export class Packets implements PacketHost, Handler<PktMessage> {
 
   // Messages from peers (Handler<PktMessage>)
 
-  pstate (peer: string, m: Extract<PktMessage, { type: 'pstate' }>): void {
+  pstate (peer: string, m: Msg<'pstate'>): void {
     const r = this.remotes.get(peer)
     if (r === undefined || r.state === 'down') return
     if (m.session !== r.theirs) {
@@ -265,15 +192,13 @@ export class Packets implements PacketHost, Handler<PktMessage> {
         this.opts.log.debug({ peer }, 'peer started a new packet session')
         if (r.state === 'up') this.note(peer, 'down')
         r.state = 'opening'
-        this.stopSending(r)
         this.restart(r)
       }
       r.theirs = m.session
     }
     r.channels = m.channels
-    r.window = m.window
     r.maxPacket = m.maxPacket
-    for (const w of r.out.values()) w.window = m.window
+    r.setWindow(m.window)
     if (m.ask) this.sendState(r, false)
     if (r.state === 'opening') {
       r.state = 'up'
@@ -282,10 +207,10 @@ export class Packets implements PacketHost, Handler<PktMessage> {
     }
     // Its readers changed: waiting writes may now go, or fail.
     this.pumpAll()
-    this.wakeAll()
+    for (const c of this.channels.values()) c.wake()
   }
 
-  pkt (peer: string, m: Extract<PktMessage, { type: 'pkt' }>): void {
+  pkt (peer: string, m: Msg<'pkt'>): void {
     const r = this.remotes.get(peer)
     if (r === undefined || r.state === 'down' || m.session !== r.mine) {
       if (r !== undefined) r.counts.dropped += m.payloads.length
@@ -293,7 +218,7 @@ export class Packets implements PacketHost, Handler<PktMessage> {
     }
     const c = this.channels.get(m.chan)
     const reading = c !== undefined && c.readers > 0
-    const w = this.recvWindow(r, m.chan)
+    const w = r.recvWindow(m.chan)
     const limit = this.opts.windowBytes + packetCost(this.opts.maxPacketBytes)
     let offset = m.offset
     let held = false
@@ -322,34 +247,44 @@ export class Packets implements PacketHost, Handler<PktMessage> {
         held = true
       }
     }
-    if (held) for (const s of (c as Channel).sessions) s.wake()
+    if (held) c?.wake()
     this.maybeCredit(r, m.chan, w, !reading)
   }
 
-  pcredit (peer: string, m: Extract<PktMessage, { type: 'pcredit' }>): void {
+  pcredit (peer: string, m: Msg<'pcredit'>): void {
     const r = this.remotes.get(peer)
-    if (r === undefined || r.state !== 'up' || m.session !== r.theirs) return
-    const w = r.out.get(m.chan)
-    if (w === undefined || !w.credit(m.consumed)) return
+    if (r === undefined || r.state !== 'up' || m.session !== r.theirs || !r.credited(m.chan, m.consumed)) return
     this.pump(m.chan)
-    for (const s of this.channels.get(m.chan)?.sessions ?? []) s.wake()
+    this.channels.get(m.chan)?.wake()
   }
 
-  pprobe (peer: string, m: Extract<PktMessage, { type: 'pprobe' }>): void {
+  pprobe (peer: string, m: Msg<'pprobe'>): void {
     const r = this.remotes.get(peer)
     if (r === undefined || r.state === 'down' || m.session !== r.mine) return
-    const w = this.recvWindow(r, m.chan)
+    const w = r.recvWindow(m.chan)
     if (w.probe(m.offset) > 0) r.counts.lost++
     // Always answer: the credit that would have opened the window may be the thing lost.
-    this.credit(r, m.chan, w)
+    r.credit(m.chan, w)
   }
 
   // Inside
 
+  /** r has packets batched: they leave together once the current burst of work is over. */
+  private markDirty (r: Remote): void {
+    this.dirty.add(r)
+    if (this.flushing) return
+    this.flushing = true
+    this.defer(() => {
+      this.flushing = false
+      for (const d of this.dirty) d.flush()
+      this.dirty.clear()
+    })
+  }
+
   private remote (peer: string): Remote {
     let r = this.remotes.get(peer)
     if (r === undefined) {
-      r = new Remote(peer)
+      r = new Remote(peer, this.remoteEnv)
       this.remotes.set(peer, r)
     }
     return r
@@ -378,69 +313,6 @@ export class Packets implements PacketHost, Handler<PktMessage> {
     return targets
   }
 
-  /** Those of targets whose window on chan is full; each gets a probe armed. */
-  private full (chan: number, targets: Remote[]): Remote[] {
-    const full = targets.filter(r => !this.sendWindow(r, chan).room)
-    for (const r of full) this.armProbe(r, chan)
-    return full
-  }
-
-  private sendWindow (r: Remote, chan: number): SendWindow {
-    let w = r.out.get(chan)
-    if (w === undefined) {
-      w = new SendWindow(r.window)
-      r.out.set(chan, w)
-    }
-    return w
-  }
-
-  private recvWindow (r: Remote, chan: number): RecvWindow {
-    let w = r.in.get(chan)
-    if (w === undefined) {
-      w = new RecvWindow()
-      r.in.set(chan, w)
-    }
-    return w
-  }
-
-  private transmit (r: Remote, chan: number, payload: Buffer): void {
-    const offset = this.sendWindow(r, chan).take(packetCost(payload.length))
-    r.counts.pktsOut++
-    r.counts.bytesOut += payload.length
-    let b = r.batches.get(chan)
-    if (b !== undefined && (b.payloads.length >= MAX_BATCH || b.bytes + payload.length > BATCH_BYTES)) {
-      this.sendBatch(r, b)
-      b = undefined
-    }
-    if (b === undefined) {
-      b = { chan, offset, payloads: [], bytes: 0 }
-      r.batches.set(chan, b)
-    }
-    b.payloads.push(payload)
-    b.bytes += payload.length
-    this.dirty.add(r)
-    if (!this.flushing) {
-      this.flushing = true
-      this.defer(() => this.flush())
-    }
-  }
-
-  private flush (): void {
-    this.flushing = false
-    for (const r of this.dirty) this.flushRemote(r)
-    this.dirty.clear()
-  }
-
-  private flushRemote (r: Remote): void {
-    for (const b of r.batches.values()) this.sendBatch(r, b)
-  }
-
-  private sendBatch (r: Remote, b: Batch): void {
-    r.batches.delete(b.chan)
-    // A failed send means the link just went: linkDown follows and fails what waits.
-    this.trySend(r, { type: 'pkt', session: r.theirs, chan: b.chan, offset: b.offset, payloads: b.payloads })
-  }
-
   /** Retries the writes waiting on chan, in order; each goes, fails, or waits on. */
   private pump (chan: number): void {
     const c = this.channels.get(chan)
@@ -455,11 +327,11 @@ export class Packets implements PacketHost, Handler<PktMessage> {
         b.reject(err as FsError)
         continue
       }
-      if (this.full(chan, targets).length > 0) {
+      if (targets.filter(r => !r.room(chan)).length > 0) {
         c.blocked.push(b)
         continue
       }
-      for (const r of targets) this.transmit(r, chan, b.payload)
+      for (const r of targets) r.transmit(chan, b.payload)
       b.resolve()
     }
   }
@@ -471,33 +343,14 @@ export class Packets implements PacketHost, Handler<PktMessage> {
   /** A reader took (or a close dropped) a held packet. */
   private consumed (held: Held, chan: number, dropped = false): void {
     const r = this.remotes.get(held.peer)
-    if (r === undefined || r.epoch !== held.epoch) return
-    const w = r.in.get(chan)
-    if (w === undefined) return
+    const w = r?.recvWindowOf(chan, held.epoch)
+    if (r === undefined || w === undefined) return
     w.take(held.end, held.cost)
     this.maybeCredit(r, chan, w, dropped)
   }
 
   private maybeCredit (r: Remote, chan: number, w: RecvWindow, now: boolean): void {
-    if (w.consumed > w.credited && (now || w.due(this.opts.windowBytes / 4))) this.credit(r, chan, w)
-  }
-
-  private credit (r: Remote, chan: number, w: RecvWindow): void {
-    if (r.state === 'down') return
-    w.credited = w.consumed
-    this.trySend(r, { type: 'pcredit', session: r.mine, chan, consumed: w.consumed })
-  }
-
-  private armProbe (r: Remote, chan: number): void {
-    if (r.probes.has(chan)) return
-    r.probes.set(chan, this.opts.clock.setTimeout(() => {
-      r.probes.delete(chan)
-      const w = r.out.get(chan)
-      if (r.state !== 'up' || w === undefined || w.room) return
-      this.flushRemote(r)
-      this.trySend(r, { type: 'pprobe', session: r.theirs, chan, offset: w.sent })
-      this.armProbe(r, chan)
-    }, PROBE_MS))
+    if (w.consumed > w.credited && (now || w.due(this.opts.windowBytes / 4))) r.credit(chan, w)
   }
 
   private armHello (r: Remote): void {
@@ -511,7 +364,7 @@ export class Packets implements PacketHost, Handler<PktMessage> {
   private sendState (r: Remote, ask: boolean): void {
     let channels = 0n
     for (const [n, c] of this.channels) if (c.readers > 0) channels |= 1n << BigInt(n)
-    this.trySend(r, { type: 'pstate', session: r.mine, channels, window: this.opts.windowBytes, maxPacket: this.opts.maxPacketBytes, ask })
+    r.trySend({ type: 'pstate', session: r.mine, channels, window: this.opts.windowBytes, maxPacket: this.opts.maxPacketBytes, ask })
   }
 
   /** Our readers changed: every linked peer hears it. */
@@ -519,49 +372,14 @@ export class Packets implements PacketHost, Handler<PktMessage> {
     for (const r of this.remotes.values()) if (r.state !== 'down') this.sendState(r, false)
   }
 
-  /** Ends what was being sent to r: batches not yet out are lost with the link, probes stop. */
-  private stopSending (r: Remote): void {
-    r.batches.clear()
-    this.dirty.delete(r)
-    for (const t of r.probes.values()) this.opts.clock.clearTimeout(t)
-    r.probes.clear()
-  }
-
-  /** A new session with r: windows from zero, and its unread packets of the last one dropped (counted). */
+  /** A new session with r: windows from zero, and its packets of the last one still unread dropped (counted). */
   private restart (r: Remote): void {
-    r.out.clear()
-    r.in.clear()
-    r.epoch++
-    for (const c of this.channels.values()) {
-      const before = c.queue.length
-      c.queue = c.queue.filter(h => h.peer !== r.id)
-      r.counts.dropped += before - c.queue.length
-    }
+    r.restart()
+    this.dirty.delete(r)
+    for (const c of this.channels.values()) r.counts.dropped += c.dropFrom(r.id)
   }
 
   private note (peer: string, event: 'up' | 'down'): void {
-    for (const c of this.channels.values()) {
-      for (const s of c.sessions) {
-        if (!s.reads) continue
-        if (s.notes.length >= MAX_EVENTS) {
-          s.notes.shift()
-          this.opts.log.warn({ peer, chan: s.chan }, 'a pkt reader fell behind on up/down records; the oldest was dropped')
-        }
-        s.notes.push({ seq: ++this.seq, peer, event })
-        s.wake()
-      }
-    }
-  }
-
-  private wakeAll (): void {
-    for (const c of this.channels.values()) for (const s of c.sessions) s.wake()
-  }
-
-  private trySend (r: Remote, m: PktMessage): void {
-    try {
-      this.opts.send(r.id, m)
-    } catch (err) {
-      this.opts.log.debug({ peer: r.id, type: m.type, err: (err as Error).message }, 'packet message not sent: link gone')
-    }
+    for (const c of this.channels.values()) c.note(++this.seq, peer, event, this.opts.log)
   }
 }
