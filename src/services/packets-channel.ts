@@ -3,11 +3,17 @@
 // the writes waiting for a window. Readers share the packets (each goes to
 // one of them); every reader gets every up/down record; both carry one
 // arrival sequence so each reader sees them in the order they happened.
-import type { PacketRecord, PacketSession } from '../fs/backend.js'
 import type { PeerfsError } from '../lib/errors.js'
 import type { Logger } from '../lib/log.js'
 
 export const MAX_EVENTS = 1024
+
+/**
+ * What a reader gets: a packet, or a peer's link coming or going. The
+ * tree's PacketRecord (fs/backend.ts) is the same shape; services do not
+ * import fs, and the daemon's backend checks that the two agree.
+ */
+export type PacketRecord = { peer: string, payload: Buffer, event?: undefined } | { peer: string, event: 'up' | 'down' }
 
 /** A packet waiting for a reader; epoch and end credit it when it is taken. */
 export interface Held { seq: number, peer: string, epoch: number, payload: Buffer, end: number, cost: number }
@@ -46,7 +52,7 @@ export class Channel {
   }
 }
 
-export class Session implements PacketSession {
+export class Session {
   private readonly notes: Note[] = []
   closed = false
 

@@ -22,7 +22,6 @@
 //   records at MAX_EVENTS; waiting writes at MAX_BLOCKED per channel; one
 //   window per peer and channel. Every drop is counted in peers/<id>/status.
 import { randomInt } from 'node:crypto'
-import type { PacketHost, PacketSession } from '../fs/backend.js'
 import type { Clock } from '../lib/clock.js'
 import { E, FsError } from '../lib/errors.js'
 import type { Logger } from '../lib/log.js'
@@ -54,7 +53,7 @@ export interface PacketsOptions {
 
 type Msg<T extends PktMessage['type']> = Extract<PktMessage, { type: T }>
 
-export class Packets implements PacketHost, Handler<PktMessage> {
+export class Packets implements Handler<PktMessage> {
   private readonly remotes = new Map<string, Remote>()
   private readonly channels = new Map<number, Channel>()
   private readonly dirty = new Set<Remote>()
@@ -72,9 +71,9 @@ export class Packets implements PacketHost, Handler<PktMessage> {
 
   get maxPacketBytes (): number { return this.opts.maxPacketBytes }
 
-  // Local readers and writers (PacketHost)
+  // Local readers and writers (the tree's PacketHost)
 
-  open (chan: number, reads: boolean, wake: () => void): PacketSession {
+  open (chan: number, reads: boolean, wake: () => void): Session {
     if (!isService(chan)) throw new FsError(E.ENOENT, `no packet channel ${chan}`)
     let c = this.channels.get(chan)
     if (c === undefined) {
