@@ -9,6 +9,7 @@ import { statfs } from 'node:fs/promises'
 import Fuse, { type PollHandle, type Stat, type Statfs } from 'fuse-native'
 import { E, FsError, PeerfsError } from '../lib/errors.js'
 import type { Logger } from '../lib/log.js'
+import { encodingError } from '../lib/names.js'
 import { isDir, isFile, isMutableDir, isSymlink, MAX_WRITE, POLLIN, POLLOUT, type DirNode, type FileNode, type FsNode, type Handle, type MutableDirNode } from './types.js'
 
 type Ops = ConstructorParameters<typeof Fuse>[1]
@@ -86,7 +87,16 @@ export class FuseAdapter {
     return new Promise((resolve, reject) => this.fuse.unmount((err) => err === null ? resolve() : reject(err)))
   }
 
+  /** Names fuse-native could not carry byte for byte are EILSEQ wherever they appear (lib/names.ts). */
+  private checkNames (...paths: string[]): void {
+    for (const p of paths) {
+      const err = encodingError(p)
+      if (err !== undefined) throw err
+    }
+  }
+
   private async resolve (path: string): Promise<FsNode> {
+    this.checkNames(path)
     let node: FsNode = this.root
     if (path === '/') return node
     const names = path.split('/').slice(1)
@@ -104,6 +114,7 @@ export class FuseAdapter {
 
   /** The directory that holds path, which must take changes, and the last name. */
   private async parent (path: string): Promise<[MutableDirNode, string]> {
+    this.checkNames(path)
     const i = path.lastIndexOf('/')
     const dir = await this.resolve(path.slice(0, i) === '' ? '/' : path.slice(0, i))
     const name = path.slice(i + 1)
@@ -190,7 +201,7 @@ export class FuseAdapter {
     }
     entry.handle = handle
     this.open.set(fd, entry)
-    return [fd, handle.direct ? Fuse.OPEN_DIRECT_IO : 0]
+    return [fd, (handle.direct ? Fuse.OPEN_DIRECT_IO : 0) | (node.stream === true ? Fuse.OPEN_NONSEEKABLE : 0)]
   }
 
   private async truncate (path: string, size: number): Promise<void> {
@@ -217,7 +228,10 @@ export class FuseAdapter {
   private refuse (errno: number, what: string, why: string) {
     return (path: string, ...rest: unknown[]): void => {
       const cb = rest[rest.length - 1] as (err: number) => void
-      this.answer(what, path, cb, () => { throw new FsError(errno, `${path}: ${what}: ${why}`) })
+      this.answer(what, path, cb, () => {
+        this.checkNames(path, ...rest.filter((a): a is string => typeof a === 'string'))
+        throw new FsError(errno, `${path}: ${what}: ${why}`)
+      })
     }
   }
 
@@ -313,6 +327,7 @@ export class FuseAdapter {
       }),
 
       rename: (src, dest, cb) => this.answer('rename', src, cb, async () => {
+        this.checkNames(dest)
         const [from, name] = await this.parent(src)
         const i = dest.lastIndexOf('/')
         const to = await this.resolve(dest.slice(0, i) === '' ? '/' : dest.slice(0, i))
@@ -326,10 +341,10 @@ export class FuseAdapter {
         await node.chmod(mode)
       }),
 
-      // Ownership is not carried to peers; accepting it keeps cp -p and rsync -a quiet.
-      chown: (path, _uid, _gid, cb) => this.answer('chown', path, cb, async () => {
+      chown: (path, uid, gid, cb) => this.answer('chown', path, cb, async () => {
         const node = await this.resolve(path)
-        if (node.chmod === undefined) throw new FsError(E.EPERM, `${path}: owner cannot be changed`)
+        if (node.chown === undefined) throw new FsError(E.EPERM, `${path}: owner cannot be changed`)
+        await node.chown(uid, gid)
       }),
 
       utimens: (path, atime, mtime, cb) => this.answer('utimens', path, cb, async () => {

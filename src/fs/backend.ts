@@ -25,27 +25,39 @@ export interface PeerView {
   readonly maxRequestBytes: number
 }
 
-/**
- * One open svc/NN on the server side. It holds at most one request: the
- * one it read last, which its next write answers.
- */
-export interface ServerSession {
-  /** Bytes of the current request (header line, payload), taking the next when it is consumed. */
-  read(len: number, nonblock: boolean, signal?: AbortSignal): Promise<Buffer>
-  /** Appends to the reply; `final` marks its last piece. */
-  write(data: Buffer, final: boolean): number
-  /** The reply so far is complete (close). */
-  flush(): void
-  readable(): boolean
-  writable(): boolean
-  close(): void
+/** A request from a peer that one local server took off its service's queue. */
+export interface TakenRequest {
+  readonly peer: string
+  readonly payload: Buffer
+  /**
+   * Runs before the server sees the request (a deferred one is recorded as
+   * applied). If it fails, the caller is told and this rejects.
+   */
+  accept(): Promise<void>
+  /** The server's reply: the caller's transaction succeeds with it. */
+  reply(data: Buffer): void
+  /** The server dropped it without replying (read the next one, or closed). */
+  abandon(why: string): void
 }
 
+/** One server's place at service NN (one open svc/NN): the queue, seen from the tree. */
+export interface ServerSeat {
+  /** Takes the request at the head of the queue, or undefined if none waits. */
+  take(): TakenRequest | undefined
+  /** A request is waiting. */
+  waiting(): boolean
+  /** Resolves when a request may have arrived; EINTR when signal aborts. */
+  arrival(signal?: AbortSignal): Promise<void>
+  /** This server leaves its service. */
+  leave(): void
+}
+
+/** The queues and policy behind svc/NN; the read and write semantics are the tree's (server.ts). */
 export interface ServiceHost {
-  /** Service numbers a local server may open (09..63). */
-  userServices(): number[]
-  /** Opens a server session for svc; wake is called when readiness may have changed. */
-  serve(svc: number, wake: () => void): ServerSession
+  /** Joins user service svc (09..63) as one more server; wake is called when a request arrives. */
+  serve(svc: number, wake: () => void): ServerSeat
+  /** The largest reply a server may write. */
+  readonly maxReplyBytes: number
 }
 
 /** What a pkt/NN reader gets: a packet from a peer, or that peer's link coming or going. */

@@ -7,6 +7,8 @@ import { Body } from './body.js'
 import { S_IFREG, type Attr, type FileNode, type Handle } from './types.js'
 
 export class DeferFile implements FileNode {
+  readonly stream = true
+
   constructor (private readonly peer: PeerView, private readonly svc: number, private readonly mtimeMs: number) {}
 
   attr (): Attr {
@@ -15,15 +17,26 @@ export class DeferFile implements FileNode {
 
   truncate (): void {}
 
-  open (): Handle {
-    const body = new Body(() => this.peer.maxRequestBytes)
-    return {
-      direct: true,
-      write: (data: Buffer) => body.append(data),
-      flush: async () => {
-        if (body.length === 0 && !body.failed) return
-        await this.peer.defer(this.svc, body.take())
-      }
-    }
+  open (): DeferHandle {
+    return new DeferHandle(this.peer, this.svc)
+  }
+}
+
+/** One open defer/NN: the request body, queued at close. */
+export class DeferHandle implements Handle {
+  readonly direct = true
+  private readonly body: Body
+
+  constructor (private readonly peer: PeerView, private readonly svc: number) {
+    this.body = new Body(() => peer.maxRequestBytes)
+  }
+
+  write (data: Buffer): number {
+    return this.body.append(data)
+  }
+
+  async flush (): Promise<void> {
+    if (this.body.length === 0 && !this.body.failed) return
+    await this.peer.defer(this.svc, this.body.take())
   }
 }

@@ -20,6 +20,7 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import { E, FsError } from '../lib/errors.js'
 import { fsErrorOf, setTimesSync } from '../lib/durable.js'
+import { checkComponent, isHidden, joinRel } from '../lib/names.js'
 import type { Attr, DirNode, FileNode, FsNode, Handle, MutableDirNode, OpenContext } from './types.js'
 
 export interface PassHooks {
@@ -31,16 +32,7 @@ export interface PassHooks {
   writing?: (rel: string, delta: number) => void
 }
 
-export const NAME_MAX = 255
-
-export function visible (rel: string): boolean {
-  return rel.split('/').every(part => part !== '' && !part.startsWith('.'))
-}
-
-function checkName (name: string): void {
-  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) throw new FsError(E.EINVAL, `bad name ${JSON.stringify(name)}`)
-  if (Buffer.byteLength(name) > NAME_MAX) throw new FsError(E.ENAMETOOLONG, 'name too long')
-}
+const visible = (rel: string): boolean => !isHidden(rel)
 
 function attrOf (real: string): Attr {
   const st = wrap(real, () => lstatSync(real))
@@ -70,6 +62,9 @@ abstract class PassNode implements FsNode {
     this.changed()
   }
 
+  // Ownership is not carried to peers; accepting chown keeps cp -p and rsync -a quiet.
+  async chown (): Promise<void> {}
+
   async utimens (atimeMs: number, mtimeMs: number): Promise<void> {
     wrap(this.rel, () => setTimesSync(this.real, atimeMs, mtimeMs))
     this.changed()
@@ -83,8 +78,8 @@ abstract class PassNode implements FsNode {
 
 export class PassDir extends PassNode implements MutableDirNode {
   private child (name: string): string {
-    checkName(name)
-    return this.rel === '' ? name : `${this.rel}/${name}`
+    checkComponent(name)
+    return joinRel(this.rel, name)
   }
 
   private writable (): void {
@@ -97,7 +92,7 @@ export class PassDir extends PassNode implements MutableDirNode {
 
   // The kernel looked up every folder on the way; one lstat of the end suffices.
   lookupPath (names: string[]): FsNode | undefined {
-    for (const n of names) checkName(n)
+    for (const n of names) checkComponent(n)
     const rel = [this.rel, ...names].filter(p => p !== '').join('/')
     // A missing name is the common case (every create looks up first);
     // without throwIfNoEntry it costs an exception, ~100 us here.
@@ -157,33 +152,48 @@ export class PassFile extends PassNode implements FileNode {
     this.changed()
   }
 
-  async open (ctx: OpenContext): Promise<Handle> {
+  async open (ctx: OpenContext): Promise<PassHandle> {
     const acc = ctx.flags & 3
     if (this.root.readOnly && acc !== fsc.O_RDONLY) throw new FsError(E.EROFS, 'read-only')
     const fd = wrap(this.rel, () => openSync(this.real, acc | (ctx.flags & fsc.O_APPEND)))
-    const writer = acc !== fsc.O_RDONLY
-    if (writer) this.root.hooks.writing?.(this.rel, 1)
-    let wrote = false
-    return {
-      direct: false,
-      read: (len, pos) => {
-        const buf = Buffer.allocUnsafe(len)
-        return buf.subarray(0, wrap(this.rel, () => readSync(fd, buf, 0, len, pos)))
-      },
-      write: (data, pos) => {
-        wrote = true
-        return wrap(this.rel, () => writeSync(fd, data, 0, data.length, pos))
-      },
-      fsync: async () => { await wrap(this.rel, async () => { await promisify(fsync)(fd) }) },
-      truncate: (size) => {
-        wrote = true
-        wrap(this.rel, () => ftruncateSync(fd, size))
-      },
-      release: () => {
-        closeSync(fd)
-        if (writer) this.root.hooks.writing?.(this.rel, -1)
-        if (wrote && visible(this.rel)) this.root.hooks.ready?.(this.rel)
-      }
-    }
+    return new PassHandle(this.root, this.rel, fd, acc !== fsc.O_RDONLY)
+  }
+}
+
+/**
+ * An open file of a real folder. A writer is registered with the owner
+ * while open; closing one that wrote reports the file ready.
+ */
+export class PassHandle implements Handle {
+  readonly direct = false
+  private wrote = false
+
+  constructor (private readonly root: PassRoot, private readonly rel: string, private readonly fd: number, private readonly writer: boolean) {
+    if (writer) root.hooks.writing?.(rel, 1)
+  }
+
+  read (len: number, pos: number): Buffer {
+    const buf = Buffer.allocUnsafe(len)
+    return buf.subarray(0, wrap(this.rel, () => readSync(this.fd, buf, 0, len, pos)))
+  }
+
+  write (data: Buffer, pos: number): number {
+    this.wrote = true
+    return wrap(this.rel, () => writeSync(this.fd, data, 0, data.length, pos))
+  }
+
+  async fsync (): Promise<void> {
+    await wrap(this.rel, async () => { await promisify(fsync)(this.fd) })
+  }
+
+  truncate (size: number): void {
+    this.wrote = true
+    wrap(this.rel, () => ftruncateSync(this.fd, size))
+  }
+
+  release (): void {
+    closeSync(this.fd)
+    if (this.writer) this.root.hooks.writing?.(this.rel, -1)
+    if (this.wrote && visible(this.rel)) this.root.hooks.ready?.(this.rel)
   }
 }

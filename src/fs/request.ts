@@ -16,7 +16,7 @@ import { POLLIN, POLLOUT, S_IFREG, type Attr, type FileNode, type Handle, type O
 import { Waiters } from '../lib/wait.js'
 
 /** One sent request and, once settled, its reply or error. */
-class Outcome {
+export class Outcome {
   reply: Buffer | undefined
   error: PeerfsError | undefined
   private readonly settled = new Waiters()
@@ -41,6 +41,8 @@ class Outcome {
 }
 
 export class RequestFile implements FileNode {
+  readonly stream = true
+  /** The outcome of the last request sent at close, for the next open that reads without writing. */
   private last: Outcome | undefined
   /** Handles waiting on `last` for poll, told when it settles. */
   private readonly lastWatchers = new Set<() => void>()
@@ -53,62 +55,94 @@ export class RequestFile implements FileNode {
 
   truncate (): void {}
 
-  open (ctx: OpenContext): Handle {
-    const body = new Body(() => this.peer.maxRequestBytes)
-    let sent: Outcome | undefined
-    let readPos = 0
+  open (ctx: OpenContext): RequestHandle {
+    return new RequestHandle(this, ctx.wake)
+  }
 
-    const send = (): Outcome => {
-      const payload = body.take()
-      readPos = 0
-      sent = new Outcome(this.peer.request(this.svc, payload), ctx.wake)
-      ctx.wake()
-      return sent
+  get maxRequestBytes (): number { return this.peer.maxRequestBytes }
+
+  send (payload: Buffer, onSettle: () => void): Outcome {
+    return new Outcome(this.peer.request(this.svc, payload), onSettle)
+  }
+
+  get lastOutcome (): Outcome | undefined { return this.last }
+
+  setLast (o: Outcome): void {
+    this.last = o
+    o.wait().then(() => { for (const w of this.lastWatchers) w() }, () => {})
+  }
+
+  /** Calls wake when the last outcome settles, until the returned function is called. */
+  watchLast (wake: () => void): () => void {
+    this.lastWatchers.add(wake)
+    return () => { this.lastWatchers.delete(wake) }
+  }
+}
+
+/** One open request file: the body being written, then the request it sent. */
+export class RequestHandle implements Handle {
+  readonly direct = true
+  private readonly body: Body
+  /** The request this handle's reads answer from; undefined until one is sent or adopted. */
+  private sent: Outcome | undefined
+  private readPos = 0
+  private readonly unwatch: () => void
+
+  constructor (private readonly file: RequestFile, private readonly wake: () => void) {
+    this.body = new Body(() => file.maxRequestBytes)
+    this.unwatch = file.watchLast(wake)
+  }
+
+  write (data: Buffer): number {
+    this.sent = undefined
+    return this.body.append(data)
+  }
+
+  async read (len: number, _pos: number, rc: ReadContext): Promise<Buffer> {
+    if (this.sent === undefined) {
+      const last = this.file.lastOutcome
+      if (this.body.length === 0 && !this.body.failed && last !== undefined) this.sent = last
+      else this.send()
     }
-
-    const watchLast = (): void => ctx.wake()
-    this.lastWatchers.add(watchLast)
-
-    return {
-      direct: true,
-      write: (data: Buffer) => {
-        sent = undefined
-        return body.append(data)
-      },
-      read: async (len: number, _pos: number, rc: ReadContext) => {
-        if (sent === undefined) {
-          if (body.length === 0 && !body.failed && this.last !== undefined) sent = this.last
-          else send()
-        }
-        const o = sent as Outcome
-        if (!o.isDone) {
-          if (rc.nonblock) throw new FsError(E.EAGAIN, 'reply not here yet')
-          await o.wait(rc.signal)
-        }
-        if (o.error !== undefined) throw o.error
-        const reply = o.reply as Buffer
-        const out = reply.subarray(readPos, readPos + len)
-        readPos += out.length
-        return out
-      },
-      flush: async () => {
-        if (body.length === 0 && !body.failed) return
-        const o = send()
-        this.last = o
-        o.wait().then(() => { for (const w of this.lastWatchers) w() }, () => {})
-        await o.wait()
-        if (o.error !== undefined) throw o.error
-      },
-      poll: () => {
-        // A caller polling after writing waits for the reply: send now.
-        if (body.length > 0) send()
-        if (sent === undefined) {
-          // Readable only if a read would return the last reply at once.
-          return POLLOUT | (this.last?.isDone === true ? POLLIN : 0)
-        }
-        return sent.isDone ? POLLIN | POLLOUT : 0
-      },
-      release: () => { this.lastWatchers.delete(watchLast) }
+    const o = this.sent as Outcome
+    if (!o.isDone) {
+      if (rc.nonblock) throw new FsError(E.EAGAIN, 'reply not here yet')
+      await o.wait(rc.signal)
     }
+    if (o.error !== undefined) throw o.error
+    const reply = o.reply as Buffer
+    const out = reply.subarray(this.readPos, this.readPos + len)
+    this.readPos += out.length
+    return out
+  }
+
+  async flush (): Promise<void> {
+    if (this.body.length === 0 && !this.body.failed) return
+    const o = this.send()
+    this.file.setLast(o)
+    await o.wait()
+    if (o.error !== undefined) throw o.error
+  }
+
+  poll (): number {
+    // A caller polling after writing waits for the reply: send now.
+    if (this.body.length > 0) this.send()
+    if (this.sent === undefined) {
+      // Readable only if a read would return the last reply at once.
+      return POLLOUT | (this.file.lastOutcome?.isDone === true ? POLLIN : 0)
+    }
+    return this.sent.isDone ? POLLIN | POLLOUT : 0
+  }
+
+  release (): void {
+    this.unwatch()
+  }
+
+  private send (): Outcome {
+    const payload = this.body.take()
+    this.readPos = 0
+    this.sent = this.file.send(payload, this.wake)
+    this.wake()
+    return this.sent
   }
 }

@@ -5,9 +5,10 @@
 //   peers/<id>/{state,status,ctl,svc/NN,defer/NN,defer/log,outbox/,inbox/}
 //
 // Per-peer folders are cached so a file's state (a request file's last
-// reply) lives as long as the peer stays configured.
-import { svcName } from '../services/builtin.js'
-import type { Backend, PeerView } from './backend.js'
+// reply) lives as long as the peer stays configured. A new kind of entry
+// is one line in ROOT_DIRTAB or PEER_DIRTAB.
+import { ALL_SERVICES, parseSvcName, svcName, USER_SERVICES } from '../lib/svc.js'
+import type { Backend, PeerView, ServiceHost } from './backend.js'
 import { CtlFile } from './ctl.js'
 import { DeferFile } from './defer.js'
 import { PassRoot } from './passthrough.js'
@@ -16,11 +17,13 @@ import { PacketDir } from './packet.js'
 import { RequestFile } from './request.js'
 import { ServerFile } from './server.js'
 import { TextFile, keyValueLines } from './text.js'
-import { S_IFDIR, S_IFLNK, type Attr, type DirNode, type FsNode, type SymlinkNode } from './types.js'
+import { S_IFDIR, S_IFLNK, type Attr, type DirNode, type FileNode, type FsNode, type SymlinkNode } from './types.js'
 
 export const PEER_COMMANDS = ['reconnect', 'reset', 'disconnect'] as const
-const SVC_NAME_RE = /^(0[1-9]|[1-5][0-9]|6[0-3])$/
-const ALL_SVCS = Array.from({ length: 63 }, (_, i) => svcName(i + 1))
+const ALL_SVC_NAMES = ALL_SERVICES.map(svcName)
+
+/** Marks a file whose class does not say so itself as a stream (ESPIPE on seeks). */
+const asStream = <T extends FileNode>(node: T): T => Object.assign(node, { stream: true })
 
 /** A directory of fixed entries. */
 export class StaticDir implements DirNode {
@@ -36,9 +39,22 @@ class Symlink implements SymlinkNode {
   readlink (): string { return this.target }
 }
 
-interface DirEntry { name: string, make: (p: PeerView, t: number) => FsNode }
+interface RootEntry { name: string, make: (b: Backend, t: number, now: () => number) => FsNode }
 
-const PEER_DIRTAB: readonly DirEntry[] = [
+const ROOT_DIRTAB: readonly RootEntry[] = [
+  { name: 'status', make: (b, t, now) => new TextFile(() => b.summary(), t, now) },
+  { name: 'metrics', make: (b, t, now) => new TextFile(() => b.metrics(), t, now) },
+  { name: 'events', make: (b, t, now) => asStream(new EventsFile(b.events, t, now)) },
+  { name: 'svc', make: (b, t) => new ServerServiceDir(b.services, t) },
+  { name: 'pkt', make: (b, t) => new PacketDir(b.packets, t) },
+  { name: 'files', make: (b) => new PassRoot(b.filesDir, b.filesHooks, false).top() },
+  { name: 'peers', make: (b, t) => new PeersDir(b, t) },
+  { name: 'tile', make: (b, t) => new TileDir(b, t) }
+]
+
+interface PeerEntry { name: string, make: (p: PeerView, t: number) => FsNode }
+
+const PEER_DIRTAB: readonly PeerEntry[] = [
   { name: 'state', make: (p, t) => new TextFile(() => p.state() + '\n', t) },
   { name: 'status', make: (p, t) => new TextFile(() => keyValueLines(p.status()), t) },
   { name: 'ctl', make: (p, t) => new CtlFile(PEER_COMMANDS, (cmd) => p.control(cmd), t) },
@@ -53,14 +69,15 @@ class PerServiceDir implements DirNode {
   private readonly files = new Map<string, FsNode>()
   constructor (private readonly make: (svc: number) => FsNode, private readonly extras: Map<string, FsNode>, private readonly mtimeMs: number) {}
   attr (): Attr { return { mode: S_IFDIR | 0o755, mtimeMs: this.mtimeMs } }
-  list (): string[] { return [...ALL_SVCS, ...this.extras.keys()] }
+  list (): string[] { return [...ALL_SVC_NAMES, ...this.extras.keys()] }
   lookup (name: string): FsNode | undefined {
     const extra = this.extras.get(name)
     if (extra !== undefined) return extra
-    if (!SVC_NAME_RE.test(name)) return undefined
+    const svc = parseSvcName(name)
+    if (svc === undefined) return undefined
     let f = this.files.get(name)
     if (f === undefined) {
-      f = this.make(Number(name))
+      f = this.make(svc)
       this.files.set(name, f)
     }
     return f
@@ -70,8 +87,8 @@ class PerServiceDir implements DirNode {
 /** svc/: one server file per user service, 09..63. */
 class ServerServiceDir implements DirNode {
   private readonly files: Map<string, ServerFile>
-  constructor (backend: Backend, private readonly mtimeMs: number) {
-    this.files = new Map(backend.services.userServices().map(n => [svcName(n), new ServerFile(backend.services, n, mtimeMs)]))
+  constructor (host: ServiceHost, private readonly mtimeMs: number) {
+    this.files = new Map(USER_SERVICES.map(n => [svcName(n), new ServerFile(host, n, mtimeMs)]))
   }
 
   attr (): Attr { return { mode: S_IFDIR | 0o755, mtimeMs: this.mtimeMs } }
@@ -111,14 +128,5 @@ class TileDir implements DirNode {
 
 export function buildTree (backend: Backend, now: () => number = Date.now): DirNode {
   const t = backend.startedAt
-  return new StaticDir(new Map<string, FsNode>([
-    ['status', new TextFile(() => backend.summary(), t, now)],
-    ['metrics', new TextFile(() => backend.metrics(), t, now)],
-    ['events', new EventsFile(backend.events, t, now)],
-    ['svc', new ServerServiceDir(backend, t)],
-    ['pkt', new PacketDir(backend.packets, t)],
-    ['files', new PassRoot(backend.filesDir, backend.filesHooks, false).top()],
-    ['peers', new PeersDir(backend, t)],
-    ['tile', new TileDir(backend, t)]
-  ]), t)
+  return new StaticDir(new Map(ROOT_DIRTAB.map(e => [e.name, e.make(backend, t, now)])), t)
 }

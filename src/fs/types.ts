@@ -19,6 +19,8 @@ export interface Attr {
 export interface FsNode {
   attr(): MaybePromise<Attr>
   chmod?(mode: number): Promise<void>
+  /** chown(2); a node may accept it without keeping the owner. */
+  chown?(uid: number, gid: number): Promise<void>
   utimens?(atimeMs: number, mtimeMs: number): Promise<void>
 }
 
@@ -68,6 +70,12 @@ export interface Handle {
 }
 
 export interface FileNode extends FsNode {
+  /**
+   * A stream, not a file with content at offsets (requests, replies,
+   * commands, events): lseek and pread answer ESPIPE rather than being
+   * accepted and ignored.
+   */
+  readonly stream?: boolean
   open(ctx: OpenContext): Handle | Promise<Handle>
   /** O_TRUNC and truncate(2); files that take writes accept size 0. */
   truncate?(size: number): void | Promise<void>

@@ -12,10 +12,28 @@ export const RESERVED_PREFIX = '.peerfs-'
 
 export class NameError extends PeerfsError {}
 
-/** One path component: not empty, not . or .., no / or NUL, at most NAME_MAX bytes. */
+/**
+ * File names are bytes, but fuse-native hands paths to us as strings
+ * decoded from UTF-8, and every invalid sequence becomes U+FFFD: `bad\xff`
+ * and `bad\xfe` arrive as one string. Carrying bytes through would change
+ * every path in the tree and on the wire, so a name holding U+FFFD is
+ * refused instead (EILSEQ), a genuine U+FFFD included: the two cannot be
+ * told apart, and refusing both is what keeps two names off one file.
+ */
+export const REPLACEMENT_CHAR = '\uFFFD'
+
+/** Why a name or path as fuse-native gave it cannot be used, or undefined. */
+export function encodingError (name: string): NameError | undefined {
+  if (!name.includes(REPLACEMENT_CHAR)) return undefined
+  return new NameError(E.EILSEQ, `name ${JSON.stringify(name.slice(0, 200))} is not valid UTF-8 (or holds U+FFFD)`)
+}
+
+/** One path component: not empty, not . or .., no / or NUL, valid UTF-8, at most NAME_MAX bytes. */
 export function componentError (name: string): NameError | undefined {
   if (name === '' || name === '.' || name === '..') return new NameError(E.EINVAL, `bad name ${JSON.stringify(name)}`)
   if (name.includes('/') || name.includes('\0')) return new NameError(E.EINVAL, `bad name ${JSON.stringify(name.slice(0, 200))}: contains / or NUL`)
+  const enc = encodingError(name)
+  if (enc !== undefined) return enc
   if (Buffer.byteLength(name) > NAME_MAX) return new NameError(E.ENAMETOOLONG, `name of ${Buffer.byteLength(name)} bytes over ${NAME_MAX}`)
   return undefined
 }

@@ -1,10 +1,14 @@
 // Built-in services every node answers: 01 echo (reply = request) and
-// 02 info (id, version, uptime, services offered). 01..08 are reserved.
+// 02 info (id, version, uptime, services offered). Which numbers are
+// built-ins is src/lib/svc.ts's rule (01..08).
 import { E, TxError } from '../lib/errors.js'
+import { BUILTIN_MAX, SVC_ECHO, SVC_INFO, svcName } from '../lib/svc.js'
 
-export const SVC_ECHO = 1
-export const SVC_INFO = 2
-export const MAX_BUILTIN = 8
+// Callers that still import these from here (node.ts, deferred.ts) get
+// lib/svc.ts's; new code imports lib/svc.ts.
+export { svcName }
+export const MAX_BUILTIN = BUILTIN_MAX
+
 export const VERSION = '0.1.0'
 
 export interface BuiltinContext {
@@ -13,10 +17,6 @@ export interface BuiltinContext {
   now: () => number
   /** Service numbers offered on this node, built-ins included. */
   offered: () => number[]
-}
-
-export function svcName (svc: number): string {
-  return String(svc).padStart(2, '0')
 }
 
 export function serveBuiltin (ctx: BuiltinContext, svc: number, payload: Buffer): Buffer {

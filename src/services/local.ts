@@ -1,21 +1,23 @@
 // Local services: requests from peers (live or deferred) meet the local
-// processes that serve them through svc/NN.
+// processes that serve them through svc/NN. This module keeps the queues
+// and the policy (who may call, limits, what a caller is told); how svc/NN
+// reads and writes is the tree's (src/fs/server.ts), which sees a service
+// only through a ServerSeat.
 //
-// Each service has a bounded FIFO queue; a server session takes the head
-// when it reads. A session holds at most one request, the one it read last:
-// its next write answers it. A session that reads the next request without
-// replying, or closes without replying, answers ECONNRESET. A request for a
+// Each service has a bounded FIFO queue (maxQueued; a full one answers
+// EBUSY); a seat takes the head when its server reads. A request for a
 // service with no server and no built-in is refused at once
-// (ECONNREFUSED); a full queue answers EBUSY; when the last server of a
-// service leaves, the requests still queued for it fail with ECONNRESET.
-import { E, FsError, PeerfsError, TxError } from '../lib/errors.js'
-import type { ServerSession, ServiceHost } from '../fs/backend.js'
+// (ECONNREFUSED). A request its server abandons (reads the next one, or
+// closes, without replying) answers ECONNRESET; when the last server of a
+// service leaves, the requests still queued for it answer ECONNRESET too.
+import { E, PeerfsError, TxError } from '../lib/errors.js'
 import { Waiters } from '../lib/wait.js'
-import { MAX_BUILTIN, svcName } from './builtin.js'
+import { isBuiltin, isUserService, SVC_ECHO, SVC_INFO, svcName } from '../lib/svc.js'
 
 export const MAX_REPLY_BYTES = 16 << 20
 
-export interface Incoming {
+/** A request from a peer for a local service, until it is answered. */
+export interface PeerRequest {
   peer: string
   svc: number
   payload: Buffer
@@ -34,24 +36,21 @@ export interface LocalServicesOptions {
   allowed: (peer: string, svc: number) => boolean
 }
 
-export class LocalServices implements ServiceHost {
-  private readonly queues = new Map<number, Incoming[]>()
-  private readonly sessions = new Map<number, Set<Session>>()
+export class LocalServices {
+  readonly maxReplyBytes = MAX_REPLY_BYTES
+  private readonly queues = new Map<number, PeerRequest[]>()
+  private readonly seats = new Map<number, Set<Seat>>()
   private readonly arrivals = new Map<number, Waiters>()
 
   constructor (private readonly opts: LocalServicesOptions) {}
 
-  userServices (): number[] {
-    return Array.from({ length: 63 - MAX_BUILTIN }, (_, i) => i + MAX_BUILTIN + 1)
-  }
-
   /** Services offered now: built-ins and those with a server. */
   offered (): number[] {
-    return [1, 2, ...[...this.sessions.keys()].sort((a, b) => a - b)]
+    return [SVC_ECHO, SVC_INFO, ...[...this.seats.keys()].sort((a, b) => a - b)]
   }
 
   hasServer (svc: number): boolean {
-    return svc <= MAX_BUILTIN || (this.sessions.get(svc)?.size ?? 0) > 0
+    return isBuiltin(svc) || (this.seats.get(svc)?.size ?? 0) > 0
   }
 
   /** Checks a request a peer may make, before it is queued or served. */
@@ -64,11 +63,11 @@ export class LocalServices implements ServiceHost {
   /** A live transaction from a peer. */
   async call (peer: string, svc: number, payload: Buffer): Promise<Buffer> {
     this.admit(peer, svc, payload)
-    if (svc <= MAX_BUILTIN) return this.opts.builtin(peer, svc, payload)
+    if (isBuiltin(svc)) return this.opts.builtin(peer, svc, payload)
     return await new Promise((resolve, reject) => this.enqueue({ peer, svc, payload, resolve, reject }))
   }
 
-  enqueue (req: Incoming): void {
+  enqueue (req: PeerRequest): void {
     const q = this.queues.get(req.svc) ?? []
     if (q.length >= this.opts.maxQueued) {
       req.reject(new TxError(E.EBUSY, `service ${svcName(req.svc)} on ${this.opts.id} has ${q.length} requests waiting`))
@@ -77,16 +76,18 @@ export class LocalServices implements ServiceHost {
     q.push(req)
     this.queues.set(req.svc, q)
     this.arrivals.get(req.svc)?.notify()
-    for (const s of this.sessions.get(req.svc) ?? []) s.wake()
+    for (const s of this.seats.get(req.svc) ?? []) s.wake()
   }
 
-  serve (svc: number, wake: () => void): ServerSession {
-    if (svc <= MAX_BUILTIN || svc > 63) throw new FsError(E.EACCES, `service ${svcName(svc)} is reserved for built-ins`)
-    const s = new Session(this, svc, this.opts.id, wake)
-    let set = this.sessions.get(svc)
+  /** One more server of user service svc (an open svc/NN). */
+  serve (svc: number, wake: () => void): Seat {
+    // The tree offers svc/NN for user services only; anything else is a bug.
+    if (!isUserService(svc)) throw new RangeError(`service ${svc} is not a user service (09..63)`)
+    const s = new Seat(this, svc, this.opts.id, wake)
+    let set = this.seats.get(svc)
     if (set === undefined) {
       set = new Set()
-      this.sessions.set(svc, set)
+      this.seats.set(svc, set)
       this.arrivals.set(svc, new Waiters())
     }
     set.add(s)
@@ -97,7 +98,7 @@ export class LocalServices implements ServiceHost {
     return this.queues.get(svc)?.length ?? 0
   }
 
-  take (svc: number): Incoming | undefined {
+  take (svc: number): PeerRequest | undefined {
     return this.queues.get(svc)?.shift()
   }
 
@@ -105,12 +106,10 @@ export class LocalServices implements ServiceHost {
     await (this.arrivals.get(svc) as Waiters).wait(signal)
   }
 
-  leave (s: Session): void {
-    const set = this.sessions.get(s.svc)
-    if (set === undefined) return
-    set.delete(s)
-    if (set.size > 0) return
-    this.sessions.delete(s.svc)
+  leave (s: Seat): void {
+    const set = this.seats.get(s.svc)
+    if (set === undefined || !set.delete(s) || set.size > 0) return
+    this.seats.delete(s.svc)
     this.arrivals.delete(s.svc)
     const q = this.queues.get(s.svc) ?? []
     this.queues.delete(s.svc)
@@ -118,81 +117,59 @@ export class LocalServices implements ServiceHost {
   }
 }
 
-class Session implements ServerSession {
-  private current: Incoming | undefined
-  private answered = true
-  private out: Buffer | undefined
-  private outOff = 0
-  private reply: Buffer[] = []
-  private replySize = 0
-  private closed = false
-
+/** One server's place at a service's queue (fs/backend.ts ServerSeat). */
+class Seat {
   constructor (private readonly host: LocalServices, readonly svc: number, private readonly id: string, readonly wake: () => void) {}
 
-  async read (len: number, nonblock: boolean, signal?: AbortSignal): Promise<Buffer> {
-    if (this.out === undefined || this.outOff >= this.out.length) {
-      this.flush()
-      this.abandon('the server read another request without replying')
-      let req = this.host.take(this.svc)
-      while (req === undefined) {
-        if (nonblock) throw new FsError(E.EAGAIN, 'no request waiting')
-        await this.host.arrival(this.svc, signal)
-        req = this.host.take(this.svc)
-      }
-      try {
-        await req.onTaken?.()
-      } catch (err) {
-        req.reject(err instanceof PeerfsError ? err : new TxError(E.EIO, String(err)))
-        throw err
-      }
-      this.current = req
-      this.answered = false
-      this.out = Buffer.concat([Buffer.from(`${req.peer} ${req.payload.length}\n`), req.payload])
-      this.outOff = 0
-      this.wake()
-    }
-    const chunk = this.out.subarray(this.outOff, this.outOff + len)
-    this.outOff += chunk.length
-    return chunk
+  take (): Taken | undefined {
+    const req = this.host.take(this.svc)
+    return req === undefined ? undefined : new Taken(req, `the server of service ${svcName(this.svc)} on ${this.id}`)
   }
 
-  write (data: Buffer, final: boolean): number {
-    if (this.current === undefined || this.answered) throw new FsError(E.EINVAL, 'no request to reply to: read one first')
-    if (this.replySize + data.length > MAX_REPLY_BYTES) throw new FsError(E.EMSGSIZE, `reply over ${MAX_REPLY_BYTES} bytes`)
-    this.reply.push(data)
-    this.replySize += data.length
-    if (final) this.flush()
-    return data.length
+  waiting (): boolean {
+    return this.host.queued(this.svc) > 0
   }
 
-  flush (): void {
-    if (this.replySize === 0 || this.current === undefined || this.answered) return
-    const reply = Buffer.concat(this.reply, this.replySize)
-    this.reply = []
-    this.replySize = 0
-    this.answered = true
-    this.current.resolve(reply)
-    this.wake()
+  async arrival (signal?: AbortSignal): Promise<void> {
+    await this.host.arrival(this.svc, signal)
   }
 
-  readable (): boolean {
-    return (this.out !== undefined && this.outOff < this.out.length) || this.host.queued(this.svc) > 0
-  }
-
-  writable (): boolean {
-    return this.current !== undefined && !this.answered
-  }
-
-  close (): void {
-    if (this.closed) return
-    this.closed = true
-    this.flush()
-    this.abandon(`the server of service ${svcName(this.svc)} on ${this.id} closed without replying`)
+  leave (): void {
     this.host.leave(this)
   }
+}
 
-  private abandon (why: string): void {
-    if (this.current !== undefined && !this.answered) this.current.reject(new TxError(E.ECONNRESET, why))
-    this.answered = true
+/** A request a server took (fs/backend.ts TakenRequest); settled once. */
+class Taken {
+  private settled = false
+
+  constructor (private readonly req: PeerRequest, private readonly server: string) {}
+
+  get peer (): string { return this.req.peer }
+  get payload (): Buffer { return this.req.payload }
+
+  async accept (): Promise<void> {
+    try {
+      await this.req.onTaken?.()
+    } catch (err) {
+      this.fail(err instanceof PeerfsError ? err : new TxError(E.EIO, String(err)))
+      throw err
+    }
+  }
+
+  reply (data: Buffer): void {
+    if (this.settled) return
+    this.settled = true
+    this.req.resolve(data)
+  }
+
+  abandon (why: string): void {
+    this.fail(new TxError(E.ECONNRESET, `${this.server} ${why}`))
+  }
+
+  private fail (err: PeerfsError): void {
+    if (this.settled) return
+    this.settled = true
+    this.req.reject(err)
   }
 }
