@@ -31,7 +31,7 @@ export class ServerFile implements FileNode {
 
   truncate (): void {}
 
-  open (ctx: OpenContext): Handle {
+  open (ctx: OpenContext): ServerHandle {
     return new ServerHandle(this.host.serve(this.svc, ctx.wake), this.host.maxReplyBytes, ctx.wake)
   }
 }

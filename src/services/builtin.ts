@@ -4,7 +4,7 @@
 import { E, TxError } from '../lib/errors.js'
 import { BUILTIN_MAX, SVC_ECHO, SVC_INFO, svcName } from '../lib/svc.js'
 
-// Callers that still import these from here (node.ts, deferred.ts) get
+// Callers that still import these from here (deferred.ts) get
 // lib/svc.ts's; new code imports lib/svc.ts.
 export { svcName }
 export const MAX_BUILTIN = BUILTIN_MAX

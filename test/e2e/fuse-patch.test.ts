@@ -13,27 +13,60 @@ afterEach(async () => {
   await sh(`fusermount -uz ${mnt}`)
 })
 
-async function mountPollFs (): Promise<{ proc: ChildProcess, lines: string[] }> {
+interface PollFs {
+  proc: ChildProcess
+  /** Resolves with the next line starting with prefix (bounded in time). */
+  next: (prefix: string) => Promise<string>
+}
+
+async function mountPollFs (onLine: (line: string) => void = () => {}): Promise<PollFs> {
   mnt = path.join(await tempDir(), 'mnt')
   const proc = spawn(process.execPath, [path.join(ROOT, 'test/fixtures/pollfs.cjs'), mnt], { stdio: ['ignore', 'pipe', 'inherit'] })
   fs = proc
-  const lines: string[] = []
-  await new Promise<void>((resolve, reject) => {
-    proc.stdout?.on('data', (d: Buffer) => {
-      lines.push(...d.toString().trim().split('\n'))
-      if (lines.includes('mounted')) resolve()
-    })
-    proc.once('exit', (code) => reject(new Error(`pollfs exited ${code}`)))
+  const waiting = new Set<(line: string) => boolean>()
+  let buf = ''
+  proc.stdout?.on('data', (d: Buffer) => {
+    buf += d.toString()
+    let i
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i)
+      buf = buf.slice(i + 1)
+      onLine(line)
+      for (const w of [...waiting]) if (w(line)) waiting.delete(w)
+    }
   })
-  return { proc, lines }
+  const next = async (prefix: string): Promise<string> => await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`pollfs printed no "${prefix}" line`)), 10_000)
+    waiting.add((line) => {
+      if (!line.startsWith(prefix)) return false
+      clearTimeout(timer)
+      resolve(line)
+      return true
+    })
+  })
+  const mounted = next('mounted')
+  await Promise.race([mounted, new Promise((_resolve, reject) => proc.once('exit', (code) => reject(new Error(`pollfs exited ${code}`))))])
+  return { proc, next }
 }
 
 describe('patched fuse-native', () => {
   it('poll: not ready, then woken by notifyPoll for select, poll and epoll', async () => {
-    const { proc } = await mountPollFs()
-    const waker = setInterval(() => proc.kill('SIGUSR2'), 300)
-    try {
-      const r = await py(`
+    // Wake only a poller that waits: once the Python side says it is about
+    // to block and pollfs says a pollhandle is armed (for epoll, at register).
+    let waiting = false
+    let armed = false
+    const maybeWake = (): void => {
+      if (!waiting || !armed) return
+      waiting = false
+      armed = false
+      fs?.kill('SIGUSR2')
+    }
+    await mountPollFs((line) => {
+      if (line !== 'armed') return
+      armed = true
+      maybeWake()
+    })
+    const p = spawn('python3', ['-c', `
 import os, select, sys
 fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)
 out = []
@@ -42,22 +75,29 @@ for kind in ('select', 'poll', 'epoll'):
         try: os.read(fd, 100)
         except BlockingIOError: break
     if kind == 'select':
-        first = select.select([fd], [], [], 0)[0]; then = select.select([fd], [], [], 5)[0]
+        first = select.select([fd], [], [], 0)[0]; wait = lambda: select.select([fd], [], [], 5)[0]
     elif kind == 'poll':
-        p = select.poll(); p.register(fd, select.POLLIN); first = p.poll(0); then = p.poll(5000)
+        p = select.poll(); p.register(fd, select.POLLIN); first = p.poll(0); wait = lambda: p.poll(5000)
     else:
-        e = select.epoll(); e.register(fd, select.EPOLLIN); first = e.poll(0); then = e.poll(5)
-    out.append('%s %s %s' % (kind, bool(first), bool(then)))
-print(';'.join(out))
-`, [path.join(mnt, 'ready')])
-      expect(r.stdout.trim()).toBe('select False True;poll False True;epoll False True')
-    } finally {
-      clearInterval(waker)
-    }
+        e = select.epoll(); e.register(fd, select.EPOLLIN); first = e.poll(0); wait = lambda: e.poll(5)
+    print('waiting', flush=True)
+    out.append('%s %s %s' % (kind, bool(first), bool(wait())))
+print(';'.join(out), flush=True)
+`, path.join(mnt, 'ready')], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    p.stdout?.on('data', (d: Buffer) => {
+      out += d.toString()
+      for (; out.startsWith('waiting\n'); out = out.slice('waiting\n'.length)) {
+        waiting = true
+        maybeWake()
+      }
+    })
+    await new Promise(resolve => p.on('exit', resolve))
+    expect(out.trim()).toBe('select False True;poll False True;epoll False True')
   })
 
   it('frees every pollhandle: none left after thousands of polls and a close', async () => {
-    const { proc, lines } = await mountPollFs()
+    const { proc, next } = await mountPollFs()
     const r = await py(`
 import os, select, sys
 fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)
@@ -67,9 +107,9 @@ os.close(fd)
 print('done')
 `, [path.join(mnt, 'ready')], 60_000)
     expect(r.stdout.trim()).toBe('done')
+    const live = next('live ')
     proc.kill('SIGUSR1')
-    await new Promise(resolve => setTimeout(resolve, 300))
-    expect(lines.at(-1)).toBe('live 0')
+    expect(await live).toBe('live 0')
   })
 
   it('interrupts a read blocked in the filesystem when its caller gets a signal', async () => {

@@ -20,6 +20,15 @@ async function pair (): Promise<[Daemon, Daemon]> {
   return [a, ds.get('beta') as Daemon]
 }
 
+/** The pollhandles the daemon holds, from a fresh SIGUSR1 status report. */
+async function pollHandlesHeld (d: Daemon): Promise<number> {
+  const reports = (): string[] => d.stderr.split('\n').slice(0, -1).filter(l => l.includes('status report'))
+  const seen = reports().length
+  process.kill(d.pid, 'SIGUSR1')
+  await eventually(() => reports().length > seen, 'a status report')
+  return (JSON.parse(reports().at(-1) as string) as { fuse: { pollHandles: number } }).fuse.pollHandles
+}
+
 /** Runs a Python program that prints lines; onLine answers them. */
 function pyLines (code: string, args: string[], onLine: (line: string) => void | Promise<void>): Promise<string[]> {
   const p = spawn('python3', ['-c', code, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
@@ -94,10 +103,11 @@ for kind in ('select', 'poll', 'epoll'):
 
   it('non-blocking reads give EAGAIN; a request file is readable once its reply is there', async () => {
     const [a, b] = await pair()
-    const slow = spawn('python3', ['-c', 'import os,sys,time\nfd=os.open(sys.argv[1],os.O_RDWR)\nprint("ready",flush=True)\nd=os.read(fd,100)\ntime.sleep(0.5)\nos.write(fd,b"late")', b.path('svc/22')], { stdio: ['ignore', 'pipe', 'inherit'] })
+    // A server that replies only when told to, after the caller has seen EAGAIN.
+    const slow = spawn('python3', ['-c', 'import os,sys\nfd=os.open(sys.argv[1],os.O_RDWR)\nprint("ready",flush=True)\nd=os.read(fd,100)\nsys.stdin.readline()\nos.write(fd,b"late")', b.path('svc/22')], { stdio: ['pipe', 'pipe', 'inherit'] })
     procs.add(slow)
     await new Promise(resolve => slow.stdout?.once('data', resolve))
-    const r = await py(`
+    const lines = await pyLines(`
 import errno, os, select, sys
 mnt_a, mnt_b = sys.argv[1], sys.argv[2]
 def eagain(fd):
@@ -107,14 +117,16 @@ def eagain(fd):
         return 'EAGAIN'
 srv = os.open(mnt_b + '/svc/23', os.O_RDWR | os.O_NONBLOCK)
 ev = os.open(mnt_a + '/events', os.O_RDONLY | os.O_NONBLOCK)
-print('server', eagain(srv), 'events', eagain(ev))
+print('server', eagain(srv), 'events', eagain(ev), flush=True)
 fd = os.open(mnt_a + '/peers/beta/svc/22', os.O_RDWR | os.O_NONBLOCK)
 w = select.select([], [fd], [], 0)[1]
 os.write(fd, b'are you there')
-print('writable', bool(w), 'before', eagain(fd), bool(select.select([fd], [], [], 0)[0]))
-print('after', bool(select.select([fd], [], [], 10)[0]), os.read(fd, 100).decode())
-`, [a.spec.mnt, b.spec.mnt])
-    expect(r.stdout.trim().split('\n')).toEqual([
+print('writable', bool(w), 'before', eagain(fd), bool(select.select([fd], [], [], 0)[0]), flush=True)
+print('after', bool(select.select([fd], [], [], 10)[0]), os.read(fd, 100).decode(), flush=True)
+`, [a.spec.mnt, b.spec.mnt], (line) => {
+      if (line.startsWith('writable')) slow.stdin?.write('reply now\n')
+    })
+    expect(lines).toEqual([
       'server EAGAIN events EAGAIN',
       'writable True before EAGAIN False',
       'after True late'
@@ -131,7 +143,8 @@ r = select.select([fd], [], [], 15)[0]
 print('woken', bool(r), os.read(fd, 4096).decode().split()[1:3] if r else '')
 `, [a.path('events')], async (line) => {
       if (line === 'waiting') {
-        await new Promise(resolve => setTimeout(resolve, 200))
+        // Kill beta only once the poller waits in select (its pollhandle is held).
+        await eventually(async () => await pollHandlesHeld(a) > 0, 'the poller waiting in select')
         await b.kill('SIGKILL')
       }
     })
