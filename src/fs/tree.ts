@@ -17,13 +17,10 @@ import { PacketDir } from './packet.js'
 import { RequestFile } from './request.js'
 import { ServerFile } from './server.js'
 import { TextFile, keyValueLines } from './text.js'
-import { S_IFDIR, S_IFLNK, type Attr, type DirNode, type FileNode, type FsNode, type SymlinkNode } from './types.js'
+import { S_IFDIR, S_IFLNK, type Attr, type DirNode, type FsNode, type SymlinkNode } from './types.js'
 
 export const PEER_COMMANDS = ['reconnect', 'reset', 'disconnect'] as const
 const ALL_SVC_NAMES = ALL_SERVICES.map(svcName)
-
-/** Marks a file whose class does not say so itself as a stream (ESPIPE on seeks). */
-const asStream = <T extends FileNode>(node: T): T => Object.assign(node, { stream: true })
 
 /** A directory of fixed entries. */
 export class StaticDir implements DirNode {
@@ -44,7 +41,7 @@ interface RootEntry { name: string, make: (b: Backend, t: number, now: () => num
 const ROOT_DIRTAB: readonly RootEntry[] = [
   { name: 'status', make: (b, t, now) => new TextFile(() => b.summary(), t, now) },
   { name: 'metrics', make: (b, t, now) => new TextFile(() => b.metrics(), t, now) },
-  { name: 'events', make: (b, t, now) => asStream(new EventsFile(b.events, t, now)) },
+  { name: 'events', make: (b, t, now) => new EventsFile(b.events, t, now) },
   { name: 'svc', make: (b, t) => new ServerServiceDir(b.services, t) },
   { name: 'pkt', make: (b, t) => new PacketDir(b.packets, t) },
   { name: 'files', make: (b) => new PassRoot(b.filesDir, b.filesHooks, false).top() },

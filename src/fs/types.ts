@@ -72,7 +72,7 @@ export interface Handle {
 export interface FileNode extends FsNode {
   /**
    * A stream, not a file with content at offsets (requests, replies,
-   * commands, events): lseek and pread answer ESPIPE rather than being
+   * commands): lseek and pread answer ESPIPE rather than being
    * accepted and ignored.
    */
   readonly stream?: boolean

@@ -116,6 +116,10 @@ export class FakeBackend implements Backend {
     return [`node: ${this.opts.self}`, '', ...this.views.map(p => `${p.id} ${p.state()}`)].join('\n') + '\n'
   }
 
+  metrics (): string {
+    return this.views.map(p => `peerfs_peer_up{peer="${p.id}"} ${p.state() === 'up' ? 1 : 0}`).join('\n') + '\n'
+  }
+
   peers (): PeerView[] { return this.views }
 
   peer (id: string): PeerView | undefined { return this.views.find(p => p.id === id) }
