@@ -86,11 +86,11 @@ const SVC_NAMES = Array.from({ length: 63 }, (_, i) => String(i + 1).padStart(2,
 
 export const cases: Case[] = [
   {
-    name: 'the root holds status, metrics, events, svc/, files/, peers/ and tile/',
+    name: 'the root holds status, metrics, events, svc/, pkt/, files/, peers/ and tile/',
     run: async ({ fs }) => {
-      expect(await fs.list('')).toEqual(expect.arrayContaining(['events', 'files', 'metrics', 'peers', 'status', 'svc', 'tile']))
-      const kinds = await Promise.all(['status', 'metrics', 'events', 'svc', 'files', 'peers', 'tile'].map(async n => (await fs.stat(n)).kind))
-      expect(kinds).toEqual(['file', 'file', 'file', 'dir', 'dir', 'dir', 'dir'])
+      expect(await fs.list('')).toEqual(['events', 'files', 'metrics', 'peers', 'pkt', 'status', 'svc', 'tile'])
+      const kinds = await Promise.all(['status', 'metrics', 'events', 'svc', 'pkt', 'files', 'peers', 'tile'].map(async n => (await fs.stat(n)).kind))
+      expect(kinds).toEqual(['file', 'file', 'file', 'dir', 'dir', 'dir', 'dir', 'dir'])
       expect(await cat(fs, 'status')).toMatch(/beta[\s\S]*gamma/)
     }
   },

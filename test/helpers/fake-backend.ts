@@ -7,7 +7,7 @@
 // the daemon does. Time is the injected fake clock.
 import { mkdir } from 'node:fs/promises'
 import path from 'node:path'
-import type { Backend, PeerView } from '../../src/fs/backend.js'
+import type { Backend, PacketHost, PeerView } from '../../src/fs/backend.js'
 import type { PassHooks } from '../../src/fs/passthrough.js'
 import { PEER_COMMANDS } from '../../src/fs/tree.js'
 import { E, FsError, TxError } from '../../src/lib/errors.js'
@@ -86,6 +86,12 @@ export class FakeBackend implements Backend {
   readonly services: LocalServices
   readonly filesDir: string
   readonly filesHooks: PassHooks = {}
+  /** pkt/ is listed; its channels are not part of these cases. */
+  readonly packets: PacketHost = {
+    maxPacketBytes: 64 << 10,
+    open: () => { throw new FsError(E.ENODEV, 'no packet channels in the fake backend') }
+  }
+
   private readonly views: FakePeer[]
 
   private constructor (readonly clock: FakeClock, readonly opts: FakeBackendOptions) {
