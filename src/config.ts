@@ -30,6 +30,20 @@ export interface TransferConfig {
   largeFileBytes: number
 }
 
+/** Bounds on links and on callers not yet authenticated (policy, so here, not in the transport). */
+export interface LinkLimits {
+  /** Bytes a peer must drain before we read from it again (high-water mark; low is half). */
+  queueBytes: number
+  handshakeTimeoutMs: number
+  /** Unauthenticated connections held at once, in all and per source address. */
+  maxUnauthenticated: number
+  maxUnauthenticatedPerAddress: number
+  /** Handshakes we start per second (each costs several X25519 operations); a burst of as many. */
+  handshakesPerS: number
+  /** Refused connections are logged as one summary per interval. */
+  refusalLogMs: number
+}
+
 export interface ServiceConfig {
   id: number
   /** Peers that may call it; undefined: every configured peer. */
@@ -50,6 +64,7 @@ export interface Config {
   retryBudget: number
   backoffMinMs: number
   backoffMaxMs: number
+  limits: LinkLimits
   maxRequestBytes: number
   maxQueuedRequests: number
   deferMaxAgeMs: number
@@ -178,6 +193,14 @@ export function configFromToml (file: string, toml: Table): Config {
     retryBudget: r.int('retry_budget', 10, 0, 1_000_000),
     backoffMinMs: r.int('backoff_min_ms', 200, 1, 3_600_000),
     backoffMaxMs: r.int('backoff_max_ms', 10_000, 1, 3_600_000),
+    limits: {
+      queueBytes: r.int('link_queue_bytes', 16 << 20, 256 << 10, 1 << 30),
+      handshakeTimeoutMs: r.int('handshake_timeout_ms', 5000, 100, 600_000),
+      maxUnauthenticated: r.int('max_unauthenticated', 64, 1, 100_000),
+      maxUnauthenticatedPerAddress: r.int('max_unauthenticated_per_address', 8, 1, 100_000),
+      handshakesPerS: r.int('handshakes_per_s', 50, 1, 100_000),
+      refusalLogMs: r.int('refusal_log_ms', 10_000, 100, 3_600_000)
+    },
     maxRequestBytes: r.int('max_request_bytes', 1 << 20, 1, 16 << 20),
     maxQueuedRequests: r.int('max_queued_requests', 256, 1, 100_000),
     deferMaxAgeMs: r.int('defer_max_age_ms', 7 * 24 * 3600_000, 1000, 10 * 365 * 24 * 3600_000),
@@ -206,6 +229,9 @@ export function configFromToml (file: string, toml: Table): Config {
   if (!LOG_LEVELS.includes(cfg.logLevel)) r.fail('log_level', `must be one of ${LOG_LEVELS.join(', ')}; got ${JSON.stringify(cfg.logLevel)}`)
   if (cfg.downAfterMs <= cfg.keepaliveMs) r.fail('down_after_ms', `must be larger than keepalive_ms (${cfg.keepaliveMs})`)
   if (cfg.backoffMaxMs < cfg.backoffMinMs) r.fail('backoff_max_ms', `must not be smaller than backoff_min_ms (${cfg.backoffMinMs})`)
+  if (cfg.limits.maxUnauthenticatedPerAddress > cfg.limits.maxUnauthenticated) r.fail('max_unauthenticated_per_address', `must not be larger than max_unauthenticated (${cfg.limits.maxUnauthenticated})`)
+  // Our own bulk window counts against the link's bound; over it we would stop reading our own acks.
+  if (cfg.limits.queueBytes < cfg.transfer.windowBytes) r.fail('link_queue_bytes', `must not be smaller than window_bytes (${cfg.transfer.windowBytes})`)
 
   const quota = r.int('inbox_quota_bytes', 0, 0, 2 ** 50)
   const ids = new Set([id])

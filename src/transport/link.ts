@@ -7,13 +7,25 @@
 // Writes go through three lanes (control, transactions, bulk), one fragment
 // at a time and only while the socket accepts more, so a transaction never
 // waits behind more than one bulk fragment.
+//
+// The initiator is 'up' only once the responder has accepted its key: the
+// responder's first record after the Noise handshake is a ping (accepted)
+// or a bye saying why it refuses, so a refused caller never sees 'up'.
+//
+// Bounds. Bytes queued for the peer, except our own transaction requests
+// (the Peer's request window bounds those), are the peer's to drain: over
+// maxQueuedBytes we stop reading its socket, so its requests cannot make
+// us queue more, and read again under half. A peer that takes none of our
+// bytes for downAfterMs is dropped whatever it sends us. close() releases
+// every queue and buffer the link holds.
 import { EventEmitter } from 'node:events'
 import type { Duplex } from 'node:stream'
 import type { Clock, Timer } from '../lib/clock.js'
 import { E, ProtocolError, PeerfsError } from '../lib/errors.js'
+import { encodePublicKey, parsePublicKey } from '../lib/keys.js'
 import { CipherState, HandshakeState, NoiseError, type KeyPair } from './noise.js'
 import {
-  MAGIC, PROLOGUE, PROTOCOL, LANES, MAX_FRAGMENT_DATA, Reassembler, RecordDecoder,
+  MAGIC, PROLOGUE, PROTOCOL, LANES, LANE_CONTROL, MAX_FRAGMENT_DATA, Reassembler, RecordDecoder,
   decodeFragment, encodeFragment, encodeRecord
 } from './records.js'
 import { decodeMessage, encodeMessage, laneOf, type ByeReason, type Message } from './messages/index.js'
@@ -21,8 +33,48 @@ import { decodeMessage, encodeMessage, laneOf, type ByeReason, type Message } fr
 export type LinkState = 'handshake' | 'up' | 'closed'
 export type Role = 'initiator' | 'responder'
 
-/** Why a link closed; errno is what a caller waiting on it is told. */
-export class LinkError extends PeerfsError {}
+/**
+ * Why a link closed; errno is what a caller waiting on it is told. bye is
+ * the reason the peer gave, when it said one.
+ */
+export class LinkError extends PeerfsError {
+  constructor (errno: number, message: string, readonly bye?: ByeReason) { super(errno, message) }
+}
+
+/** Thrown by authorize() to refuse a caller; the caller is told `reason`. */
+export class Refusal extends LinkError {
+  constructor (readonly reason: ByeReason, message: string) { super(E.EACCES, message, reason) }
+}
+
+/** True when the peer refused us (our key, or ctl disconnect there): retrying soon will not help. */
+export function isRefusal (err: unknown): boolean {
+  return err instanceof LinkError && (err.bye === 'refused-key' || err.bye === 'disconnected')
+}
+
+function byeError (reason: ByeReason): LinkError {
+  switch (reason) {
+    case 'superseded': return new LinkError(E.EALREADY, 'peer kept another link (superseded)', reason)
+    case 'refused-key': return new LinkError(E.EACCES, 'refused our key (the peer has no [[peer]] entry with our public key)', reason)
+    case 'disconnected': return new LinkError(E.ECONNABORTED, 'disconnected by peer (ctl disconnect there)', reason)
+    case 'shutdown': return new LinkError(E.ECONNRESET, 'peer closed the link (shutdown)', reason)
+  }
+}
+
+/** Default for maxQueuedBytes: a few of the largest requests. */
+export const DEFAULT_MAX_QUEUED_BYTES = 16 << 20
+
+/**
+ * A key as the config writes it (dh || sign, base64url) when the peer's
+ * announced key matches the one it proved; else the proven X25519 half.
+ */
+export function keyText (proven: Uint8Array, announced: string | undefined): string {
+  if (announced !== undefined) {
+    try {
+      if (parsePublicKey(announced).dh.equals(Buffer.from(proven))) return announced
+    } catch {}
+  }
+  return `${encodePublicKey(proven)} (X25519 half)`
+}
 
 export interface LinkOptions {
   role: Role
@@ -30,18 +82,28 @@ export interface LinkOptions {
   staticKey: KeyPair
   /** Initiator: the responder key we dialed. A different key is refused. */
   expectedKey?: Uint8Array
-  /** Responder: maps the caller's proven key to a peer id, or throws to refuse. */
-  authorize?: (remoteKey: Uint8Array, claimedId: string) => string
+  /** Our public key as configs write it, announced so the far side can log it in that form. */
+  publicKey?: string
+  /**
+   * Responder: maps the caller's proven key to a peer id, or throws to
+   * refuse (a Refusal tells the caller why). claimedKey is the caller's
+   * announced key in config form, for logs.
+   */
+  authorize?: (remoteKey: Uint8Array, claimedId: string, claimedKey: string) => string
+  /** Responder: asked before the first handshake message costs us any DH; an error refuses. */
+  admit?: () => Error | undefined
   clock: Clock
   keepaliveMs: number
   downAfterMs: number
   handshakeTimeoutMs: number
+  /** High-water mark of bytes the peer must drain before we read from it again. */
+  maxQueuedBytes?: number
 }
 
-interface Hello { v: number, id: string }
+interface Hello { v: number, id: string, key?: string }
 
-function encodeHello (id: string): Buffer {
-  return Buffer.from(JSON.stringify({ v: 1, id }))
+function encodeHello (id: string, key: string | undefined): Buffer {
+  return Buffer.from(JSON.stringify({ v: 1, id, key }))
 }
 
 function decodeHello (b: Buffer): Hello {
@@ -52,13 +114,15 @@ function decodeHello (b: Buffer): Hello {
     throw new ProtocolError('handshake payload is not JSON')
   }
   const o = h as Hello
-  if (typeof o !== 'object' || o === null || o.v !== 1 || typeof o.id !== 'string' || o.id.length > 64) {
-    throw new ProtocolError('handshake payload is not {v:1,id}')
+  if (typeof o !== 'object' || o === null || o.v !== 1 || typeof o.id !== 'string' || o.id.length > 64 ||
+      (o.key !== undefined && (typeof o.key !== 'string' || o.key.length > 128))) {
+    throw new ProtocolError('handshake payload is not {v:1,id,key?}')
   }
   return o
 }
 
-interface Outgoing { data: Buffer, off: number }
+/** owed: counts against maxQueuedBytes (everything but our own requests). */
+interface Outgoing { data: Buffer, off: number, owed: boolean }
 
 export declare interface Link {
   on(event: 'up', fn: () => void): this
@@ -75,29 +139,41 @@ export class Link extends EventEmitter {
   rxBytes = 0
   closeReason: Error | undefined
 
+  /** True while we do not read the peer's socket (it has not drained what it owes). */
+  paused = false
+
   private readonly hs: HandshakeState
-  private readonly decoder = new RecordDecoder()
-  private readonly reassembler = new Reassembler()
-  private readonly lanes: Outgoing[][] = Array.from({ length: LANES }, () => [])
+  // Replaced, not cleared, on close: the buffers they hold go with them.
+  private decoder = new RecordDecoder()
+  private reassembler = new Reassembler()
+  private lanes: Outgoing[][] = Array.from({ length: LANES }, () => [])
+  private queued = 0
+  private owed = 0
+  private readonly maxQueued: number
   private send_: CipherState | undefined
   private recv_: CipherState | undefined
   private magicSeen: boolean
+  private admitted = false
   private waitingDrain = false
+  /** Since when the socket has refused more of our bytes without draining. */
+  private stalledSince: number | undefined
   private timer: Timer | undefined
   private lastRx: number
   private pingSeq = 0
-  private pingSentAt = new Map<number, number>()
+  private readonly pingSentAt = new Map<number, number>()
 
   constructor (private readonly socket: Duplex, private readonly opts: LinkOptions) {
     super()
     this.hs = new HandshakeState({ protocolName: PROTOCOL, initiator: opts.role === 'initiator', prologue: PROLOGUE, s: opts.staticKey })
     this.magicSeen = opts.role === 'initiator'
+    this.maxQueued = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES
     this.lastRx = opts.clock.now()
     socket.on('data', (chunk: Buffer) => this.onData(chunk))
     socket.on('error', (err: Error) => this.close(new LinkError(E.ECONNRESET, `socket: ${err.message}`)))
-    socket.on('close', () => this.close(new LinkError(E.ECONNRESET, 'connection closed by peer')))
+    socket.on('close', () => this.close(new LinkError(E.ECONNRESET, this.state === 'handshake' ? 'connection closed by peer during the handshake' : 'connection closed by peer')))
     socket.on('drain', () => {
       this.waitingDrain = false
+      this.stalledSince = undefined
       this.pump()
     })
     this.timer = opts.clock.setTimeout(() => this.close(new LinkError(E.ETIMEDOUT, 'handshake timed out')), opts.handshakeTimeoutMs)
@@ -111,22 +187,31 @@ export class Link extends EventEmitter {
 
   get role (): Role { return this.opts.role }
 
-  get queuedBytes (): number {
-    let n = 0
-    for (const lane of this.lanes) for (const o of lane) n += o.data.length - o.off
-    return n
-  }
+  /** Bytes queued in the lanes, not yet handed to the socket. */
+  get queuedBytes (): number { return this.queued }
 
-  send (m: Message): void {
+  /** Of those, the bytes that count against maxQueuedBytes. */
+  get owedBytes (): number { return this.owed }
+
+  /**
+   * Queues a message. ours: a message this side originated and whose
+   * sender bounds itself (the Peer's request window); it does not count
+   * against the bound that pauses reading.
+   */
+  send (m: Message, opts: { ours?: boolean } = {}): void {
     if (this.state !== 'up') throw new LinkError(E.EHOSTUNREACH, `link is ${this.state}`)
-    this.lanes[laneOf(m)].push({ data: encodeMessage(m), off: 0 })
+    const data = encodeMessage(m)
+    const owed = opts.ours !== true
+    this.lanes[laneOf(m)].push({ data, off: 0, owed })
+    this.queued += data.length
+    if (owed) this.owed += data.length
     this.pump()
   }
 
   /** Tells the peer why, then closes; the bye goes out ahead of queued data. */
   goodbye (reason: ByeReason, err?: Error): void {
     if (this.state === 'up') {
-      for (const lane of this.lanes) lane.length = 0
+      this.dropQueued()
       this.send({ type: 'bye', reason })
       this.socket.end()
     }
@@ -149,8 +234,17 @@ export class Link extends EventEmitter {
     } else {
       this.socket.destroy()
     }
-    for (const lane of this.lanes) lane.length = 0
+    this.dropQueued()
+    this.decoder = new RecordDecoder()
+    this.reassembler = new Reassembler()
+    this.pingSentAt.clear()
     this.emit('closed', err)
+  }
+
+  private dropQueued (): void {
+    this.lanes = Array.from({ length: LANES }, () => [])
+    this.queued = 0
+    this.owed = 0
   }
 
   // A method, not an inline compare: handlers called in a loop may close us.
@@ -158,7 +252,27 @@ export class Link extends EventEmitter {
 
   private writeRaw (b: Buffer): boolean {
     this.txBytes += b.length
-    return this.socket.write(b)
+    const ok = this.socket.write(b)
+    if (!ok) this.stalledSince ??= this.opts.clock.now()
+    return ok
+  }
+
+  private seal (lane: number, last: boolean, data: Buffer): Buffer {
+    return encodeRecord((this.send_ as CipherState).encryptWithAd(Buffer.alloc(0), encodeFragment({ lane: lane as 0 | 1 | 2, last, data })))
+  }
+
+  /** Pauses reading over the high-water mark, resumes under half of it. */
+  private checkPressure (): void {
+    if (this.state === 'closed') return
+    if (!this.paused && this.owed > this.maxQueued) {
+      this.paused = true
+      this.socket.pause()
+    } else if (this.paused && this.owed <= this.maxQueued / 2) {
+      this.paused = false
+      // We heard nothing while not listening; silence counts from now.
+      this.lastRx = this.opts.clock.now()
+      this.socket.resume()
+    }
   }
 
   private onData (chunk: Buffer): void {
@@ -174,7 +288,8 @@ export class Link extends EventEmitter {
         this.magicSeen = true
       }
       for (let rec = this.decoder.next(); rec !== undefined && !this.isClosed(); rec = this.decoder.next()) {
-        if (this.state === 'handshake') this.onHandshake(rec)
+        // Noise done, keys split: the initiator waits for the responder's verdict as a transport record.
+        if (this.state === 'handshake' && this.recv_ === undefined) this.onHandshake(rec)
         else this.onRecord(rec)
       }
     } catch (err) {
@@ -183,36 +298,56 @@ export class Link extends EventEmitter {
   }
 
   private onHandshake (rec: Buffer): void {
+    if (!this.admitted && this.opts.role === 'responder') {
+      const refusal = this.opts.admit?.()
+      if (refusal !== undefined) throw refusal
+      this.admitted = true
+    }
     const payload = this.hs.readMessage(rec)
     if (this.opts.role === 'initiator') {
       const rs = this.hs.remoteStatic as Uint8Array
+      const hello = decodeHello(payload)
       if (this.opts.expectedKey !== undefined && !Buffer.from(rs).equals(Buffer.from(this.opts.expectedKey))) {
-        throw new LinkError(E.EACCES, 'the node at that address has a different key than configured')
+        throw new LinkError(E.EACCES, `the node at that address has a different key than configured: ${keyText(rs, hello.key)}`)
       }
-      this.peerId = decodeHello(payload).id
+      this.peerId = hello.id
       this.remoteKey = rs
-      this.writeRaw(encodeRecord(this.hs.writeMessage(encodeHello(this.opts.localId))))
-      this.finishHandshake()
+      this.writeRaw(encodeRecord(this.hs.writeMessage(encodeHello(this.opts.localId, this.opts.publicKey))))
+      this.splitKeys()
     } else if (!this.hs.done) {
-      this.writeRaw(encodeRecord(this.hs.writeMessage(encodeHello(this.opts.localId))))
+      this.writeRaw(encodeRecord(this.hs.writeMessage(encodeHello(this.opts.localId, this.opts.publicKey))))
     } else {
       const rs = this.hs.remoteStatic as Uint8Array
       const hello = decodeHello(payload)
-      if (this.opts.authorize === undefined) throw new LinkError(E.EACCES, 'no authorizer')
-      this.peerId = this.opts.authorize(rs, hello.id)
       this.remoteKey = rs
-      this.finishHandshake()
+      this.splitKeys()
+      if (this.opts.authorize === undefined) throw new LinkError(E.EACCES, 'no authorizer')
+      try {
+        this.peerId = this.opts.authorize(rs, hello.id, keyText(rs, hello.key))
+      } catch (err) {
+        if (err instanceof Refusal) {
+          this.writeRaw(this.seal(LANE_CONTROL, true, encodeMessage({ type: 'bye', reason: err.reason })))
+          this.socket.end()
+        }
+        throw err
+      }
+      this.finishHandshake(true)
     }
   }
 
-  private finishHandshake (): void {
+  private splitKeys (): void {
     const keys = this.hs.split()
     this.send_ = keys.send
     this.recv_ = keys.recv
+  }
+
+  /** confirm: the responder's first ping, the initiator's sign that we took its key. */
+  private finishHandshake (confirm: boolean): void {
     this.state = 'up'
     this.opts.clock.clearTimeout(this.timer)
     this.lastRx = this.opts.clock.now()
     this.scheduleKeepalive()
+    if (confirm) this.ping()
     this.emit('up')
   }
 
@@ -221,10 +356,17 @@ export class Link extends EventEmitter {
     const msgBytes = this.reassembler.push(decodeFragment(plain))
     if (msgBytes === undefined) return
     const m = decodeMessage(msgBytes)
+    if (m.type === 'bye') {
+      this.close(byeError(m.reason))
+      return
+    }
+    if (this.state === 'handshake') {
+      // The responder's first record: it accepted our key.
+      this.finishHandshake(false)
+      if (this.isClosed()) return
+    }
     if (m.type === 'ping') {
       this.send({ type: 'pong', id: m.id })
-    } else if (m.type === 'bye') {
-      this.close(new LinkError(m.reason === 'superseded' ? E.EALREADY : E.ECONNRESET, `peer closed the link (${m.reason})`))
     } else if (m.type === 'pong') {
       const sent = this.pingSentAt.get(m.id)
       if (sent !== undefined) {
@@ -236,19 +378,30 @@ export class Link extends EventEmitter {
     }
   }
 
+  private ping (): void {
+    const id = this.pingSeq = (this.pingSeq + 1) >>> 0
+    // Unanswered pings are forgotten once the link would be down anyway.
+    if (this.pingSentAt.size > 64) this.pingSentAt.clear()
+    this.pingSentAt.set(id, this.opts.clock.now())
+    this.send({ type: 'ping', id })
+  }
+
   private scheduleKeepalive (): void {
     this.timer = this.opts.clock.setTimeout(() => {
       if (this.state !== 'up') return
-      const silent = this.opts.clock.now() - this.lastRx
-      if (silent >= this.opts.downAfterMs) {
+      const now = this.opts.clock.now()
+      if (this.stalledSince !== undefined && now - this.stalledSince >= this.opts.downAfterMs) {
+        const waiting = this.queued + this.socket.writableLength
+        this.close(new LinkError(E.EHOSTUNREACH, `peer is not reading: ${waiting} bytes waiting, none taken for ${now - this.stalledSince} ms`))
+        return
+      }
+      // While we do not read, silence says nothing; the stall check above still runs.
+      const silent = now - this.lastRx
+      if (!this.paused && silent >= this.opts.downAfterMs) {
         this.close(new LinkError(E.EHOSTUNREACH, `peer silent for ${silent} ms`))
         return
       }
-      const id = this.pingSeq = (this.pingSeq + 1) >>> 0
-      // Unanswered pings are forgotten once the link would be down anyway.
-      if (this.pingSentAt.size > 64) this.pingSentAt.clear()
-      this.pingSentAt.set(id, this.opts.clock.now())
-      this.send({ type: 'ping', id })
+      this.ping()
       this.scheduleKeepalive()
     }, this.opts.keepaliveMs)
   }
@@ -256,15 +409,17 @@ export class Link extends EventEmitter {
   private pump (): void {
     while (!this.waitingDrain && this.state === 'up') {
       const lane = this.lanes.findIndex(l => l.length > 0)
-      if (lane < 0) return
+      if (lane < 0) break
       const out = this.lanes[lane][0]
       const n = Math.min(MAX_FRAGMENT_DATA, out.data.length - out.off)
       const data = out.data.subarray(out.off, out.off + n)
       out.off += n
+      this.queued -= n
+      if (out.owed) this.owed -= n
       const last = out.off === out.data.length
       if (last) this.lanes[lane].shift()
-      const sealed = (this.send_ as CipherState).encryptWithAd(Buffer.alloc(0), encodeFragment({ lane: lane as 0 | 1 | 2, last, data }))
-      if (!this.writeRaw(encodeRecord(sealed))) this.waitingDrain = true
+      if (!this.writeRaw(this.seal(lane, last, data))) this.waitingDrain = true
     }
+    this.checkPressure()
   }
 }

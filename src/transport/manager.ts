@@ -1,15 +1,18 @@
 // The peer manager: the listener, the dialer, and the table of peers keyed
 // by id and by static key. A caller is only ever attached to the peer whose
-// configured key it proved in the handshake; an unknown key is refused and
-// logged without touching any existing link.
+// configured key it proved in the handshake; an unknown key (or a peer held
+// down by ctl disconnect) is refused with a bye saying why, and logged in
+// Admission's summaries, without touching any existing link. Callers not
+// yet authenticated pass Admission's caps before any work is done for them.
 import { EventEmitter } from 'node:events'
 import net from 'node:net'
 import type { Clock } from '../lib/clock.js'
 import type { Config, PeerConfig } from '../config.js'
-import { E } from '../lib/errors.js'
+import { E, PeerfsError } from '../lib/errors.js'
 import { encodePublicKey, type Identity } from '../lib/keys.js'
 import type { Logger } from '../lib/log.js'
-import { Link, LinkError } from './link.js'
+import { Admission, type RefusalReason } from './admission.js'
+import { Link, LinkError, Refusal, type LinkOptions } from './link.js'
 import { keyPairFromSecret, type KeyPair } from './noise.js'
 import { Peer, type PeerEnv, type PeerState } from './peer.js'
 
@@ -26,20 +29,25 @@ export declare interface PeerManager {
   on(event: 'state', fn: (peer: Peer, state: PeerState, detail: string) => void): this
 }
 
-const HANDSHAKE_TIMEOUT_MS = 5000
-
 export class PeerManager extends EventEmitter {
   readonly peers = new Map<string, Peer>()
   private config: Config
   private readonly staticKey: KeyPair
+  private readonly publicKey: string
   private server: net.Server | undefined
   private readonly inbound = new Set<Link>()
+  private readonly admission: Admission
 
   constructor (private readonly opts: ManagerOptions) {
     super()
     this.config = opts.config
     this.staticKey = keyPairFromSecret(opts.identity.dhSecret)
+    this.publicKey = encodePublicKey(opts.identity.publicKey)
+    this.admission = new Admission(opts.config.limits, opts.clock, opts.log)
   }
+
+  /** Callers connected now that have not authenticated. */
+  get unauthenticated (): number { return this.admission.unauthenticated }
 
   async start (): Promise<void> {
     for (const pc of this.config.peers) this.addPeer(pc)
@@ -63,6 +71,7 @@ export class PeerManager extends EventEmitter {
   async stop (): Promise<void> {
     for (const p of this.peers.values()) p.stop()
     for (const l of this.inbound) l.close()
+    this.admission.stop()
     if (this.server !== undefined) {
       const server = this.server
       this.server = undefined
@@ -84,6 +93,7 @@ export class PeerManager extends EventEmitter {
       this.opts.log.info({ peer: id }, pc === undefined ? 'peer removed' : 'peer changed; restarting it')
     }
     this.config = config
+    this.admission.limits = config.limits
     for (const pc of config.peers) {
       if (!this.peers.has(pc.id)) this.addPeer(pc).start()
     }
@@ -103,7 +113,11 @@ export class PeerManager extends EventEmitter {
         retryBudget: this.config.retryBudget,
         backoffMinMs: this.config.backoffMinMs,
         backoffMaxMs: this.config.backoffMaxMs,
-        handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS
+        handshakeTimeoutMs: this.config.limits.handshakeTimeoutMs,
+        stableMs: this.config.downAfterMs,
+        // Half the peer's bound on what it queues for us (if it is set like
+        // ours), so our requests alone never make it stop reading us.
+        requestWindowBytes: this.config.limits.queueBytes / 2
       },
       dial: (p) => this.dial(p)
     })
@@ -112,14 +126,16 @@ export class PeerManager extends EventEmitter {
     return peer
   }
 
-  private linkOptions (): Omit<ConstructorParameters<typeof Link>[1], 'role'> {
+  private linkOptions (): Omit<LinkOptions, 'role'> {
     return {
       localId: this.config.id,
       staticKey: this.staticKey,
+      publicKey: this.publicKey,
       clock: this.opts.clock,
       keepaliveMs: this.config.keepaliveMs,
       downAfterMs: this.config.downAfterMs,
-      handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS
+      handshakeTimeoutMs: this.config.limits.handshakeTimeoutMs,
+      maxQueuedBytes: this.config.limits.queueBytes
     }
   }
 
@@ -141,21 +157,34 @@ export class PeerManager extends EventEmitter {
   }
 
   private onConnection (socket: net.Socket): void {
+    const address = socket.remoteAddress ?? '?'
+    const from = `${address}:${socket.remotePort}`
+    const full = this.admission.enter(address)
+    if (full !== undefined) {
+      socket.destroy()
+      this.admission.refused(full, { from })
+      return
+    }
     socket.setNoDelay(true)
-    const from = `${socket.remoteAddress}:${socket.remotePort}`
     const link = new Link(socket, {
       ...this.linkOptions(),
       role: 'responder',
-      authorize: (remoteKey, claimedId) => {
+      admit: () => this.admission.takeHandshake() ? undefined : new LinkError(E.EBUSY, 'too many handshakes at once; try later'),
+      authorize: (remoteKey, claimedId, claimedKey) => {
         for (const p of this.peers.values()) {
-          if (Buffer.from(remoteKey).equals(p.cfg.key.dh)) return p.id
+          if (Buffer.from(remoteKey).equals(p.cfg.key.dh)) {
+            const no = p.refusal()
+            if (no !== undefined) throw no
+            return p.id
+          }
         }
-        throw new LinkError(E.EACCES, `unknown key ${encodePublicKey(remoteKey)} (claims to be ${JSON.stringify(claimedId)})`)
+        throw new Refusal('refused-key', `unknown key ${claimedKey} (claims to be ${JSON.stringify(claimedId)})`)
       }
     })
     this.inbound.add(link)
     link.on('up', () => {
       this.inbound.delete(link)
+      this.admission.leave(address)
       const peer = this.peers.get(link.peerId)
       if (peer === undefined) {
         link.goodbye('shutdown')
@@ -166,8 +195,21 @@ export class PeerManager extends EventEmitter {
     })
     link.on('closed', (err) => {
       if (!this.inbound.delete(link)) return
-      this.opts.log.warn({ from, reason: err?.message }, 'refused incoming connection')
+      this.admission.leave(address)
+      this.admission.refused(reasonOf(err), { from, err: err?.message })
     })
+  }
+}
+
+function reasonOf (err: Error | undefined): RefusalReason {
+  if (err instanceof Refusal) return err.reason === 'refused-key' ? 'unknown_key' : err.reason === 'disconnected' ? 'disconnected' : 'shutdown'
+  if (!(err instanceof PeerfsError)) return 'other'
+  switch (err.errno) {
+    case E.EBUSY: return 'handshake_rate'
+    case E.ETIMEDOUT: return 'handshake_timeout'
+    case E.EPROTO: return 'protocol'
+    case E.ECONNRESET: return 'closed'
+    default: return 'other'
   }
 }
 

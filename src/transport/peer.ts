@@ -8,12 +8,19 @@
 // initiator has the smaller static key wins everywhere; the side that closes
 // the loser says 'bye superseded' first so the other waits for the winner
 // instead of reporting the peer down.
+//
+// Links never flap: a dial the peer refuses (our key, ctl disconnect there)
+// or a link that dies before it has been up for stableMs is a failed
+// attempt: it spends the retry budget and backs off (a refusal straight to
+// backoffMaxMs). Only a link that stayed up refills the budget.
+// Our requests in flight to the peer are bounded by requestWindowBytes
+// (further ones wait), which bounds what the peer must queue for us.
 import { EventEmitter } from 'node:events'
 import type { Clock, Timer } from '../lib/clock.js'
 import type { PeerConfig } from '../config.js'
 import { E, PeerfsError, TxError, errnoToWire, wireToErrno } from '../lib/errors.js'
 import type { Logger } from '../lib/log.js'
-import type { Link } from './link.js'
+import { isRefusal, Refusal, type Link } from './link.js'
 import type { Message } from './messages/index.js'
 
 export type PeerState = 'connecting' | 'up' | 'down' | 'dead'
@@ -23,6 +30,10 @@ export interface PeerSettings {
   backoffMinMs: number
   backoffMaxMs: number
   handshakeTimeoutMs: number
+  /** How long a link must stay up before its failed attempts are forgotten. */
+  stableMs: number
+  /** Bytes of our requests in flight (sent, not answered) before new ones wait. */
+  requestWindowBytes: number
 }
 
 export interface PeerEnv {
@@ -42,6 +53,7 @@ interface Pending {
   reject: (e: Error) => void
   timer: Timer
   link: Link
+  bytes: number
 }
 
 export declare interface Peer {
@@ -57,6 +69,7 @@ export class Peer extends EventEmitter {
   private dialing: Link | undefined
   private dialTimer: Timer | undefined
   private graceTimer: Timer | undefined
+  private stableTimer: Timer | undefined
   private attempt = 0
   /** Set by ctl disconnect: stay down until reconnect or reset. */
   private held = false
@@ -64,6 +77,9 @@ export class Peer extends EventEmitter {
   private nextTx = 1
   private readonly pending = new Map<number, Pending>()
   private readonly upWaiters = new Set<() => void>()
+  /** Bytes of requests in pending; waiters are woken as it shrinks or the link changes. */
+  private inflightBytes = 0
+  private readonly windowWaiters = new Set<() => void>()
   private txBase = 0
   private rxBase = 0
 
@@ -87,8 +103,16 @@ export class Peer extends EventEmitter {
     this.stopped = true
     this.env.clock.clearTimeout(this.dialTimer)
     this.env.clock.clearTimeout(this.graceTimer)
+    this.env.clock.clearTimeout(this.stableTimer)
     this.dialing?.close()
     this.link?.goodbye('shutdown')
+  }
+
+  /** Why an authenticated call from this peer is refused now, if it is. */
+  refusal (): Refusal | undefined {
+    if (this.stopped) return new Refusal('shutdown', `${this.id} is being removed`)
+    if (this.held) return new Refusal('disconnected', `${this.id} is disconnected by ctl`)
+    return undefined
   }
 
   /** ctl: reconnect (drop the link, dial now), reset (also refill the retry budget), disconnect. */
@@ -97,7 +121,7 @@ export class Peer extends EventEmitter {
       this.held = true
       this.env.clock.clearTimeout(this.dialTimer)
       this.dialing?.close()
-      this.link?.goodbye('shutdown', new TxError(E.ECONNABORTED, 'disconnected by ctl'))
+      this.link?.goodbye('disconnected', new TxError(E.ECONNABORTED, 'disconnected by ctl'))
       if (this.state === 'up' || this.state === 'connecting') this.setState('down', 'disconnected by ctl')
       return
     }
@@ -119,9 +143,10 @@ export class Peer extends EventEmitter {
 
   /** Called by the manager with a link that finished its handshake. */
   attach (link: Link): void {
-    // Disconnected by ctl: administratively down, its calls refused too.
+    // Disconnected by ctl: administratively down, its calls refused too
+    // (the manager refuses them in the handshake; this is the dial side).
     if (this.stopped || this.held) {
-      link.goodbye('shutdown')
+      link.goodbye(this.held ? 'disconnected' : 'shutdown')
       return
     }
     const current = this.link
@@ -138,14 +163,18 @@ export class Peer extends EventEmitter {
     this.link = link
     this.env.clock.clearTimeout(this.graceTimer)
     this.env.clock.clearTimeout(this.dialTimer)
-    this.attempt = 0
-    this.retriesLeft = this.env.settings.retryBudget
-    this.held = false
+    this.env.clock.clearTimeout(this.stableTimer)
+    this.stableTimer = this.env.clock.setTimeout(() => {
+      this.stableTimer = undefined
+      this.attempt = 0
+      this.retriesLeft = this.env.settings.retryBudget
+    }, this.env.settings.stableMs)
     link.on('message', (m) => this.onMessage(link, m))
     link.on('closed', (err) => this.onLinkClosed(link, err))
     if (this.state !== 'up') this.setState('up', `link ${link.role === 'initiator' ? 'to' : 'from'} ${this.cfg.address === undefined ? 'peer' : `${this.cfg.address.host}:${this.cfg.address.port}`}`)
     for (const w of this.upWaiters) w()
     this.upWaiters.clear()
+    this.wakeWindow()
   }
 
   /** Sends a message on the live link; throws EHOSTUNREACH if there is none. */
@@ -157,17 +186,59 @@ export class Peer extends EventEmitter {
   /** Sends one transaction and waits for its reply. */
   async request (svc: number, payload: Buffer, timeoutMs: number): Promise<Buffer> {
     const deadline = this.env.clock.now() + timeoutMs
-    const link = await this.linkBy(deadline)
+    let link = await this.linkBy(deadline)
+    // One request always goes, however large; more wait for the window.
+    while (this.inflightBytes > 0 && this.inflightBytes + payload.length > this.env.settings.requestWindowBytes) {
+      await this.waitFor(this.windowWaiters, deadline, () => new TxError(E.ETIMEDOUT, `no room to send to ${this.id} within ${timeoutMs} ms`))
+      link = await this.linkBy(deadline)
+    }
     const left = deadline - this.env.clock.now()
     const tx = this.nextTx
     this.nextTx = this.nextTx >= 0xffffffff ? 1 : this.nextTx + 1
+    const bytes = payload.length
     return await new Promise<Buffer>((resolve, reject) => {
-      link.send({ type: 'req', tx, svc, payload })
+      link.send({ type: 'req', tx, svc, payload }, { ours: true })
       const timer = this.env.clock.setTimeout(() => {
-        this.pending.delete(tx)
+        if (this.settle(tx) === undefined) return
         reject(new TxError(E.ETIMEDOUT, `no reply from ${this.id} within ${timeoutMs} ms`))
       }, Math.max(1, left))
-      this.pending.set(tx, { resolve, reject, timer, link })
+      this.pending.set(tx, { resolve, reject, timer, link, bytes })
+      this.inflightBytes += bytes
+    })
+  }
+
+  /** Forgets a pending request and frees its share of the window. */
+  private settle (tx: number): Pending | undefined {
+    const p = this.pending.get(tx)
+    if (p === undefined) return undefined
+    this.pending.delete(tx)
+    this.env.clock.clearTimeout(p.timer)
+    this.inflightBytes -= p.bytes
+    this.wakeWindow()
+    return p
+  }
+
+  private wakeWindow (): void {
+    const all = [...this.windowWaiters]
+    this.windowWaiters.clear()
+    for (const w of all) w()
+  }
+
+  /** Waits for a wake-up from set, or throws timeout() at the deadline. */
+  private async waitFor (set: Set<() => void>, deadline: number, timeout: () => Error): Promise<void> {
+    const left = deadline - this.env.clock.now()
+    if (left <= 0) throw timeout()
+    await new Promise<void>((resolve, reject) => {
+      const done = (): void => {
+        this.env.clock.clearTimeout(t)
+        set.delete(done)
+        resolve()
+      }
+      const t = this.env.clock.setTimeout(() => {
+        set.delete(done)
+        reject(timeout())
+      }, left)
+      set.add(done)
     })
   }
 
@@ -192,10 +263,8 @@ export class Peer extends EventEmitter {
 
   private onMessage (link: Link, m: Message): void {
     if (m.type === 'rep') {
-      const p = this.pending.get(m.tx)
-      if (p === undefined || p.link !== link) return
-      this.pending.delete(m.tx)
-      this.env.clock.clearTimeout(p.timer)
+      if (this.pending.get(m.tx)?.link !== link) return
+      const p = this.settle(m.tx) as Pending
       if (m.status === 0) p.resolve(m.payload)
       else p.reject(new TxError(wireToErrno(m.status), `${this.id} answered ${wireToErrno(m.status)}: ${m.payload.toString('utf8', 0, 200)}`))
     } else if (m.type === 'req') {
@@ -220,8 +289,7 @@ export class Peer extends EventEmitter {
     this.rxBase += link.rxBytes
     for (const [tx, p] of this.pending) {
       if (p.link !== link) continue
-      this.pending.delete(tx)
-      this.env.clock.clearTimeout(p.timer)
+      this.settle(tx)
       p.reject(new TxError(E.EHOSTUNREACH, `link to ${this.id} lost before the reply`))
     }
   }
@@ -229,6 +297,9 @@ export class Peer extends EventEmitter {
   private onLinkClosed (link: Link, err: Error | undefined): void {
     if (this.link !== link) return
     this.link = undefined
+    const stable = this.stableTimer === undefined
+    this.env.clock.clearTimeout(this.stableTimer)
+    this.stableTimer = undefined
     this.retire(link)
     this.lastError = err?.message ?? 'link closed'
     if (this.stopped || this.held) return
@@ -240,7 +311,12 @@ export class Peer extends EventEmitter {
       }, this.env.settings.handshakeTimeoutMs)
       return
     }
-    this.lost()
+    if (stable && !isRefusal(err)) {
+      this.lost()
+      return
+    }
+    this.setState('down', this.lastError)
+    if (this.cfg.address !== undefined) this.failedAttempt(err)
   }
 
   private lost (): void {
@@ -258,17 +334,20 @@ export class Peer extends EventEmitter {
       this.dialing = undefined
       this.lastError = err?.message ?? 'closed during handshake'
       this.env.log.debug({ peer: this.id, err: this.lastError }, 'dial failed')
-      this.failedAttempt()
+      this.failedAttempt(err)
     })
   }
 
-  private failedAttempt (): void {
+  private failedAttempt (err: Error | undefined): void {
     if (this.stopped || this.held || this.link !== undefined) return
     if (this.retriesLeft <= 0) {
       this.setState('dead', `retry budget of ${this.env.settings.retryBudget} spent: ${this.lastError}`)
       return
     }
     this.retriesLeft--
+    // The peer said no: asking again at the shortest interval would only
+    // repeat the answer, so wait the longest.
+    if (isRefusal(err)) this.attempt = Math.max(this.attempt, 30)
     this.scheduleDial()
   }
 

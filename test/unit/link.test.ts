@@ -75,7 +75,7 @@ describe('link', () => {
       if (i === 3) { const t = Buffer.from(r); t[t.length - 1] ^= 1; return [t] }
       return [r]
     })
-    await once(b, 'up')
+    await Promise.all([once(a, 'up'), once(b, 'up')])
     const closed = once<Error>(b, 'closed')
     a.send({ type: 'req', tx: 1, svc: 1, payload: Buffer.from('x') })
     a.send({ type: 'req', tx: 2, svc: 1, payload: Buffer.from('y') })
@@ -84,7 +84,7 @@ describe('link', () => {
 
   it('drops the link on a replayed record', async () => {
     const { a, b } = await relayedLinks((r, i) => i === 2 ? [r, r] : [r])
-    await once(b, 'up')
+    await Promise.all([once(a, 'up'), once(b, 'up')])
     const seen: Message[] = []
     b.on('message', (m) => seen.push(m))
     const closed = once<Error>(b, 'closed')
@@ -100,7 +100,7 @@ describe('link', () => {
       if (i === 3 && held !== undefined) return [r, held]
       return [r]
     })
-    await once(b, 'up')
+    await Promise.all([once(a, 'up'), once(b, 'up')])
     const closed = once<Error>(b, 'closed')
     a.send({ type: 'req', tx: 1, svc: 1, payload: Buffer.from('1') })
     a.send({ type: 'req', tx: 2, svc: 1, payload: Buffer.from('2') })

@@ -31,7 +31,7 @@ function makePeer (budget: number) {
   const peer = new Peer({ id: 'beta', key, address: { host: '127.0.0.1', port: 1 }, requestTimeoutMs: 1000, inboxQuotaBytes: 0 }, {
     clock,
     log: silentLogger,
-    settings: { retryBudget: budget, backoffMinMs: 100, backoffMaxMs: 1000, handshakeTimeoutMs: 500 },
+    settings: { retryBudget: budget, backoffMinMs: 100, backoffMaxMs: 1000, handshakeTimeoutMs: 500, stableMs: 1000, requestWindowBytes: 1 << 20 },
     serve: async () => Buffer.alloc(0),
     deliver: () => {},
     dial: () => {

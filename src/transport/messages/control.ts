@@ -3,9 +3,14 @@
 import { LANE_CONTROL } from '../records.js'
 import type { Family } from './codec.js'
 
-/** Why the sender is about to close the link. */
-export type ByeReason = 'shutdown' | 'superseded'
-const BYE_REASONS: readonly ByeReason[] = ['shutdown', 'superseded']
+/**
+ * Why the sender is about to close the link. 'refused-key' and
+ * 'disconnected' refuse the caller (its key is not configured here; ctl
+ * disconnect holds it down here): the caller backs off as from a failed
+ * dial. The list is the wire encoding (by index): append only.
+ */
+export type ByeReason = 'shutdown' | 'superseded' | 'refused-key' | 'disconnected'
+const BYE_REASONS: readonly ByeReason[] = ['shutdown', 'superseded', 'refused-key', 'disconnected']
 
 export type ControlMessage =
   | { type: 'ping', id: number }
