@@ -198,7 +198,7 @@ export function configFromToml (file: string, toml: Table): Config {
       handshakeTimeoutMs: r.int('handshake_timeout_ms', 5000, 100, 600_000),
       maxUnauthenticated: r.int('max_unauthenticated', 64, 1, 100_000),
       maxUnauthenticatedPerAddress: r.int('max_unauthenticated_per_address', 8, 1, 100_000),
-      handshakesPerS: r.int('handshakes_per_s', 50, 1, 100_000),
+      handshakesPerS: r.int('handshakes_per_s', 20, 1, 100_000),
       refusalLogMs: r.int('refusal_log_ms', 10_000, 100, 3_600_000)
     },
     maxRequestBytes: r.int('max_request_bytes', 1 << 20, 1, 16 << 20),

@@ -26,7 +26,7 @@ import { encodePublicKey, parsePublicKey } from '../lib/keys.js'
 import { CipherState, HandshakeState, NoiseError, type KeyPair } from './noise.js'
 import {
   MAGIC, PROLOGUE, PROTOCOL, LANES, LANE_CONTROL, MAX_FRAGMENT_DATA, Reassembler, RecordDecoder,
-  decodeFragment, encodeFragment, encodeRecord
+  decodeFragment, encodeRecord, sealFragment
 } from './records.js'
 import { decodeMessage, encodeMessage, laneOf, type ByeReason, type Message } from './messages/index.js'
 
@@ -193,6 +193,9 @@ export class Link extends EventEmitter {
   /** Of those, the bytes that count against maxQueuedBytes. */
   get owedBytes (): number { return this.owed }
 
+  /** The most owedBytes ever was: a link that came near its bound leaves garbage behind. */
+  peakOwedBytes = 0
+
   /**
    * Queues a message. ours: a message this side originated and whose
    * sender bounds itself (the Peer's request window); it does not count
@@ -205,6 +208,7 @@ export class Link extends EventEmitter {
     this.lanes[laneOf(m)].push({ data, off: 0, owed })
     this.queued += data.length
     if (owed) this.owed += data.length
+    this.peakOwedBytes = Math.max(this.peakOwedBytes, this.owed)
     this.pump()
   }
 
@@ -258,7 +262,7 @@ export class Link extends EventEmitter {
   }
 
   private seal (lane: number, last: boolean, data: Buffer): Buffer {
-    return encodeRecord((this.send_ as CipherState).encryptWithAd(Buffer.alloc(0), encodeFragment({ lane: lane as 0 | 1 | 2, last, data })))
+    return sealFragment(this.send_ as CipherState, { lane: lane as 0 | 1 | 2, last, data })
   }
 
   /** Pauses reading over the high-water mark, resumes under half of it. */

@@ -6,7 +6,9 @@
 // yet authenticated pass Admission's caps before any work is done for them.
 import { EventEmitter } from 'node:events'
 import net from 'node:net'
-import type { Clock } from '../lib/clock.js'
+import v8 from 'node:v8'
+import vm from 'node:vm'
+import type { Clock, Timer } from '../lib/clock.js'
 import type { Config, PeerConfig } from '../config.js'
 import { E, PeerfsError } from '../lib/errors.js'
 import { encodePublicKey, type Identity } from '../lib/keys.js'
@@ -37,6 +39,7 @@ export class PeerManager extends EventEmitter {
   private server: net.Server | undefined
   private readonly inbound = new Set<Link>()
   private readonly admission: Admission
+  private reclaimTimer: Timer | undefined
 
   constructor (private readonly opts: ManagerOptions) {
     super()
@@ -72,6 +75,7 @@ export class PeerManager extends EventEmitter {
     for (const p of this.peers.values()) p.stop()
     for (const l of this.inbound) l.close()
     this.admission.stop()
+    this.opts.clock.clearTimeout(this.reclaimTimer)
     if (this.server !== undefined) {
       const server = this.server
       this.server = undefined
@@ -145,6 +149,7 @@ export class PeerManager extends EventEmitter {
     const socket = net.connect({ host: addr.host, port: addr.port })
     socket.setNoDelay(true)
     const link = new Link(socket, { ...this.linkOptions(), role: 'initiator', expectedKey: peer.cfg.key.dh })
+    link.on('closed', () => this.reclaimAfter(link))
     link.on('up', () => {
       if (link.peerId !== peer.id) {
         this.opts.log.warn({ peer: peer.id, claims: link.peerId }, 'peer calls itself by another id; using the configured one')
@@ -154,6 +159,15 @@ export class PeerManager extends EventEmitter {
       else current.attach(link)
     })
     return link
+  }
+
+  /** Collects the garbage of a link that held much, once, a moment after it closed. */
+  private reclaimAfter (link: Link): void {
+    if (link.peakOwedBytes < this.config.limits.queueBytes / 2 || this.reclaimTimer !== undefined) return
+    this.reclaimTimer = this.opts.clock.setTimeout(() => {
+      this.reclaimTimer = undefined
+      collectGarbage()
+    }, 1000)
   }
 
   private onConnection (socket: net.Socket): void {
@@ -169,7 +183,7 @@ export class PeerManager extends EventEmitter {
     const link = new Link(socket, {
       ...this.linkOptions(),
       role: 'responder',
-      admit: () => this.admission.takeHandshake() ? undefined : new LinkError(E.EBUSY, 'too many handshakes at once; try later'),
+      admit: () => this.admission.takeHandshake() ? undefined : new LinkError(E.EBUSY, `over handshakes_per_s (${this.config.limits.handshakesPerS}); try later`),
       authorize: (remoteKey, claimedId, claimedKey) => {
         for (const p of this.peers.values()) {
           if (Buffer.from(remoteKey).equals(p.cfg.key.dh)) {
@@ -182,6 +196,7 @@ export class PeerManager extends EventEmitter {
       }
     })
     this.inbound.add(link)
+    link.on('closed', () => this.reclaimAfter(link))
     link.on('up', () => {
       this.inbound.delete(link)
       this.admission.leave(address)
@@ -199,6 +214,21 @@ export class PeerManager extends EventEmitter {
       this.admission.refused(reasonOf(err), { from, err: err?.message })
     })
   }
+}
+
+/**
+ * A link that came near its bound (a peer that did not read) leaves tens
+ * of MB of buffers behind. They are garbage once it closes, but V8 collects
+ * on allocation, and an idle daemon allocates little, so without this the
+ * memory would stay taken until traffic resumes.
+ */
+let fullGc: (() => void) | undefined
+function collectGarbage (): void {
+  if (fullGc === undefined) {
+    v8.setFlagsFromString('--expose-gc')
+    fullGc = vm.runInNewContext('gc') as () => void
+  }
+  fullGc()
 }
 
 function reasonOf (err: Error | undefined): RefusalReason {

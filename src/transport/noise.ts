@@ -47,10 +47,22 @@ function nonce (n: bigint): Buffer {
   return b
 }
 
+const EMPTY = Buffer.alloc(0)
+
 export function aeadEncrypt (k: Buffer, n: bigint, ad: Uint8Array, pt: Uint8Array): Buffer {
+  return aeadEncryptParts(k, n, ad, [pt], EMPTY)
+}
+
+/** prefix || AEAD(concatenated parts) || tag, in one allocation of the result. */
+function aeadEncryptParts (k: Buffer, n: bigint, ad: Uint8Array, parts: Uint8Array[], prefix: Uint8Array): Buffer {
   const c = createCipheriv('chacha20-poly1305', k, nonce(n), { authTagLength: TAGLEN })
-  c.setAAD(ad, { plaintextLength: pt.length })
-  return Buffer.concat([c.update(pt), c.final(), c.getAuthTag()])
+  let len = 0
+  for (const p of parts) len += p.length
+  c.setAAD(ad, { plaintextLength: len })
+  const out: Uint8Array[] = [prefix]
+  for (const p of parts) out.push(c.update(p))
+  out.push(c.final(), c.getAuthTag())
+  return Buffer.concat(out, prefix.length + len + TAGLEN)
 }
 
 export function aeadDecrypt (k: Buffer, n: bigint, ad: Uint8Array, ct: Uint8Array): Buffer {
@@ -59,11 +71,14 @@ export function aeadDecrypt (k: Buffer, n: bigint, ad: Uint8Array, ct: Uint8Arra
   d.setAAD(ad, { plaintextLength: ct.length - TAGLEN })
   d.setAuthTag(ct.subarray(ct.length - TAGLEN))
   const body = d.update(ct.subarray(0, ct.length - TAGLEN))
+  let fin: Buffer
   try {
-    return Buffer.concat([body, d.final()])
+    fin = d.final()
   } catch {
     throw new NoiseError('bad authentication tag')
   }
+  // A stream cipher leaves nothing for final(): no copy of the body.
+  return fin.length === 0 ? body : Buffer.concat([body, fin])
 }
 
 const MAX_NONCE = 0xffffffffffffffffn
@@ -83,6 +98,15 @@ export class CipherState {
     if (this.k === undefined) return Buffer.from(pt)
     if (this.n >= MAX_NONCE) throw new NoiseError('nonce exhausted')
     const ct = aeadEncrypt(this.k, this.n, ad, pt)
+    this.n++
+    return ct
+  }
+
+  /** As encryptWithAd over the parts' concatenation, returned after prefix (a record's length). */
+  encryptParts (ad: Uint8Array, parts: Uint8Array[], prefix: Uint8Array): Buffer {
+    if (this.k === undefined) return Buffer.concat([prefix, ...parts])
+    if (this.n >= MAX_NONCE) throw new NoiseError('nonce exhausted')
+    const ct = aeadEncryptParts(this.k, this.n, ad, parts, prefix)
     this.n++
     return ct
   }

@@ -77,8 +77,10 @@ export class Peer extends EventEmitter {
   private nextTx = 1
   private readonly pending = new Map<number, Pending>()
   private readonly upWaiters = new Set<() => void>()
-  /** Bytes of requests in pending; waiters are woken as it shrinks or the link changes. */
+  /** Bytes of requests sent and not answered, or about to be sent; bounded by requestWindowBytes. */
   private inflightBytes = 0
+  /** Requests waiting for room in the window, first come first served. */
+  private readonly windowQueue: object[] = []
   private readonly windowWaiters = new Set<() => void>()
   private txBase = 0
   private rxBase = 0
@@ -186,25 +188,53 @@ export class Peer extends EventEmitter {
   /** Sends one transaction and waits for its reply. */
   async request (svc: number, payload: Buffer, timeoutMs: number): Promise<Buffer> {
     const deadline = this.env.clock.now() + timeoutMs
-    let link = await this.linkBy(deadline)
-    // One request always goes, however large; more wait for the window.
-    while (this.inflightBytes > 0 && this.inflightBytes + payload.length > this.env.settings.requestWindowBytes) {
-      await this.waitFor(this.windowWaiters, deadline, () => new TxError(E.ETIMEDOUT, `no room to send to ${this.id} within ${timeoutMs} ms`))
-      link = await this.linkBy(deadline)
-    }
-    const left = deadline - this.env.clock.now()
-    const tx = this.nextTx
-    this.nextTx = this.nextTx >= 0xffffffff ? 1 : this.nextTx + 1
     const bytes = payload.length
-    return await new Promise<Buffer>((resolve, reject) => {
-      link.send({ type: 'req', tx, svc, payload }, { ours: true })
-      const timer = this.env.clock.setTimeout(() => {
-        if (this.settle(tx) === undefined) return
-        reject(new TxError(E.ETIMEDOUT, `no reply from ${this.id} within ${timeoutMs} ms`))
-      }, Math.max(1, left))
-      this.pending.set(tx, { resolve, reject, timer, link, bytes })
-      this.inflightBytes += bytes
-    })
+    await this.reserve(bytes, deadline, timeoutMs)
+    let pending = false
+    try {
+      const link = await this.linkBy(deadline)
+      const left = deadline - this.env.clock.now()
+      const tx = this.nextTx
+      this.nextTx = this.nextTx >= 0xffffffff ? 1 : this.nextTx + 1
+      return await new Promise<Buffer>((resolve, reject) => {
+        link.send({ type: 'req', tx, svc, payload }, { ours: true })
+        const timer = this.env.clock.setTimeout(() => {
+          if (this.settle(tx) === undefined) return
+          reject(new TxError(E.ETIMEDOUT, `no reply from ${this.id} within ${timeoutMs} ms`))
+        }, Math.max(1, left))
+        this.pending.set(tx, { resolve, reject, timer, link, bytes })
+        pending = true
+      })
+    } finally {
+      // Settled requests gave their share back in settle().
+      if (!pending) this.release(bytes)
+    }
+  }
+
+  /**
+   * Takes bytes of the request window, in arrival order. One request
+   * always fits, however large; it waits at most until the deadline.
+   */
+  private async reserve (bytes: number, deadline: number, timeoutMs: number): Promise<void> {
+    const fits = (): boolean => this.inflightBytes === 0 || this.inflightBytes + bytes <= this.env.settings.requestWindowBytes
+    if (this.windowQueue.length > 0 || !fits()) {
+      const ticket = {}
+      this.windowQueue.push(ticket)
+      try {
+        while (this.windowQueue[0] !== ticket || !fits()) {
+          await this.waitFor(this.windowWaiters, deadline, () => new TxError(E.ETIMEDOUT, `no room to send to ${this.id} within ${timeoutMs} ms`))
+        }
+      } finally {
+        this.windowQueue.splice(this.windowQueue.indexOf(ticket), 1)
+        this.wakeWindow()
+      }
+    }
+    this.inflightBytes += bytes
+  }
+
+  private release (bytes: number): void {
+    this.inflightBytes -= bytes
+    this.wakeWindow()
   }
 
   /** Forgets a pending request and frees its share of the window. */
@@ -213,8 +243,7 @@ export class Peer extends EventEmitter {
     if (p === undefined) return undefined
     this.pending.delete(tx)
     this.env.clock.clearTimeout(p.timer)
-    this.inflightBytes -= p.bytes
-    this.wakeWindow()
+    this.release(p.bytes)
     return p
   }
 

@@ -3,8 +3,9 @@
 import net from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { systemClock } from '../../src/lib/clock.js'
-import { identityFromSeed } from '../../src/lib/keys.js'
-import { Link, type LinkOptions } from '../../src/transport/link.js'
+import { E } from '../../src/lib/errors.js'
+import { encodePublicKey, identityFromSeed } from '../../src/lib/keys.js'
+import { isRefusal, keyText, Link, LinkError, Refusal, type LinkOptions } from '../../src/transport/link.js'
 import { keyPairFromSecret } from '../../src/transport/noise.js'
 import { RecordDecoder, encodeRecord, MAGIC } from '../../src/transport/records.js'
 import type { Message } from '../../src/transport/messages/index.js'
@@ -138,5 +139,124 @@ describe('link', () => {
     clock.advance(100)
     expect(b.state).toBe('closed')
     expect(reason?.message).toMatch(/silent for 300 ms/)
+  })
+})
+
+describe('link bounds', () => {
+  const MiB = 1 << 20
+
+  /** alice's raw socket, so a test can stop her reading; bob echoes every request. */
+  async function echoPair (opts: Partial<LinkOptions> = {}): Promise<{ a: Link, b: Link, aSocket: net.Socket, maxOwed: () => number }> {
+    const [c, s] = await tcpPair()
+    const base = { clock: systemClock, keepaliveMs: 1000, downAfterMs: 60_000, handshakeTimeoutMs: 2000 }
+    const a = new Link(c, { ...base, localId: 'alice', role: 'initiator', staticKey: alice, expectedKey: bob.public })
+    const b = new Link(s, { ...base, ...opts, localId: 'bob', role: 'responder', staticKey: bob, authorize: () => 'alice' })
+    cleanups.push(() => { a.close(); b.close() })
+    let max = 0
+    b.on('message', (m) => {
+      if (m.type !== 'req' || b.state !== 'up') return
+      b.send({ type: 'rep', tx: m.tx, status: 0, payload: m.payload })
+      max = Math.max(max, b.owedBytes)
+    })
+    await Promise.all([once(a, 'up'), once(b, 'up')])
+    return { a, b, aSocket: c, maxOwed: () => max }
+  }
+
+  const until = async (check: () => boolean, what: string): Promise<void> => {
+    for (let i = 0; i < 500 && !check(); i++) await new Promise(resolve => setTimeout(resolve, 10))
+    if (!check()) throw new Error(`never: ${what}`)
+  }
+
+  it('stops reading a peer that owes more than maxQueuedBytes, and reads again once it drains under half', async () => {
+    const { a, b, aSocket, maxOwed } = await echoPair({ maxQueuedBytes: MiB })
+    aSocket.pause()
+    const payload = Buffer.alloc(256 << 10, 7)
+    let sent = 0
+    const replies: number[] = []
+    a.on('message', (m) => { if (m.type === 'rep') replies.push(m.tx) })
+    // Enough to fill both kernels' buffers and then bob's bound.
+    for (let i = 0; i < 400 && !b.paused; i++) {
+      while (a.queuedBytes < MiB && sent < 400) a.send({ type: 'req', tx: ++sent, svc: 1, payload })
+      await new Promise(resolve => setTimeout(resolve, 5))
+    }
+    expect(b.paused).toBe(true)
+    // One chunk's worth of requests may be answered after the mark is passed.
+    expect(maxOwed()).toBeLessThanOrEqual(MiB + 2 * payload.length)
+    const atPause = maxOwed()
+    aSocket.resume()
+    await until(() => replies.length === sent, 'every request answered')
+    expect(b.paused).toBe(false)
+    expect(maxOwed()).toBe(atPause)
+    expect(replies).toEqual(Array.from({ length: sent }, (_, i) => i + 1))
+  })
+
+  it('drops a peer that takes none of our bytes for down_after_ms, although it keeps sending', async () => {
+    const clock = new FakeClock()
+    // A bound it never reaches: only the stall can end the link.
+    const { a, b, aSocket } = await echoPair({ clock, keepaliveMs: 100, downAfterMs: 300, maxQueuedBytes: 1 << 30 })
+    aSocket.pause()
+    const payload = Buffer.alloc(256 << 10, 7)
+    let got = 0
+    b.on('message', () => { got++ })
+    let tx = 0
+    const sendOne = async (): Promise<void> => {
+      const n = got
+      a.send({ type: 'req', tx: ++tx, svc: 1, payload })
+      await until(() => got > n || b.state === 'closed', 'bob heard alice')
+    }
+    // Fill the kernel buffers until bob's own socket refuses more.
+    while (b.queuedBytes === 0 && tx < 400) await sendOne()
+    expect(b.queuedBytes).toBeGreaterThan(0)
+    let reason: Error | undefined
+    b.on('closed', (err) => { reason = err })
+    for (let i = 0; i < 3 && b.state === 'up'; i++) {
+      clock.advance(100)
+      await sendOne()
+    }
+    expect(b.state).toBe('closed')
+    expect(reason?.message).toMatch(/peer is not reading: \d+ bytes waiting, none taken for 300 ms/)
+    // Everything it held is released.
+    expect(b.queuedBytes).toBe(0)
+    expect(b.owedBytes).toBe(0)
+  })
+
+  it('tells a caller with an unknown key why, and the caller never sees the link up', async () => {
+    const [c, s] = await tcpPair()
+    const base = { clock: systemClock, keepaliveMs: 1000, downAfterMs: 5000, handshakeTimeoutMs: 2000 }
+    const a = new Link(c, { ...base, localId: 'alice', role: 'initiator', staticKey: alice, expectedKey: bob.public })
+    const b = new Link(s, { ...base, localId: 'bob', role: 'responder', staticKey: bob, authorize: () => { throw new Refusal('refused-key', 'unknown key') } })
+    cleanups.push(() => { a.close(); b.close() })
+    let up = false
+    a.on('up', () => { up = true })
+    const err = await once<LinkError>(a, 'closed')
+    expect(err.message).toMatch(/^refused our key/)
+    expect(err.bye).toBe('refused-key')
+    expect(isRefusal(err)).toBe(true)
+    expect(up).toBe(false)
+    expect(b.state).toBe('closed')
+    expect(b.closeReason).toBeInstanceOf(Refusal)
+  })
+
+  it('closes a caller the admission check refuses before answering its first message', async () => {
+    const [c, s] = await tcpPair()
+    const base = { clock: systemClock, keepaliveMs: 1000, downAfterMs: 5000, handshakeTimeoutMs: 2000 }
+    let asked = 0
+    const b = new Link(s, { ...base, localId: 'bob', role: 'responder', staticKey: bob, authorize: () => 'alice', admit: () => { asked++; return new LinkError(E.EBUSY, 'busy') } })
+    cleanups.push(() => b.close())
+    let answered = 0
+    c.on('data', (d: Buffer) => { answered += d.length })
+    const closed = once<Error>(b, 'closed')
+    c.write(Buffer.concat([MAGIC, encodeRecord(Buffer.alloc(32, 9))]))
+    expect((await closed).message).toBe('busy')
+    expect(asked).toBe(1)
+    expect(answered).toBe(0)
+  })
+
+  it('names a key as configs write it when the announced key matches the proven one', () => {
+    const id = identityFromSeed(new Uint8Array(32).fill(4))
+    const text = encodePublicKey(id.publicKey)
+    expect(keyText(id.dhPublic, text)).toBe(text)
+    expect(keyText(alice.public, text)).toBe(`${encodePublicKey(alice.public)} (X25519 half)`)
+    expect(keyText(alice.public, undefined)).toMatch(/X25519 half/)
   })
 })

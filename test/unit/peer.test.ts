@@ -3,7 +3,8 @@ import { EventEmitter } from 'node:events'
 import { describe, expect, it } from 'vitest'
 import { parsePublicKey, encodePublicKey, identityFromSeed } from '../../src/lib/keys.js'
 import { silentLogger } from '../../src/lib/log.js'
-import type { Link } from '../../src/transport/link.js'
+import { LinkError, type Link } from '../../src/transport/link.js'
+import type { Message } from '../../src/transport/messages/index.js'
 import { Peer, type PeerState } from '../../src/transport/peer.js'
 import { FakeClock } from '../helpers/clock.js'
 
@@ -19,11 +20,15 @@ class FakeLink extends EventEmitter {
     this.emit('closed', err)
   }
 
+  sent: Message[] = []
   goodbye (): void { this.close() }
-  send (): void {}
+  send (m: Message): void { this.sent.push(m) }
 }
 
-function makePeer (budget: number) {
+/** How a dial ends, 10 ms after it starts. */
+type Outcome = 'refused-connection' | 'refused-key' | 'up-then-closed' | 'up'
+
+function makePeer (budget: number, outcome: Outcome = 'refused-connection') {
   const clock = new FakeClock()
   const dials: number[] = []
   const links: FakeLink[] = []
@@ -38,8 +43,15 @@ function makePeer (budget: number) {
       dials.push(clock.now())
       const l = new FakeLink()
       links.push(l)
-      // Every dial fails 10 ms later, as a refused connection would.
-      clock.setTimeout(() => l.close(new Error('refused')), 10)
+      clock.setTimeout(() => {
+        if (outcome === 'refused-connection') l.close(new Error('refused'))
+        else if (outcome === 'refused-key') l.close(new LinkError(13, 'refused our key', 'refused-key'))
+        else {
+          l.state = 'up'
+          peer.attach(l as unknown as Link)
+          if (outcome === 'up-then-closed') clock.setTimeout(() => l.close(new LinkError(104, 'connection closed by peer')), 10)
+        }
+      }, 10)
       return l as unknown as Link
     }
   })
@@ -99,5 +111,80 @@ describe('peer reconnect', () => {
     expect(peer.state).toBe('down')
     peer.control('reconnect')
     expect(dials.length).toBe(n + 1)
+  })
+})
+
+describe('peer links never flap', () => {
+  it('a dial the peer refuses spends the budget and waits the longest backoff; never up', () => {
+    const { clock, dials, peer, states } = makePeer(3, 'refused-key')
+    peer.start()
+    clock.advance(1)
+    clock.advance(20)
+    expect(peer.retriesLeft).toBe(2)
+    expect(peer.lastError).toBe('refused our key')
+    clock.advance(60_000)
+    // random() = 0.5: 3/4 of backoffMaxMs each time, from the first refusal on.
+    expect(dials.slice(1).map((t, i) => t - dials[i] - 10)).toEqual([750, 750, 750])
+    expect(states).toEqual(['dead'])
+    expect(clock.pending).toBe(0)
+  })
+
+  it('a link closed right after it came up is a failed attempt: backoff grows, the budget runs out', () => {
+    const { clock, dials, peer, states } = makePeer(3, 'up-then-closed')
+    peer.start()
+    clock.advance(60_000)
+    expect(dials).toHaveLength(4)
+    expect(dials.slice(1).map((t, i) => t - dials[i] - 20)).toEqual([75, 150, 300])
+    expect(states).toEqual(['up', 'down', 'up', 'down', 'up', 'down', 'up', 'down', 'dead'])
+    expect(peer.state).toBe('dead')
+  })
+
+  it('a link that stays up for stableMs refills the budget', () => {
+    const { clock, peer } = makePeer(3, 'up')
+    peer.start()
+    clock.advance(10)
+    expect(peer.state).toBe('up')
+    peer.retriesLeft = 1
+    clock.advance(999)
+    expect(peer.retriesLeft).toBe(1)
+    clock.advance(1)
+    expect(peer.retriesLeft).toBe(3)
+  })
+})
+
+describe('peer request window', () => {
+  it('sends one request however large, and holds more, in order, until the window has room', async () => {
+    const { clock, links, peer } = makePeer(3, 'up')
+    peer.start()
+    clock.advance(20)
+    const link = links[0]
+    const big = Buffer.alloc(700 << 10)
+    const first = peer.request(1, big, 5000)
+    const second = peer.request(1, big, 5000)
+    const small = peer.request(1, Buffer.alloc(10), 5000)
+    await new Promise(resolve => setImmediate(resolve))
+    // The small one would fit, but waits its turn behind the second.
+    expect(link.sent.map(m => m.type === 'req' ? m.payload.length : 0)).toEqual([700 << 10])
+    link.emit('message', { type: 'rep', tx: 1, status: 0, payload: Buffer.from('one') })
+    await new Promise(resolve => setImmediate(resolve))
+    expect(link.sent.map(m => m.type === 'req' ? m.payload.length : 0)).toEqual([700 << 10, 700 << 10, 10])
+    expect((await first).toString()).toBe('one')
+    link.emit('message', { type: 'rep', tx: 2, status: 0, payload: Buffer.from('two') })
+    link.emit('message', { type: 'rep', tx: 3, status: 0, payload: Buffer.from('small') })
+    expect((await small).toString()).toBe('small')
+    expect((await second).toString()).toBe('two')
+  })
+
+  it('a request waiting for the window fails with ETIMEDOUT at its deadline', async () => {
+    const { clock, peer } = makePeer(3, 'up')
+    peer.start()
+    clock.advance(20)
+    const first = peer.request(1, Buffer.alloc(900 << 10), 5000).catch((e: Error) => e)
+    const second = peer.request(1, Buffer.alloc(900 << 10), 1000).catch((e: Error) => e)
+    await new Promise(resolve => setImmediate(resolve))
+    clock.advance(1000)
+    expect(await second).toMatchObject({ errno: 110, message: /no room to send/ })
+    clock.advance(5000)
+    expect(await first).toMatchObject({ errno: 110 })
   })
 })
