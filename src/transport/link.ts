@@ -21,8 +21,9 @@
 import { EventEmitter } from 'node:events'
 import type { Duplex } from 'node:stream'
 import type { Clock, Timer } from '../lib/clock.js'
-import { E, ProtocolError, PeerfsError } from '../lib/errors.js'
-import { encodePublicKey, parsePublicKey } from '../lib/keys.js'
+import { E, ProtocolError } from '../lib/errors.js'
+import { byeError, LinkError, Refusal } from './errors.js'
+import { decodeHello, encodeHello, keyText } from './hello.js'
 import { CipherState, HandshakeState, NoiseError, type KeyPair } from './noise.js'
 import {
   MAGIC, PROLOGUE, PROTOCOL, LANES, LANE_CONTROL, MAX_FRAGMENT_DATA, Reassembler, RecordDecoder,
@@ -30,51 +31,14 @@ import {
 } from './records.js'
 import { decodeMessage, encodeMessage, laneOf, type ByeReason, type Message } from './messages/index.js'
 
+export { isRefusal, LinkError, Refusal } from './errors.js'
+export { keyText } from './hello.js'
+
 export type LinkState = 'handshake' | 'up' | 'closed'
 export type Role = 'initiator' | 'responder'
 
-/**
- * Why a link closed; errno is what a caller waiting on it is told. bye is
- * the reason the peer gave, when it said one.
- */
-export class LinkError extends PeerfsError {
-  constructor (errno: number, message: string, readonly bye?: ByeReason) { super(errno, message) }
-}
-
-/** Thrown by authorize() to refuse a caller; the caller is told `reason`. */
-export class Refusal extends LinkError {
-  constructor (readonly reason: ByeReason, message: string) { super(E.EACCES, message, reason) }
-}
-
-/** True when the peer refused us (our key, or ctl disconnect there): retrying soon will not help. */
-export function isRefusal (err: unknown): boolean {
-  return err instanceof LinkError && (err.bye === 'refused-key' || err.bye === 'disconnected')
-}
-
-function byeError (reason: ByeReason): LinkError {
-  switch (reason) {
-    case 'superseded': return new LinkError(E.EALREADY, 'peer kept another link (superseded)', reason)
-    case 'refused-key': return new LinkError(E.EACCES, 'refused our key (the peer has no [[peer]] entry with our public key)', reason)
-    case 'disconnected': return new LinkError(E.ECONNABORTED, 'disconnected by peer (ctl disconnect there)', reason)
-    case 'shutdown': return new LinkError(E.ECONNRESET, 'peer closed the link (shutdown)', reason)
-  }
-}
-
 /** Default for maxQueuedBytes: a few of the largest requests. */
 export const DEFAULT_MAX_QUEUED_BYTES = 16 << 20
-
-/**
- * A key as the config writes it (dh || sign, base64url) when the peer's
- * announced key matches the one it proved; else the proven X25519 half.
- */
-export function keyText (proven: Uint8Array, announced: string | undefined): string {
-  if (announced !== undefined) {
-    try {
-      if (parsePublicKey(announced).dh.equals(Buffer.from(proven))) return announced
-    } catch {}
-  }
-  return `${encodePublicKey(proven)} (X25519 half)`
-}
 
 export interface LinkOptions {
   role: Role
@@ -98,27 +62,6 @@ export interface LinkOptions {
   handshakeTimeoutMs: number
   /** High-water mark of bytes the peer must drain before we read from it again. */
   maxQueuedBytes?: number
-}
-
-interface Hello { v: number, id: string, key?: string }
-
-function encodeHello (id: string, key: string | undefined): Buffer {
-  return Buffer.from(JSON.stringify({ v: 1, id, key }))
-}
-
-function decodeHello (b: Buffer): Hello {
-  let h: unknown
-  try {
-    h = JSON.parse(b.toString('utf8'))
-  } catch {
-    throw new ProtocolError('handshake payload is not JSON')
-  }
-  const o = h as Hello
-  if (typeof o !== 'object' || o === null || o.v !== 1 || typeof o.id !== 'string' || o.id.length > 64 ||
-      (o.key !== undefined && (typeof o.key !== 'string' || o.key.length > 128))) {
-    throw new ProtocolError('handshake payload is not {v:1,id,key?}')
-  }
-  return o
 }
 
 /** owed: counts against maxQueuedBytes (everything but our own requests). */

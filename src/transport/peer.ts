@@ -22,6 +22,7 @@ import { E, PeerfsError, TxError, errnoToWire, wireToErrno } from '../lib/errors
 import type { Logger } from '../lib/log.js'
 import { isRefusal, Refusal, type Link } from './link.js'
 import type { Message } from './messages/index.js'
+import { RequestWindow } from './window.js'
 
 export type PeerState = 'connecting' | 'up' | 'down' | 'dead'
 
@@ -77,11 +78,7 @@ export class Peer extends EventEmitter {
   private nextTx = 1
   private readonly pending = new Map<number, Pending>()
   private readonly upWaiters = new Set<() => void>()
-  /** Bytes of requests sent and not answered, or about to be sent; bounded by requestWindowBytes. */
-  private inflightBytes = 0
-  /** Requests waiting for room in the window, first come first served. */
-  private readonly windowQueue: object[] = []
-  private readonly windowWaiters = new Set<() => void>()
+  private readonly window: RequestWindow
   private txBase = 0
   private rxBase = 0
 
@@ -90,6 +87,7 @@ export class Peer extends EventEmitter {
     this.state = cfg.address === undefined ? 'down' : 'connecting'
     this.since = env.clock.now()
     this.retriesLeft = env.settings.retryBudget
+    this.window = new RequestWindow(env.clock, env.settings.requestWindowBytes)
   }
 
   get id (): string { return this.cfg.id }
@@ -176,7 +174,6 @@ export class Peer extends EventEmitter {
     if (this.state !== 'up') this.setState('up', `link ${link.role === 'initiator' ? 'to' : 'from'} ${this.cfg.address === undefined ? 'peer' : `${this.cfg.address.host}:${this.cfg.address.port}`}`)
     for (const w of this.upWaiters) w()
     this.upWaiters.clear()
-    this.wakeWindow()
   }
 
   /** Sends a message on the live link; throws EHOSTUNREACH if there is none. */
@@ -189,7 +186,7 @@ export class Peer extends EventEmitter {
   async request (svc: number, payload: Buffer, timeoutMs: number): Promise<Buffer> {
     const deadline = this.env.clock.now() + timeoutMs
     const bytes = payload.length
-    await this.reserve(bytes, deadline, timeoutMs)
+    await this.window.take(bytes, deadline, () => new TxError(E.ETIMEDOUT, `no room to send to ${this.id} within ${timeoutMs} ms`))
     let pending = false
     try {
       const link = await this.linkBy(deadline)
@@ -207,34 +204,8 @@ export class Peer extends EventEmitter {
       })
     } finally {
       // Settled requests gave their share back in settle().
-      if (!pending) this.release(bytes)
+      if (!pending) this.window.give(bytes)
     }
-  }
-
-  /**
-   * Takes bytes of the request window, in arrival order. One request
-   * always fits, however large; it waits at most until the deadline.
-   */
-  private async reserve (bytes: number, deadline: number, timeoutMs: number): Promise<void> {
-    const fits = (): boolean => this.inflightBytes === 0 || this.inflightBytes + bytes <= this.env.settings.requestWindowBytes
-    if (this.windowQueue.length > 0 || !fits()) {
-      const ticket = {}
-      this.windowQueue.push(ticket)
-      try {
-        while (this.windowQueue[0] !== ticket || !fits()) {
-          await this.waitFor(this.windowWaiters, deadline, () => new TxError(E.ETIMEDOUT, `no room to send to ${this.id} within ${timeoutMs} ms`))
-        }
-      } finally {
-        this.windowQueue.splice(this.windowQueue.indexOf(ticket), 1)
-        this.wakeWindow()
-      }
-    }
-    this.inflightBytes += bytes
-  }
-
-  private release (bytes: number): void {
-    this.inflightBytes -= bytes
-    this.wakeWindow()
   }
 
   /** Forgets a pending request and frees its share of the window. */
@@ -243,32 +214,8 @@ export class Peer extends EventEmitter {
     if (p === undefined) return undefined
     this.pending.delete(tx)
     this.env.clock.clearTimeout(p.timer)
-    this.release(p.bytes)
+    this.window.give(p.bytes)
     return p
-  }
-
-  private wakeWindow (): void {
-    const all = [...this.windowWaiters]
-    this.windowWaiters.clear()
-    for (const w of all) w()
-  }
-
-  /** Waits for a wake-up from set, or throws timeout() at the deadline. */
-  private async waitFor (set: Set<() => void>, deadline: number, timeout: () => Error): Promise<void> {
-    const left = deadline - this.env.clock.now()
-    if (left <= 0) throw timeout()
-    await new Promise<void>((resolve, reject) => {
-      const done = (): void => {
-        this.env.clock.clearTimeout(t)
-        set.delete(done)
-        resolve()
-      }
-      const t = this.env.clock.setTimeout(() => {
-        set.delete(done)
-        reject(timeout())
-      }, left)
-      set.add(done)
-    })
   }
 
   private async linkBy (deadline: number): Promise<Link> {
