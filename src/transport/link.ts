@@ -69,6 +69,7 @@ interface Outgoing { data: Buffer, off: number, owed: boolean }
 
 export declare interface Link {
   on(event: 'up', fn: () => void): this
+  on(event: 'proved', fn: () => void): this
   on(event: 'message', fn: (m: Message) => void): this
   on(event: 'closed', fn: (err: Error | undefined) => void): this
 }
@@ -84,6 +85,8 @@ export class Link extends EventEmitter {
 
   /** True while we do not read the peer's socket (it has not drained what it owes). */
   paused = false
+  /** True once a message arrived after the link came up ('proved' fired). */
+  proven = false
 
   private readonly hs: HandshakeState
   // Replaced, not cleared, on close: the buffers they hold go with them.
@@ -310,6 +313,11 @@ export class Link extends EventEmitter {
     if (this.state === 'handshake') {
       // The responder's first record: it accepted our key.
       this.finishHandshake(false)
+      if (this.isClosed()) return
+    } else if (!this.proven) {
+      // The peer answers on this link: it works, beyond the handshake.
+      this.proven = true
+      this.emit('proved')
       if (this.isClosed()) return
     }
     if (m.type === 'ping') {

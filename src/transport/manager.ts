@@ -118,7 +118,6 @@ export class PeerManager extends EventEmitter {
         backoffMinMs: this.config.backoffMinMs,
         backoffMaxMs: this.config.backoffMaxMs,
         handshakeTimeoutMs: this.config.limits.handshakeTimeoutMs,
-        stableMs: this.config.downAfterMs,
         // Half the peer's bound on what it queues for us (if it is set like
         // ours), so our requests alone never make it stop reading us.
         requestWindowBytes: this.config.limits.queueBytes / 2

@@ -10,9 +10,9 @@
 // instead of reporting the peer down.
 //
 // Links never flap: a dial the peer refuses (our key, ctl disconnect there)
-// or a link that dies before it has been up for stableMs is a failed
+// or a link that dies before the peer sent anything on it is a failed
 // attempt: it spends the retry budget and backs off (a refusal straight to
-// backoffMaxMs). Only a link that stayed up refills the budget.
+// backoffMaxMs). Only a link the peer answered on refills the budget.
 // Our requests in flight to the peer are bounded by requestWindowBytes
 // (further ones wait), which bounds what the peer must queue for us.
 import { EventEmitter } from 'node:events'
@@ -31,8 +31,6 @@ export interface PeerSettings {
   backoffMinMs: number
   backoffMaxMs: number
   handshakeTimeoutMs: number
-  /** How long a link must stay up before its failed attempts are forgotten. */
-  stableMs: number
   /** Bytes of our requests in flight (sent, not answered) before new ones wait. */
   requestWindowBytes: number
 }
@@ -70,7 +68,6 @@ export class Peer extends EventEmitter {
   private dialing: Link | undefined
   private dialTimer: Timer | undefined
   private graceTimer: Timer | undefined
-  private stableTimer: Timer | undefined
   private attempt = 0
   /** Set by ctl disconnect: stay down until reconnect or reset. */
   private held = false
@@ -103,7 +100,6 @@ export class Peer extends EventEmitter {
     this.stopped = true
     this.env.clock.clearTimeout(this.dialTimer)
     this.env.clock.clearTimeout(this.graceTimer)
-    this.env.clock.clearTimeout(this.stableTimer)
     this.dialing?.close()
     this.link?.goodbye('shutdown')
   }
@@ -163,12 +159,13 @@ export class Peer extends EventEmitter {
     this.link = link
     this.env.clock.clearTimeout(this.graceTimer)
     this.env.clock.clearTimeout(this.dialTimer)
-    this.env.clock.clearTimeout(this.stableTimer)
-    this.stableTimer = this.env.clock.setTimeout(() => {
-      this.stableTimer = undefined
+    const proved = (): void => {
+      if (this.link !== link) return
       this.attempt = 0
       this.retriesLeft = this.env.settings.retryBudget
-    }, this.env.settings.stableMs)
+    }
+    if (link.proven) proved()
+    else link.once('proved', proved)
     link.on('message', (m) => this.onMessage(link, m))
     link.on('closed', (err) => this.onLinkClosed(link, err))
     if (this.state !== 'up') this.setState('up', `link ${link.role === 'initiator' ? 'to' : 'from'} ${this.cfg.address === undefined ? 'peer' : `${this.cfg.address.host}:${this.cfg.address.port}`}`)
@@ -273,9 +270,6 @@ export class Peer extends EventEmitter {
   private onLinkClosed (link: Link, err: Error | undefined): void {
     if (this.link !== link) return
     this.link = undefined
-    const stable = this.stableTimer === undefined
-    this.env.clock.clearTimeout(this.stableTimer)
-    this.stableTimer = undefined
     this.retire(link)
     this.lastError = err?.message ?? 'link closed'
     if (this.stopped || this.held) return
@@ -287,7 +281,7 @@ export class Peer extends EventEmitter {
       }, this.env.settings.handshakeTimeoutMs)
       return
     }
-    if (stable && !isRefusal(err)) {
+    if (link.proven && !isRefusal(err)) {
       this.lost()
       return
     }

@@ -56,7 +56,7 @@ async function relayedLinks (tamper: Tamper, opts: Partial<LinkOptions> = {}): P
   return { a, b }
 }
 
-const once = <T>(l: Link, ev: 'up' | 'closed' | 'message'): Promise<T> => new Promise(resolve => l.once(ev, resolve as () => void))
+const once = <T>(l: Link, ev: 'up' | 'proved' | 'closed' | 'message'): Promise<T> => new Promise(resolve => l.once(ev, resolve as () => void))
 
 describe('link', () => {
   it('completes the handshake, authenticates both ends and carries messages both ways', async () => {
@@ -69,6 +69,16 @@ describe('link', () => {
     const m = await got
     expect(m).toMatchObject({ type: 'req', tx: 7, svc: 1 })
     expect((m as { payload: Buffer }).payload.equals(Buffer.alloc(200_000, 5))).toBe(true)
+  })
+
+  it('is proven once the peer answers on it, not by the handshake and its confirmation', async () => {
+    const { a, b } = await relayedLinks((r) => [r])
+    await Promise.all([once(a, 'up'), once(b, 'up')])
+    expect(a.proven).toBe(false)
+    const proved = once(a, 'proved')
+    b.send({ type: 'rep', tx: 1, status: 0, payload: Buffer.from('x') })
+    await proved
+    expect(a.proven).toBe(true)
   })
 
   it('drops the link when a record is tampered with', async () => {

@@ -12,6 +12,7 @@ class FakeLink extends EventEmitter {
   state = 'handshake'
   role = 'initiator'
   initiatorKey = new Uint8Array(32)
+  proven = false
   txBytes = 0
   rxBytes = 0
   close (err?: Error): void {
@@ -26,7 +27,7 @@ class FakeLink extends EventEmitter {
 }
 
 /** How a dial ends, 10 ms after it starts. */
-type Outcome = 'refused-connection' | 'refused-key' | 'up-then-closed' | 'up'
+type Outcome = 'refused-connection' | 'refused-key' | 'up-then-closed' | 'up' | 'up-answered-then-closed'
 
 function makePeer (budget: number, outcome: Outcome = 'refused-connection') {
   const clock = new FakeClock()
@@ -36,7 +37,7 @@ function makePeer (budget: number, outcome: Outcome = 'refused-connection') {
   const peer = new Peer({ id: 'beta', key, address: { host: '127.0.0.1', port: 1 }, requestTimeoutMs: 1000, inboxQuotaBytes: 0 }, {
     clock,
     log: silentLogger,
-    settings: { retryBudget: budget, backoffMinMs: 100, backoffMaxMs: 1000, handshakeTimeoutMs: 500, stableMs: 1000, requestWindowBytes: 1 << 20 },
+    settings: { retryBudget: budget, backoffMinMs: 100, backoffMaxMs: 1000, handshakeTimeoutMs: 500, requestWindowBytes: 1 << 20 },
     serve: async () => Buffer.alloc(0),
     deliver: () => {},
     dial: () => {
@@ -49,7 +50,11 @@ function makePeer (budget: number, outcome: Outcome = 'refused-connection') {
         else {
           l.state = 'up'
           peer.attach(l as unknown as Link)
-          if (outcome === 'up-then-closed') clock.setTimeout(() => l.close(new LinkError(104, 'connection closed by peer')), 10)
+          if (outcome === 'up-answered-then-closed') {
+            l.proven = true
+            l.emit('proved')
+          }
+          if (outcome !== 'up') clock.setTimeout(() => l.close(new LinkError(104, 'connection closed by peer')), 10)
         }
       }, 10)
       return l as unknown as Link
@@ -129,7 +134,7 @@ describe('peer links never flap', () => {
     expect(clock.pending).toBe(0)
   })
 
-  it('a link closed right after it came up is a failed attempt: backoff grows, the budget runs out', () => {
+  it('a link closed before the peer sent anything on it is a failed attempt: backoff grows, the budget runs out', () => {
     const { clock, dials, peer, states } = makePeer(3, 'up-then-closed')
     peer.start()
     clock.advance(60_000)
@@ -139,16 +144,15 @@ describe('peer links never flap', () => {
     expect(peer.state).toBe('dead')
   })
 
-  it('a link that stays up for stableMs refills the budget', () => {
-    const { clock, peer } = makePeer(3, 'up')
+  it('a link the peer answered on refills the budget and is redialled at the shortest backoff', () => {
+    const { clock, dials, peer, states } = makePeer(3, 'up-answered-then-closed')
     peer.start()
-    clock.advance(10)
-    expect(peer.state).toBe('up')
-    peer.retriesLeft = 1
-    clock.advance(999)
-    expect(peer.retriesLeft).toBe(1)
-    clock.advance(1)
+    clock.advance(5000)
+    // Each link worked, then broke: the budget is full again each time.
     expect(peer.retriesLeft).toBe(3)
+    expect(dials.slice(1, 4).map((t, i) => t - dials[i] - 20)).toEqual([75, 75, 75])
+    expect(states.slice(0, 4)).toEqual(['up', 'down', 'up', 'down'])
+    peer.stop()
   })
 })
 
