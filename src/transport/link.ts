@@ -87,6 +87,8 @@ export class Link extends EventEmitter {
   paused = false
   /** True once a message arrived after the link came up ('proved' fired). */
   proven = false
+  /** The most owedBytes ever was: a link that came near its bound leaves garbage behind. */
+  peakOwedBytes = 0
 
   private readonly hs: HandshakeState
   // Replaced, not cleared, on close: the buffers they hold go with them.
@@ -138,9 +140,6 @@ export class Link extends EventEmitter {
 
   /** Of those, the bytes that count against maxQueuedBytes. */
   get owedBytes (): number { return this.owed }
-
-  /** The most owedBytes ever was: a link that came near its bound leaves garbage behind. */
-  peakOwedBytes = 0
 
   /**
    * Queues a message. ours: a message this side originated and whose
