@@ -49,9 +49,6 @@ export class PeerManager extends EventEmitter {
     this.admission = new Admission(opts.config.limits, opts.clock, opts.log)
   }
 
-  /** Callers connected now that have not authenticated. */
-  get unauthenticated (): number { return this.admission.unauthenticated }
-
   async start (): Promise<void> {
     for (const pc of this.config.peers) this.addPeer(pc)
     const listen = this.config.listen
@@ -225,7 +222,8 @@ let fullGc: (() => void) | undefined
 function collectGarbage (): void {
   if (fullGc === undefined) {
     v8.setFlagsFromString('--expose-gc')
-    fullGc = vm.runInNewContext('gc') as () => void
+    const gc: unknown = vm.runInNewContext('typeof gc === "function" ? gc : undefined')
+    fullGc = typeof gc === 'function' ? gc as () => void : () => {}
   }
   fullGc()
 }
