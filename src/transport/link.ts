@@ -199,14 +199,25 @@ export class Link extends EventEmitter {
   // A method, not an inline compare: handlers called in a loop may close us.
   private isClosed (): boolean { return this.state === 'closed' }
 
-  private writeRaw (b: Buffer): boolean {
-    this.txBytes += b.length
-    const ok = this.socket.write(b)
+  /** Writes bytes, or the pieces of one record in a single writev. */
+  private writeRaw (b: Buffer | Buffer[]): boolean {
+    let ok = true
+    if (Array.isArray(b)) {
+      this.socket.cork()
+      for (const p of b) {
+        this.txBytes += p.length
+        ok = this.socket.write(p)
+      }
+      this.socket.uncork()
+    } else {
+      this.txBytes += b.length
+      ok = this.socket.write(b)
+    }
     if (!ok) this.stalledSince ??= this.opts.clock.now()
     return ok
   }
 
-  private seal (lane: number, last: boolean, data: Buffer): Buffer {
+  private seal (lane: number, last: boolean, data: Buffer): Buffer[] {
     return sealFragment(this.send_ as CipherState, { lane: lane as 0 | 1 | 2, last, data })
   }
 

@@ -47,22 +47,21 @@ function nonce (n: bigint): Buffer {
   return b
 }
 
-const EMPTY = Buffer.alloc(0)
-
 export function aeadEncrypt (k: Buffer, n: bigint, ad: Uint8Array, pt: Uint8Array): Buffer {
-  return aeadEncryptParts(k, n, ad, [pt], EMPTY)
+  return Buffer.concat(aeadEncryptParts(k, n, ad, [pt]))
 }
 
-/** prefix || AEAD(concatenated parts) || tag, in one allocation of the result. */
-function aeadEncryptParts (k: Buffer, n: bigint, ad: Uint8Array, parts: Uint8Array[], prefix: Uint8Array): Buffer {
+/** AEAD of the parts' concatenation, as pieces to be written in order (the tag last). */
+function aeadEncryptParts (k: Buffer, n: bigint, ad: Uint8Array, parts: Uint8Array[]): Buffer[] {
   const c = createCipheriv('chacha20-poly1305', k, nonce(n), { authTagLength: TAGLEN })
   let len = 0
   for (const p of parts) len += p.length
   c.setAAD(ad, { plaintextLength: len })
-  const out: Uint8Array[] = [prefix]
-  for (const p of parts) out.push(c.update(p))
-  out.push(c.final(), c.getAuthTag())
-  return Buffer.concat(out, prefix.length + len + TAGLEN)
+  const out = parts.map(p => c.update(p))
+  const fin = c.final()
+  if (fin.length > 0) out.push(fin)
+  out.push(c.getAuthTag())
+  return out
 }
 
 export function aeadDecrypt (k: Buffer, n: bigint, ad: Uint8Array, ct: Uint8Array): Buffer {
@@ -102,11 +101,14 @@ export class CipherState {
     return ct
   }
 
-  /** As encryptWithAd over the parts' concatenation, returned after prefix (a record's length). */
-  encryptParts (ad: Uint8Array, parts: Uint8Array[], prefix: Uint8Array): Buffer {
-    if (this.k === undefined) return Buffer.concat([prefix, ...parts])
+  /**
+   * As encryptWithAd over the parts' concatenation, but the ciphertext
+   * stays in pieces (write them in order): bulk data is not copied again.
+   */
+  encryptParts (ad: Uint8Array, parts: Uint8Array[]): Buffer[] {
+    if (this.k === undefined) return parts.map(p => Buffer.from(p))
     if (this.n >= MAX_NONCE) throw new NoiseError('nonce exhausted')
-    const ct = aeadEncryptParts(this.k, this.n, ad, parts, prefix)
+    const ct = aeadEncryptParts(this.k, this.n, ad, parts)
     this.n++
     return ct
   }

@@ -100,15 +100,16 @@ export function encodeFragment (f: Fragment): Buffer {
 const NO_AD = Buffer.alloc(0)
 
 /**
- * A fragment sealed into one record: encodeRecord(encrypt(encodeFragment(f)))
- * without the intermediate copies (bulk data passes here once per 64 KiB).
+ * A fragment sealed into one record, encodeRecord(encrypt(encodeFragment(f))),
+ * as the pieces to write in order: without the intermediate copies (bulk
+ * data passes here once per 64 KiB).
  */
-export function sealFragment (cs: CipherState, f: Fragment): Buffer {
+export function sealFragment (cs: CipherState, f: Fragment): Buffer[] {
   const body = FRAGMENT_HEADER + f.data.length + TAGLEN
   if (body > MAX_MESSAGE) throw new RangeError(`record body of ${body} bytes exceeds ${MAX_MESSAGE}`)
   const prefix = Buffer.allocUnsafe(2)
   prefix.writeUInt16BE(body, 0)
-  return cs.encryptParts(NO_AD, [Buffer.from([f.lane, f.last ? FLAG_LAST : 0]), f.data], prefix)
+  return [prefix, ...cs.encryptParts(NO_AD, [Buffer.from([f.lane, f.last ? FLAG_LAST : 0]), f.data])]
 }
 
 export function decodeFragment (b: Buffer): Fragment {
