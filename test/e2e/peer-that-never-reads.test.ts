@@ -32,7 +32,7 @@ async function attack (a: Daemon, mallory: NodeSpec, alpha: NodeSpec, drops: num
     await new Promise(resolve => setTimeout(resolve, 20))
     peak = Math.max(peak, await rssMb(a.pid))
   }
-  expect(dropped()).toBe(true)
+  expect(dropped(), `alpha's log:\n${a.stderr.slice(-3000)}`).toBe(true)
   link.close()
   return { peak, sent }
 }

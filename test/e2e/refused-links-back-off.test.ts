@@ -55,7 +55,7 @@ describe('links the peer refuses', () => {
     const st = await status(a, 'beta')
     console.log(`ctl disconnect: alpha made ${attempts} attempts in ${WINDOW_MS} ms; retries_left ${st.retries_left}; last_error: ${st.last_error}`)
     expect(attempts).toBeLessThanOrEqual(4)
-    expect(st.last_error).toMatch(/disconnected by peer/)
+    expect(st.last_error, `alpha's log:\n${a.stderr.slice(-3000)}`).toMatch(/disconnected by peer/)
     expect(Number(st.retries_left)).toBeLessThan(10)
     expect(events.matching(/ beta up/)).toEqual([])
     expect(events.matching(/ beta down/)).toHaveLength(1)
@@ -82,7 +82,7 @@ describe('links the peer refuses', () => {
     const st = await status(a, 'beta')
     console.log(`wrong key: alpha made ${attempts} attempts in ${WINDOW_MS} ms (${proxy.connections} in all); retries_left ${st.retries_left}; last_error: ${st.last_error}`)
     expect(attempts).toBeLessThanOrEqual(4)
-    expect(st.last_error).toMatch(/refused our key/)
+    expect(st.last_error, `alpha's log:\n${a.stderr.slice(-3000)}`).toMatch(/refused our key/)
     expect(st.state).not.toBe('up')
     expect(events.matching(/ beta up/)).toEqual([])
     // The key beta refused, in the form alpha's own config lists it in.

@@ -13,13 +13,18 @@ import { py, type NodeSpec } from './net.js'
 
 const sockets = new Set<net.Socket>()
 
+// Attacks come from another loopback address: their thousands of ephemeral
+// ports then never collide with a port another test picked on 127.0.0.1
+// and has not bound yet.
+const FROM = '127.0.0.2'
+
 export function closeAll (): void {
   for (const s of sockets) s.destroy()
   sockets.clear()
 }
 
 export function connect (port: number): net.Socket {
-  const s = net.connect(port, '127.0.0.1')
+  const s = net.connect({ port, host: '127.0.0.1', localAddress: FROM })
   s.on('error', () => {})
   sockets.add(s)
   s.on('close', () => sockets.delete(s))
