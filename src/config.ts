@@ -6,6 +6,7 @@ import path from 'node:path'
 import { parse as parseToml, TomlError } from 'smol-toml'
 import { ConfigError } from './lib/errors.js'
 import { parsePublicKey, type PublicKey } from './lib/keys.js'
+import { DEFAULT_IGNORE } from './services/files/names.js'
 import { MAX_PACKET_LIMIT } from './transport/messages/pkt.js'
 
 export interface HostPort { host: string, port: number }
@@ -73,6 +74,10 @@ export interface Config {
   gossipMs: number
   /** Ed25519 keys (base64url) whose managed files we accept; undefined: ours and our peers'. */
   filesTrust: string[] | undefined
+  /** Shell patterns (* ?) for managed names that stay local. */
+  filesIgnore: string[]
+  /** Largest managed file; a write past it fails with EFBIG. */
+  filesMaxBytes: number
   entryTimeoutS: number
   logLevel: string
   /** Optional HTTP listener serving <mnt>/metrics for Prometheus. */
@@ -170,6 +175,12 @@ function hostPort (r: Reader, key: string, text: string | undefined): HostPort |
   return { host: m[1] ?? m[2], port }
 }
 
+function filesIgnore (r: Reader): string[] {
+  const pats = r.strings('files_ignore') ?? [...DEFAULT_IGNORE]
+  for (const p of pats) if (p === '' || p.includes('/')) r.fail('files_ignore', `${JSON.stringify(p)}: a pattern matches one name component: not empty, no "/"`)
+  return pats
+}
+
 /** Validates parsed TOML. Pure: reads no files. */
 export function configFromToml (file: string, toml: Table): Config {
   const dir = path.dirname(path.resolve(file))
@@ -220,6 +231,8 @@ export function configFromToml (file: string, toml: Table): Config {
         return r.fail('files_trust', `${JSON.stringify(t.slice(0, 20))}: ${(err as Error).message}`)
       }
     }),
+    filesIgnore: filesIgnore(r),
+    filesMaxBytes: r.int('files_max_bytes', 1 << 30, 1, 2 ** 50),
     entryTimeoutS: r.number('cache_timeout_s', 1, 0, 3600),
     logLevel: r.string('log_level') ?? 'info',
     metricsListen: hostPort(r, 'metrics_listen', r.string('metrics_listen')),

@@ -15,7 +15,7 @@ import { readKeyFile, type Identity } from '../lib/keys.js'
 import { applyConfigLevel, makeLogger, type Logger } from '../lib/log.js'
 import { serveBuiltin, VERSION } from '../services/builtin.js'
 import { DeferredReceiver } from '../services/deferred.js'
-import { ManagedFiles } from '../services/files.js'
+import { ManagedFiles } from '../services/files/index.js'
 import { LocalServices } from '../services/local.js'
 import { Packets } from '../services/packets.js'
 import type { Outbound, PeerLink } from '../services/outbound.js'
@@ -148,6 +148,7 @@ export class Daemon {
     } else {
       this.peerServices.linkDown(id)
       this.packets.linkDown(id)
+      this.files?.linkDown(id)
     }
   }
 
@@ -184,7 +185,9 @@ export class Daemon {
     return {
       ready: (rel) => this.files?.ready(rel),
       gone: (rel) => this.files?.gone(rel),
-      writing: (rel, delta) => this.files?.writing(rel, delta)
+      writing: (rel, delta) => this.files?.writing(rel, delta),
+      admit: (rel) => this.files?.admit(rel),
+      maxFileBytes: this.config.filesMaxBytes
     }
   }
 
@@ -207,8 +210,7 @@ export class Daemon {
       xack: (id, m) => outbox(id)?.onMessage(m),
       xdone: (id, m) => outbox(id)?.onMessage(m)
     })
-    const toFiles = (id: string, m: Parameters<ManagedFiles['onMessage']>[1]): void => files.onMessage(id, m)
-    this.router.handle('files', { fadvert: toFiles, fget: toFiles, fput: toFiles })
+    this.router.handle('files', files.handler)
   }
 
   async start (): Promise<void> {
@@ -226,6 +228,8 @@ export class Daemon {
       trusted: (signer) => trust.trusted(signer),
       signerName: (signer) => trust.name(signer),
       gossipMs: this.config.gossipMs,
+      maxFileBytes: this.config.filesMaxBytes,
+      ignore: this.config.filesIgnore,
       clock: this.clock,
       log: this.log,
       link: { upPeers: this.outbound.upPeers, send: (id, m) => this.outbound.to(id).send(m) },
@@ -313,7 +317,7 @@ export class Daemon {
     }
     this.peerServices.stop()
     this.packets.stop()
-    this.files?.stop()
+    await this.files?.stop()
     await this.metricsServer?.close()
     await this.manager.stop()
     this.log.info('stopped')

@@ -7,7 +7,7 @@
 //   partial/           transfers being received, until verified and placed
 //   deferred/<peer>/   deferred requests to that peer, until acknowledged
 //   applied/           deferred requests we applied, for exactly once
-//   files/             managed files: data/ (behind files/) and their manifests
+//   files/             managed files: data/ (behind files/), journal, objects/, partial/
 import path from 'node:path'
 
 export class StateLayout {

@@ -30,6 +30,10 @@ export interface PassHooks {
   gone?: (rel: string) => void
   /** A handle writing rel opened (+1) or closed (-1): not ready meanwhile. */
   writing?: (rel: string, delta: number) => void
+  /** Refuses a new name (create, mkdir, rename target) by throwing a PeerfsError. */
+  admit?: (rel: string) => void
+  /** Largest size a write or truncate may make a file; past it, EFBIG. */
+  maxFileBytes?: number
 }
 
 const visible = (rel: string): boolean => !isHidden(rel)
@@ -37,6 +41,11 @@ const visible = (rel: string): boolean => !isHidden(rel)
 function attrOf (real: string): Attr {
   const st = wrap(real, () => lstatSync(real))
   return { mode: st.mode, size: st.size, blocks: st.blocks, mtimeMs: st.mtimeMs, atimeMs: st.atimeMs, ctimeMs: st.ctimeMs }
+}
+
+function fitsLimit (root: PassRoot, rel: string, size: number): void {
+  const max = root.hooks.maxFileBytes
+  if (max !== undefined && size > max) throw new FsError(E.EFBIG, `${rel}: over the ${max}-byte limit`)
 }
 
 function wrap<T> (what: string, fn: () => T): T {
@@ -82,6 +91,12 @@ export class PassDir extends PassNode implements MutableDirNode {
     return joinRel(this.rel, name)
   }
 
+  private newChild (name: string): string {
+    const rel = this.child(name)
+    this.root.hooks.admit?.(rel)
+    return rel
+  }
+
   private writable (): void {
     if (this.root.readOnly) throw new FsError(E.EROFS, 'this folder only takes removals')
   }
@@ -108,14 +123,14 @@ export class PassDir extends PassNode implements MutableDirNode {
 
   async create (name: string, mode: number): Promise<FileNode> {
     this.writable()
-    const rel = this.child(name)
+    const rel = this.newChild(name)
     wrap(rel, () => closeSync(openSync(this.root.real(rel), fsc.O_CREAT | fsc.O_WRONLY, mode & 0o7777)))
     return new PassFile(this.root, rel)
   }
 
   async mkdir (name: string, mode: number): Promise<void> {
     this.writable()
-    const rel = this.child(name)
+    const rel = this.newChild(name)
     wrap(rel, () => mkdirSync(this.root.real(rel), { mode: mode & 0o7777 }))
   }
 
@@ -135,7 +150,7 @@ export class PassDir extends PassNode implements MutableDirNode {
     if (!(target instanceof PassDir) || target.root !== this.root) throw new FsError(E.EXDEV, 'rename out of this folder')
     this.writable()
     const from = this.child(name)
-    const to = target.child(newName)
+    const to = target.newChild(newName)
     wrap(from, () => renameSync(this.root.real(from), this.root.real(to)))
     this.root.hooks.gone?.(from)
     if (visible(to)) this.root.hooks.ready?.(to)
@@ -148,6 +163,7 @@ export class PassFile extends PassNode implements FileNode {
   // emptied state is never announced before the rewrite.
   async truncate (size: number): Promise<void> {
     if (this.root.readOnly) throw new FsError(E.EROFS, 'read-only')
+    fitsLimit(this.root, this.rel, size)
     wrap(this.rel, () => truncateSync(this.real, size))
     this.changed()
   }
@@ -167,6 +183,8 @@ export class PassFile extends PassNode implements FileNode {
 export class PassHandle implements Handle {
   readonly direct = false
   private wrote = false
+  /** A write refused for its size: the file is not what its writer meant, so it is not announced. */
+  private refused = false
 
   constructor (private readonly root: PassRoot, private readonly rel: string, private readonly fd: number, private readonly writer: boolean) {
     if (writer) root.hooks.writing?.(rel, 1)
@@ -177,7 +195,17 @@ export class PassHandle implements Handle {
     return buf.subarray(0, wrap(this.rel, () => readSync(this.fd, buf, 0, len, pos)))
   }
 
+  private fits (size: number): void {
+    try {
+      fitsLimit(this.root, this.rel, size)
+    } catch (err) {
+      this.refused = true
+      throw err
+    }
+  }
+
   write (data: Buffer, pos: number): number {
+    this.fits(pos + data.length)
     this.wrote = true
     return wrap(this.rel, () => writeSync(this.fd, data, 0, data.length, pos))
   }
@@ -187,6 +215,7 @@ export class PassHandle implements Handle {
   }
 
   truncate (size: number): void {
+    this.fits(size)
     this.wrote = true
     wrap(this.rel, () => ftruncateSync(this.fd, size))
   }
@@ -194,6 +223,6 @@ export class PassHandle implements Handle {
   release (): void {
     closeSync(this.fd)
     if (this.writer) this.root.hooks.writing?.(this.rel, -1)
-    if (this.wrote && visible(this.rel)) this.root.hooks.ready?.(this.rel)
+    if (this.wrote && !this.refused && visible(this.rel)) this.root.hooks.ready?.(this.rel)
   }
 }

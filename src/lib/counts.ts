@@ -10,5 +10,6 @@ export class RefCounts<K = string> {
   }
 
   has (key: K): boolean { return this.counts.has(key) }
+  keys (): IterableIterator<K> { return this.counts.keys() }
   get size (): number { return this.counts.size }
 }

@@ -3,7 +3,8 @@
 // a node that was down catches up, and an untrusted signer is refused.
 import { readFile } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Daemon, eventually, makeNetwork, readText, sh, startNetwork, teardown, waitEvent, type Network } from '../helpers/net.js'
+import { watchEvents } from '../helpers/events.js'
+import { Daemon, eventually, makeNetwork, readText, sh, startNetwork, teardown, type Network } from '../helpers/net.js'
 
 afterEach(teardown)
 
@@ -32,21 +33,21 @@ async function line () {
 describe('managed files', () => {
   it('a file written on alpha appears on gamma, byte-identical, through beta; a newer write on gamma comes back', async () => {
     const { netw, a, b, g } = await line()
-    const event = waitEvent(g.path('events'), ' file conf/app\\.conf$', 15_000)
-    await new Promise(resolve => setTimeout(resolve, 300))
+    const event = watchEvents(g.path('events'), ' file conf/app\\.conf$', 15_000)
+    await event.ready
     await sh(`head -c 300000 /dev/urandom > ${netw.dir}/blob && cp ${netw.dir}/blob ${a.path('files/blob')}`)
     await sh(`mkdir -p ${a.path('files/conf')} && echo v1 > ${a.path('files/conf/app.conf')}`)
     await eventually(async () => await text(g, 'conf/app.conf') === 'v1\n', 'conf on gamma', 15_000)
     await eventually(async () => (await sh(`cmp ${netw.dir}/blob ${g.path('files/blob')}`)).code === 0, 'blob on gamma', 15_000)
-    expect(await event).toMatch(/^\d{13} gamma file conf\/app\.conf$/)
+    expect(await event.line).toMatch(/^\d{13} gamma file conf\/app\.conf$/)
     // beta knows alpha by name; gamma, which does not, shows alpha's key.
-    expect(await readText(b.path('files/.peerfs-status'))).toMatch(/^conf\/app\.conf\t\d+\t3\talpha\t[0-9a-f]{64}$/m)
+    await eventually(async () => /^conf\/app\.conf\t\d+\t3\talpha\t[0-9a-f]{64}\tok$/m.test(await readText(b.path('files/.peerfs-status'))), 'status on beta')
     // echo > truncates first (on the open handle); only the final content is published.
     await sh(`echo v2 > ${g.path('files/conf/app.conf')}`)
     await eventually(async () => await text(a, 'conf/app.conf') === 'v2\n', 'v2 back on alpha', 15_000)
     expect(g.stderr.match(/"name":"conf\/app\.conf"[^\n]*published managed file/g)).toHaveLength(1)
     expect(await text(b, 'conf/app.conf')).toBe('v2\n')
-    await eventually(async () => /^conf\/app\.conf\t\d+\t3\tgamma\t/m.test(await readText(b.path('files/.peerfs-status'))), 'signed by gamma')
+    await eventually(async () => /^conf\/app\.conf\t\d+\t3\tgamma\t[0-9a-f]{64}\tok$/m.test(await readText(b.path('files/.peerfs-status'))), 'signed by gamma')
   })
 
   it('a node down during an update catches up, and its older version never replaces the newer one', async () => {
@@ -58,9 +59,11 @@ describe('managed files', () => {
     await eventually(async () => await text(b, 'x') === 'new\n', 'new on beta', 15_000)
     const g2 = new Daemon(netw.node('gamma'))
     await g2.start()
-    // gamma still holds "old" at first and advertises it; it must lose.
+    // gamma still holds "old" at first and offers it; it must lose.
     await eventually(async () => await text(g2, 'x') === 'new\n', 'gamma caught up', 15_000)
-    await new Promise(resolve => setTimeout(resolve, 1000))
+    // Anything gamma offered beta before this marker has reached alpha by the time the marker has.
+    await sh(`echo after > ${g2.path('files/marker')}`)
+    await eventually(async () => await text(a, 'marker') === 'after\n', 'marker from gamma on alpha', 15_000)
     expect(await text(a, 'x')).toBe('new\n')
     expect(await text(b, 'x')).toBe('new\n')
   })
@@ -71,8 +74,8 @@ describe('managed files', () => {
     await eventually(async () => await text(g, 'doomed') === 'doomed\n', 'on gamma', 15_000)
     expect((await sh(`rm ${b.path('files/doomed')}`)).code).toBe(0)
     await eventually(async () => await text(a, 'doomed') === undefined && await text(g, 'doomed') === undefined, 'gone everywhere', 15_000)
-    expect(await readText(a.path('files/.peerfs-status'))).toMatch(/^doomed\t\d+\tdeleted\tbeta\t-$/m)
-    expect(await readText(g.path('files/.peerfs-status'))).toMatch(/^doomed\t\d+\tdeleted\t/m)
+    await eventually(async () => /^doomed\t\d+\tdeleted\tbeta\t-\tdeleted$/m.test(await readText(a.path('files/.peerfs-status'))), 'tombstone listed on alpha')
+    await eventually(async () => /^doomed\t\d+\tdeleted\t/m.test(await readText(g.path('files/.peerfs-status'))), 'tombstone listed on gamma')
   })
 
   it('refuses a file signed by an untrusted key', async () => {
