@@ -57,8 +57,10 @@ export interface FilesOptions {
   onUpdate: (name: string) => void
 }
 
-async function sha256Of (file: string): Promise<string> {
+async function sha256Of (file: string, size: number): Promise<string> {
   const h = createHash('sha256')
+  // A stream costs more to set up than a small file costs to read.
+  if (size <= 1 << 20) return h.update(await readFile(file)).digest('hex')
   for await (const chunk of createReadStream(file)) h.update(chunk as Buffer)
   return h.digest('hex')
 }
@@ -276,7 +278,7 @@ export class ManagedFiles {
         return
       }
       if (e !== undefined && sameStamp(e.disk, st) && e.state !== 'pending') return
-      sha = await sha256Of(file).catch(() => '')
+      sha = await sha256Of(file, st.size).catch(() => '')
       if (sha === '') return
       // Metadata only (touch, chmod), or the content we installed: no new version.
       if (e !== undefined && e.disk?.sha256 === sha && e.state !== 'pending') {

@@ -113,12 +113,19 @@ export class Journal {
     const fh = this.fh
     if (fh === undefined) throw new Error('journal closed')
     if (this.written + lines.length > 2 * this.snapshot.size() + 1000) {
-      // Every record appended so far is already in the snapshot (the table changes first).
-      const snap = [...this.snapshot.records()]
-      await writeDurable(this.file, snap.map(r => JSON.stringify(r) + '\n').join(''), 0o600)
+      // Every record appended so far is already in the snapshot (the table
+      // changes first); a change made while it is built is appended after it.
+      // Built in slices, so 10,000 records do not hold the event loop.
+      const out: string[] = []
+      let n = 0
+      for (const r of this.snapshot.records()) {
+        out.push(JSON.stringify(r) + '\n')
+        if (++n % 500 === 0) await new Promise(resolve => setImmediate(resolve))
+      }
+      await writeDurable(this.file, out.join(''), 0o600)
       await fh.close()
       this.fh = await open(this.file, 'a', 0o600)
-      this.written = snap.length
+      this.written = n
       return
     }
     await fh.appendFile(lines.join(''))

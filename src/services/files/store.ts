@@ -32,7 +32,13 @@ const STATUS_MAX_DELAY_MS = 1000
 
 export type EntryState = 'ok' | 'deleted' | 'fetching' | 'pending' | 'shadowed' | 'blocked' | 'ignored'
 
-export interface Entry { m: Manifest, disk: DiskStamp | null, state: EntryState }
+export interface Entry {
+  m: Manifest
+  disk: DiskStamp | null
+  state: EntryState
+  /** The entry's status line, rendered once per change. */
+  line?: string
+}
 
 export type Settled =
   | { kind: 'done', changed: boolean }
@@ -94,6 +100,8 @@ export class FileStore {
   private statusCost = 0
   private statusTimer: Timer | undefined
   private statusRun: Promise<void> | undefined
+  /** Names in order for the status file; names are never removed, so a new length means new names. */
+  private sorted: string[] = []
 
   constructor (private readonly opts: StoreOptions) {}
 
@@ -110,9 +118,10 @@ export class FileStore {
       if (/^[0-9a-f]{64}$/.test(f)) this.objects.add(f)
       else await rm(path.join(this.opts.dir, 'objects', f), { force: true })
     }
+    const table = this.table
     const { journal, records } = await Journal.open(path.join(this.opts.dir, 'journal'), {
       size: () => this.table.size,
-      records: () => [...this.table.values()].map(e => ({ m: e.m, disk: e.disk }))
+      records: function * (this: void) { for (const e of table.values()) yield { m: e.m, disk: e.disk } }
     }, this.opts.log)
     this.journal = journal
     for (const r of records.values()) this.index(r.m.name, undefined, { m: r.m, disk: r.disk, state: r.m.deleted ? 'deleted' : 'fetching' })
@@ -190,6 +199,7 @@ export class FileStore {
     const e = this.table.get(name)
     if (e === undefined || e.state === state) return
     e.state = state
+    e.line = undefined
     this.scheduleStatus()
     if (state === 'ok' || state === 'deleted' || state === 'ignored') void this.dropObjectIfUnneeded(e.m.sha256)
   }
@@ -410,16 +420,18 @@ export class FileStore {
 
   /** files/.peerfs-status: one line per name, in order, names escaped; rewritten whole, atomically. */
   async writeStatus (): Promise<void> {
-    const names = [...this.table.keys()].sort()
+    if (this.sorted.length !== this.table.size) this.sorted = [...this.table.keys()].sort()
     const signers = new Map<string, string>()
     const signerName = (s: string): string => {
       let n = signers.get(s)
       if (n === undefined) signers.set(s, n = escapeName(this.opts.signerName(s)))
       return n
     }
-    const lines = names.map(n => {
-      const { m, state } = this.table.get(n) as Entry
-      return `${escapeName(n)}\t${m.version}\t${m.deleted ? 'deleted' : m.size}\t${signerName(m.signer)}\t${m.deleted ? '-' : m.sha256}\t${state}\n`
+    const lines = this.sorted.map(n => {
+      const e = this.table.get(n) as Entry
+      const { m } = e
+      e.line ??= `${escapeName(n)}\t${m.version}\t${m.deleted ? 'deleted' : m.size}\t${signerName(m.signer)}\t${m.deleted ? '-' : m.sha256}\t${e.state}\n`
+      return e.line
     })
     await writeDurable(path.join(this.dataDir, STATUS_NAME), '# name\tversion\tsize\tsigner\tsha256\tstate\n' + lines.join(''), 0o444)
   }
