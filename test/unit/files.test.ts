@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import { parseConfig } from '../../src/config.js'
 import { identityFromSeed } from '../../src/lib/keys.js'
 import { ManifestVerifier, fieldsError, fromWire, newer, signManifest, toWire, type Manifest } from '../../src/services/files/manifest.js'
 import { IgnoreList, escapeName, managedNameError } from '../../src/services/files/names.js'
@@ -63,5 +64,20 @@ describe('file manifests', () => {
     expect(newer(v(5, alice, 'cd'.repeat(32)), v(5, alice, sha))).toBe(true)
     expect(newer(v(5, alice), v(5, alice))).toBe(false)
     expect(newer(v(1, alice), undefined)).toBe(true)
+  })
+})
+
+describe('managed-file settings', () => {
+  const parse = (extra: string) => parseConfig('/etc/peerfs/a.toml', `id = "a"\nkey = "a.key"\nstate = "s"\n${extra}`)
+
+  it('default to ignoring editor debris and a 1 GiB limit', () => {
+    expect(parse('')).toMatchObject({ filesIgnore: ['*~', '#*#', '*.swp'], filesMaxBytes: 1 << 30 })
+    expect(parse('files_ignore = []\nfiles_max_bytes = 1048576\n')).toMatchObject({ filesIgnore: [], filesMaxBytes: 1 << 20 })
+  })
+
+  it('refuse a pattern that cannot match a name component', () => {
+    expect(() => parse('files_ignore = ["a/b"]\n')).toThrow(/files_ignore: "a\/b": a pattern matches one name component/)
+    expect(() => parse('files_ignore = [""]\n')).toThrow(/files_ignore/)
+    expect(() => parse('files_max_bytes = 0\n')).toThrow(/files_max_bytes: must be between 1/)
   })
 })
