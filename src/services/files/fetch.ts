@@ -21,8 +21,8 @@ import { MAX_CHUNK, MAX_GET, type FilesMessage, type GetRange } from '../../tran
 
 export const CHUNK = MAX_CHUNK
 const WINDOW = 8 << 20
-const MAX_RANGES = 512
-const MAX_ACTIVE = 256
+const MAX_RANGES = 128
+const MAX_ACTIVE = 64
 const MAX_SERVE = 1024
 const PARK_MIN_MS = 1000
 const PARK_MAX_MS = 5 * 60_000
@@ -70,6 +70,7 @@ interface PeerState {
   active: Set<string>
   queue: Set<string>
   serving: number
+  pumping: boolean
   readonly serve: SerialLock
 }
 
@@ -82,6 +83,11 @@ export class Fetcher {
   constructor (private readonly opts: FetchOptions) {}
 
   get size (): number { return this.wants.size }
+  /** Wants being fetched or queued for a peer that is up (parked ones wait for a source). */
+  get busy (): boolean {
+    for (const p of this.peers.values()) if (p.active.size > 0 || p.queue.size > 0) return true
+    return false
+  }
   has (sha: string): boolean { return this.wants.has(sha) }
 
   /** Clears the retry timers (the daemon is stopping). */
@@ -91,8 +97,13 @@ export class Fetcher {
 
   linkUp (peer: string): void {
     this.linkDown(peer)
-    this.peers.set(peer, { bytes: 0, ranges: 0, active: new Set(), queue: new Set(), serving: 0, serve: new SerialLock() })
-    for (const w of this.wants.values()) if (w.state === 'parked' && w.sources.includes(peer)) this.requeue(w)
+    this.peers.set(peer, { bytes: 0, ranges: 0, active: new Set(), queue: new Set(), serving: 0, pumping: false, serve: new SerialLock() })
+    for (const w of this.wants.values()) {
+      if (w.state !== 'parked') continue
+      // A want no known source can serve asks the newcomer (after a restart, nobody is known yet).
+      if (!w.sources.some(s => s !== peer && this.peers.has(s)) && !w.sources.includes(peer)) w.sources.push(peer)
+      if (w.sources.includes(peer)) this.requeue(w)
+    }
   }
 
   linkDown (peer: string): void {
@@ -181,7 +192,21 @@ export class Fetcher {
     w.peer = peer
     const p = this.peers.get(peer) as PeerState
     p.queue.add(w.sha)
-    this.pump(peer)
+    this.schedulePump(peer)
+  }
+
+  /**
+   * Asks for more once the current burst of events is handled, so many
+   * wants queued together go out in a few fget messages, not one each.
+   */
+  private schedulePump (peer: string): void {
+    const p = this.peers.get(peer)
+    if (p === undefined || p.pumping) return
+    p.pumping = true
+    setImmediate(() => {
+      p.pumping = false
+      if (this.peers.get(peer) === p) this.pump(peer)
+    })
   }
 
   private pump (peer: string): void {
@@ -200,7 +225,8 @@ export class Fetcher {
     }
     for (const sha of p.active) {
       if (!room()) break
-      ask(this.wants.get(sha) as Want)
+      const w = this.wants.get(sha) as Want
+      if (w.asked < w.size) ask(w)
     }
     for (const sha of p.queue) {
       if (!room() || p.active.size >= MAX_ACTIVE) break
@@ -242,7 +268,7 @@ export class Fetcher {
       })
       if (w.got === w.size) void this.finish(w, peer)
     }
-    this.pump(peer)
+    this.schedulePump(peer)
   }
 
   onNone (peer: string, sha: Buffer): void {
@@ -256,7 +282,7 @@ export class Fetcher {
     w.sources = w.sources.filter(s => s !== peer)
     if (discard) w.writes = w.writes.then(async () => await rm(this.opts.host.partialPath(w.sha), { force: true }))
     this.requeue(w)
-    this.pump(peer)
+    this.schedulePump(peer)
   }
 
   private async finishSmall (w: Want, peer: string, data: Buffer): Promise<void> {
@@ -307,7 +333,7 @@ export class Fetcher {
     p?.active.delete(w.sha)
     w.state = 'parked'
     w.peer = undefined
-    this.pump(peer)
+    this.schedulePump(peer)
   }
 
   private async arrived (w: Want, part: string): Promise<void> {

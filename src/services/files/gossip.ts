@@ -7,7 +7,9 @@
 // recorded what it accepted, so a slow receiver slows the sender and
 // neither side queues more than a window.
 // Anti-entropy: every gossipMs one random quiet peer gets our summary's
-// root; see summary.ts. When a link comes up both sides start one.
+// root (quiet: nothing to push, acknowledge or fetch, so a round is not
+// spent on changes already under way); see summary.ts. When a link comes
+// up both sides start one.
 // Intake: per peer, one advert at a time, at most MAX_INTAKE waiting (a
 // sender over its window loses the excess). Manifests are checked
 // cheapest first: fields, name, trust, then whether it is newer than ours;
@@ -37,6 +39,8 @@ export interface GossipHost {
   accept: (m: Manifest, peer: string) => Promise<void>
   /** peer holds exactly our version of name. */
   holds: (name: string, peer: string) => void
+  /** Content is being fetched: the tables are mid-change, a summary round now would mostly find that. */
+  busy: () => boolean
 }
 
 export interface GossipOptions {
@@ -52,6 +56,7 @@ class Session {
   unacked = 0
   readonly intake: WireManifest[][] = []
   running = false
+  pumping = false
   get quiet (): boolean { return this.outgoing.size === 0 && this.unacked === 0 && this.intake.length === 0 && !this.running }
 }
 
@@ -86,7 +91,7 @@ export class Gossip {
     for (const [peer, s] of this.sessions) {
       if (peer === except) continue
       s.outgoing.add(name)
-      this.pump(peer, s)
+      this.schedulePump(peer, s)
     }
   }
 
@@ -97,6 +102,16 @@ export class Gossip {
     } catch {
       return false
     }
+  }
+
+  /** Sends once the current burst of changes is in, so they share adverts. */
+  private schedulePump (peer: string, s: Session): void {
+    if (s.pumping) return
+    s.pumping = true
+    setImmediate(() => {
+      s.pumping = false
+      if (this.sessions.get(peer) === s) this.pump(peer, s)
+    })
   }
 
   private pump (peer: string, s: Session): void {
@@ -117,7 +132,7 @@ export class Gossip {
   private schedule (): void {
     if (this.stopped) return
     this.timer = this.opts.clock.setTimeout(() => {
-      const quiet = [...this.sessions].filter(([, s]) => s.quiet).map(([p]) => p)
+      const quiet = this.opts.host.busy() ? [] : [...this.sessions].filter(([, s]) => s.quiet).map(([p]) => p)
       if (quiet.length > 0) this.sendSums(quiet[Math.floor(this.opts.clock.random() * quiet.length)], [this.opts.host.summary.root()])
       this.schedule()
     }, this.opts.gossipMs)
@@ -131,7 +146,7 @@ export class Gossip {
     const s = this.sessions.get(peer)
     if (s === undefined || names.length === 0) return
     for (const n of names) s.outgoing.add(n)
-    this.pump(peer, s)
+    this.schedulePump(peer, s)
   }
 
   /** The typed handler's share: one method per message of the summary and advert kinds. */
@@ -157,7 +172,7 @@ export class Gossip {
     const s = this.sessions.get(peer)
     if (s === undefined) return
     s.unacked = Math.max(0, s.unacked - 1)
-    this.pump(peer, s)
+    this.schedulePump(peer, s)
   }
 
   onAdvert (peer: string, manifests: WireManifest[]): void {

@@ -110,7 +110,8 @@ export class ManagedFiles {
         holds: (n, peer) => {
           const e = this.store.get(n)
           if (e?.state === 'fetching') this.fetcher.addSource(e.m.sha256, peer)
-        }
+        },
+        busy: () => this.fetcher.busy
       },
       send,
       gossipMs: opts.gossipMs,

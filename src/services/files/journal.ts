@@ -24,6 +24,8 @@ export interface JournalRecord { m: Manifest, disk: DiskStamp | null }
 /** The caller's current records, for a rewrite. */
 export interface Snapshot { size: () => number, records: () => Iterable<JournalRecord> }
 
+const WAKE_SLICE = 32
+
 interface Waiter { resolve: () => void, reject: (err: Error) => void }
 
 export class Journal {
@@ -98,7 +100,11 @@ export class Journal {
       try {
         await Promise.all(dirs.map(fsyncDir))
         await this.write(lines)
-        for (const w of waiters) w.resolve()
+        // What each waiter does next runs between these slices, not in one long turn.
+        for (let i = 0; i < waiters.length; i += WAKE_SLICE) {
+          if (i > 0) await new Promise(resolve => setImmediate(resolve))
+          for (const w of waiters.slice(i, i + WAKE_SLICE)) w.resolve()
+        }
       } catch (err) {
         const e = fsErrorOf(err, `writing ${this.file}`)
         this.log.error({ err: e.message }, 'managed-file journal write failed')
