@@ -40,9 +40,10 @@ export async function fsyncDir (dir: string): Promise<void> {
   }
 }
 
-export async function writeDurable (file: string, data: Uint8Array | string, mode = 0o600): Promise<void> {
+/** tmpDir: where the temp file is written (same filesystem), when it must not show beside the file. */
+export async function writeDurable (file: string, data: Uint8Array | string, mode = 0o600, tmpDir = path.dirname(file)): Promise<void> {
   const dir = path.dirname(file)
-  const tmp = path.join(dir, `.tmp-${randomBytes(6).toString('hex')}`)
+  const tmp = path.join(tmpDir, `.tmp-${randomBytes(6).toString('hex')}`)
   try {
     const fh = await open(tmp, 'wx', mode)
     try {

@@ -1,21 +1,21 @@
 // Content by hash: pulled from peers that hold it, in ranges of at most
 // CHUNK bytes, each answered by one fdata on the bulk lane (so a large file
-// never holds up a transaction), and served to peers the same way.
+// never holds up a transaction).
 //
 // A want is one hash some names need. It is 'queued' on its first source
 // that is up, 'active' while ranges are asked of that source, 'parked'
 // while no source can give it (retried with backoff, then asking every
-// peer that is up). Bytes land in partial/<sha>.part at their offset, so a
+// peer that is up), 'arriving' once verified, while it moves to objects/.
+// Bytes land in partial/<sha>.part at their offset, so a
 // broken link or a restart resumes from what is there; the whole file is
 // checked against the signed hash before it moves to objects/<sha>, and a
 // mismatch discards the partial and drops that source.
 // Bounds: per peer, WINDOW bytes and MAX_RANGES ranges in flight and
-// MAX_ACTIVE wants at once; serving, MAX_SERVE ranges queued per peer.
+// MAX_ACTIVE wants at once. Serving them is serve.ts.
 import { createHash } from 'node:crypto'
 import { createReadStream, statSync } from 'node:fs'
 import { open, rename, rm, type FileHandle } from 'node:fs/promises'
 import type { Clock, Timer } from '../../lib/clock.js'
-import { SerialLock } from '../../lib/lock.js'
 import type { Logger } from '../../lib/log.js'
 import { MAX_CHUNK, MAX_GET, type FilesMessage, type GetRange } from '../../transport/messages/files.js'
 
@@ -23,7 +23,6 @@ export const CHUNK = MAX_CHUNK
 const WINDOW = 8 << 20
 const MAX_RANGES = 128
 const MAX_ACTIVE = 64
-const MAX_SERVE = 1024
 const PARK_MIN_MS = 1000
 const PARK_MAX_MS = 5 * 60_000
 
@@ -31,8 +30,6 @@ export interface ContentHost {
   objectPath: (sha: string) => string
   partialPath: (sha: string) => string
   addObject: (sha: string) => void
-  /** Where we hold content for sha (hint: a name that may hold it), if we do. */
-  contentPath: (sha: string, hint: string) => string | undefined
 }
 
 export interface FetchOptions {
@@ -45,7 +42,7 @@ export interface FetchOptions {
   onContent: (sha: string, names: string[]) => void
 }
 
-type WantState = 'queued' | 'active' | 'parked'
+type WantState = 'queued' | 'active' | 'parked' | 'arriving'
 
 interface Want {
   sha: string
@@ -69,9 +66,7 @@ interface PeerState {
   ranges: number
   active: Set<string>
   queue: Set<string>
-  serving: number
   pumping: boolean
-  readonly serve: SerialLock
 }
 
 function rangeLen (w: Want, offset: number): number { return Math.min(CHUNK, w.size - offset) }
@@ -97,7 +92,7 @@ export class Fetcher {
 
   linkUp (peer: string): void {
     this.linkDown(peer)
-    this.peers.set(peer, { bytes: 0, ranges: 0, active: new Set(), queue: new Set(), serving: 0, pumping: false, serve: new SerialLock() })
+    this.peers.set(peer, { bytes: 0, ranges: 0, active: new Set(), queue: new Set(), pumping: false })
     for (const w of this.wants.values()) {
       if (w.state !== 'parked') continue
       // A want no known source can serve asks the newcomer (after a restart, nobody is known yet).
@@ -331,7 +326,7 @@ export class Fetcher {
   private done (w: Want, peer: string): void {
     const p = this.peers.get(peer)
     p?.active.delete(w.sha)
-    w.state = 'parked'
+    w.state = 'arriving'
     w.peer = undefined
     this.schedulePump(peer)
   }
@@ -350,43 +345,5 @@ export class Fetcher {
     w.state = 'parked'
     w.timer = this.opts.clock.setTimeout(() => this.requeue(w), w.parkMs)
     w.parkMs = Math.min(PARK_MAX_MS, w.parkMs * 2)
-  }
-
-  /** Answers a peer's ranges, one at a time per peer, from what we hold. */
-  onGet (peer: string, ranges: GetRange[]): void {
-    const p = this.peers.get(peer)
-    if (p === undefined) return
-    if (p.serving + ranges.length > MAX_SERVE) {
-      this.opts.log.warn({ peer, queued: p.serving }, 'managed-file requests over the limit dropped')
-      return
-    }
-    p.serving += ranges.length
-    void p.serve.run(async () => {
-      const refused = new Set<string>()
-      for (const r of ranges) {
-        p.serving--
-        if (this.peers.get(peer) !== p) continue
-        const sha = r.sha256.toString('hex')
-        const file = refused.has(sha) ? undefined : this.opts.host.contentPath(sha, r.name)
-        try {
-          if (file === undefined) throw new Error('not held')
-          const fh = await open(file, 'r')
-          try {
-            const buf = Buffer.allocUnsafe(r.len)
-            const { bytesRead } = await fh.read(buf, 0, r.len, r.offset)
-            this.opts.send(peer, { type: 'fdata', sha256: r.sha256, offset: r.offset, data: buf.subarray(0, bytesRead) })
-          } finally {
-            await fh.close()
-          }
-        } catch {
-          if (!refused.has(sha)) {
-            refused.add(sha)
-            try {
-              this.opts.send(peer, { type: 'fnone', sha256: r.sha256 })
-            } catch {}
-          }
-        }
-      }
-    })
   }
 }

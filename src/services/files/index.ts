@@ -7,15 +7,15 @@
 // manifest signed with this node's key, stamped max(now, previous + 1); a
 // removal publishes a tombstone. A peer's manifest that is trusted, valid
 // and newer (manifest.ts) is recorded first, then the disk follows
-// (store.ts), fetching the content by hash if needed (fetch.ts); gossip.ts
-// carries manifests and summaries. Every change of one name, local or
+// (store.ts, status.ts), fetching the content by hash if needed (fetch.ts;
+// serve.ts answers such fetches); gossip.ts carries manifests and
+// summaries (summary.ts). Every change of one name, local or
 // remote, runs under that name's lock, in order.
 //
 // Never losing a write: a version for a name open for writing here waits
 // ('pending') until the last writer closes; if the file was written, the
 // close publishes it as a newer version, otherwise the waiting one goes in.
-import { createHash } from 'node:crypto'
-import { createReadStream, lstatSync } from 'node:fs'
+import { lstatSync } from 'node:fs'
 import { readdir, readFile, rm } from 'node:fs/promises'
 import path from 'node:path'
 import type { Clock } from '../../lib/clock.js'
@@ -27,9 +27,11 @@ import type { Handler, Message } from '../../transport/messages/index.js'
 import type { FilesMessage } from '../../transport/messages/files.js'
 import { Fetcher } from './fetch.js'
 import { Gossip } from './gossip.js'
+import { ContentServer } from './serve.js'
 import { ManifestSigner, fieldsError, newer, type Manifest } from './manifest.js'
 import { creatableError, escapeName, IgnoreList, managedNameError } from './names.js'
-import { FileStore, sameStamp, stampOf, type EntryState } from './store.js'
+import { sameStamp, sha256Of, stampOf } from './disk.js'
+import { FileStore, type EntryState } from './store.js'
 
 export { STATUS_NAME } from './store.js'
 export { DEFAULT_IGNORE } from './names.js'
@@ -57,19 +59,12 @@ export interface FilesOptions {
   onUpdate: (name: string) => void
 }
 
-async function sha256Of (file: string, size: number): Promise<string> {
-  const h = createHash('sha256')
-  // A stream costs more to set up than a small file costs to read.
-  if (size <= 1 << 20) return h.update(await readFile(file)).digest('hex')
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer)
-  return h.digest('hex')
-}
-
 export class ManagedFiles {
   readonly handler: Handler<FilesMessage>
   private readonly store: FileStore
   private readonly gossip: Gossip
   private readonly fetcher: Fetcher
+  private readonly server: ContentServer
   private readonly signer: ManifestSigner
   private readonly ignore: IgnoreList
   private readonly writers = new RefCounts<string>()
@@ -101,6 +96,7 @@ export class ManagedFiles {
       log: opts.log,
       onContent: (sha, names) => this.onContent(sha, names)
     })
+    this.server = new ContentServer({ contentPath: (sha, hint) => this.store.contentPath(sha, hint), send, log: opts.log })
     this.gossip = new Gossip({
       host: {
         summary: this.store.summary,
@@ -124,7 +120,7 @@ export class ManagedFiles {
       fwant: (peer, m) => this.gossip.onWant(peer, m.names),
       fadv: (peer, m) => this.gossip.onAdvert(peer, m.manifests),
       fack: (peer) => this.gossip.onAck(peer),
-      fget: (peer, m) => this.fetcher.onGet(peer, m.ranges),
+      fget: (peer, m) => this.server.onGet(peer, m.ranges),
       fdata: (peer, m) => this.fetcher.onData(peer, m.sha256, m.offset, m.data),
       fnone: (peer, m) => this.fetcher.onNone(peer, m.sha256)
     }
@@ -180,6 +176,7 @@ export class ManagedFiles {
   }
 
   linkUp (peer: string): void {
+    this.server.linkUp(peer)
     this.fetcher.linkUp(peer)
     this.gossip.linkUp(peer)
   }
@@ -187,6 +184,7 @@ export class ManagedFiles {
   linkDown (peer: string): void {
     this.gossip.linkDown(peer)
     this.fetcher.linkDown(peer)
+    this.server.linkDown(peer)
   }
 
   list (): Manifest[] { return [...this.store.names()].sort().map(n => this.store.get(n)?.m as Manifest) }

@@ -15,21 +15,21 @@
 // - an unmanaged obstacle (a hidden or ignored name in the way) leaves the
 //   entry 'blocked', never an error that stops the rest.
 // Work on one name runs under its key in `lock`; the caller takes it.
-import { lstatSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync, unlinkSync, type Stats } from 'node:fs'
+import { lstatSync, mkdirSync, renameSync, rmdirSync, rmSync, unlinkSync } from 'node:fs'
 import { copyFile, mkdir, open, readdir, rm } from 'node:fs/promises'
 import path from 'node:path'
-import type { Clock, Timer } from '../../lib/clock.js'
-import { fsErrorOf, setTimes, writeDurable } from '../../lib/durable.js'
+import type { Clock } from '../../lib/clock.js'
+import { fsErrorOf, setTimes } from '../../lib/durable.js'
 import { KeyedLock } from '../../lib/lock.js'
 import type { Logger } from '../../lib/log.js'
+import { ancestors, lstatOrUndefined, onlyFolders, sameStamp, stampOf } from './disk.js'
 import { Journal, type DiskStamp, type JournalRecord } from './journal.js'
 import { itemHash, type Manifest } from './manifest.js'
 import { escapeName } from './names.js'
+import { StatusFile } from './status.js'
 import { Summary } from './summary.js'
 
 export const STATUS_NAME = '.peerfs-status'
-const STATUS_MAX_DELAY_MS = 1000
-const STATUS_SLICE = 1000
 
 export type EntryState = 'ok' | 'deleted' | 'fetching' | 'pending' | 'shadowed' | 'blocked' | 'ignored'
 
@@ -62,42 +62,6 @@ export interface StoreOptions {
   maxFileBytes: number
 }
 
-export function stampOf (st: Stats, sha256: string): DiskStamp {
-  return { sha256, size: st.size, ino: st.ino, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs }
-}
-
-export function sameStamp (a: DiskStamp | null, st: Stats): boolean {
-  return a !== null && a.size === st.size && a.ino === st.ino && a.mtimeMs === st.mtimeMs && a.ctimeMs === st.ctimeMs
-}
-
-/** Merges two sorted lists of distinct names. */
-function mergeSorted (a: string[], b: string[]): string[] {
-  const out: string[] = []
-  let i = 0
-  let j = 0
-  while (i < a.length && j < b.length) out.push(a[i] < b[j] ? a[i++] : b[j++])
-  while (i < a.length) out.push(a[i++])
-  while (j < b.length) out.push(b[j++])
-  return out
-}
-
-function ancestors (name: string): string[] {
-  const parts = name.split('/')
-  return parts.slice(1).map((_, i) => parts.slice(0, i + 1).join('/'))
-}
-
-function lstatOrUndefined (p: string): Stats | undefined {
-  return lstatSync(p, { throwIfNoEntry: false })
-}
-
-/** True if a folder holds only folders (no file of any kind, hidden ones included). */
-function onlyFolders (dir: string): boolean {
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    if (!e.isDirectory() || !onlyFolders(path.join(dir, e.name))) return false
-  }
-  return true
-}
-
 export class FileStore {
   readonly lock = new KeyedLock<string>()
   readonly summary = new Summary()
@@ -107,16 +71,11 @@ export class FileStore {
   private readonly bySha = new Map<string, Set<string>>()
   private readonly objects = new Set<string>()
   private journal: Journal | undefined
-  private status: 'idle' | 'scheduled' | 'writing' | 'closed' = 'idle'
-  private statusAgain = false
-  private statusCost = 0
-  private statusTimer: Timer | undefined
-  private statusRun: Promise<void> | undefined
-  /** Names in order for the status file, and names added since it was last sorted (names are never removed). */
-  private sorted: string[] = []
-  private unsorted: string[] = []
+  private readonly status: StatusFile
 
-  constructor (private readonly opts: StoreOptions) {}
+  constructor (private readonly opts: StoreOptions) {
+    this.status = new StatusFile({ file: path.join(opts.dir, 'data', STATUS_NAME), tmpDir: path.join(opts.dir, 'partial'), entries: this.table, signerName: opts.signerName, clock: opts.clock, log: opts.log })
+  }
 
   get dataDir (): string { return path.join(this.opts.dir, 'data') }
   objectPath (sha: string): string { return path.join(this.opts.dir, 'objects', sha) }
@@ -142,12 +101,12 @@ export class FileStore {
   }
 
   async close (): Promise<void> {
-    this.opts.clock.clearTimeout(this.statusTimer)
-    this.status = 'closed'
-    await this.statusRun
-    await this.writeStatus().catch(() => {})
+    await this.status.close()
     await this.journal?.close()
   }
+
+  /** Rewrites .peerfs-status now. */
+  async writeStatus (): Promise<void> { await this.status.write() }
 
   get (name: string): Entry | undefined { return this.table.get(name) }
   get size (): number { return this.table.size }
@@ -189,7 +148,7 @@ export class FileStore {
       if (s === undefined) this.bySha.set(e.m.sha256, s = new Set())
       s.add(name)
     }
-    if (prev === undefined) this.unsorted.push(name)
+    if (prev === undefined) this.status.added(name)
     this.table.set(name, e)
     if (prev?.m !== e.m) this.summary.set(name, e.m.version, itemHash(e.m))
     return unshadow
@@ -202,7 +161,7 @@ export class FileStore {
   record (name: string, m: Manifest, disk: DiskStamp | null, state: EntryState): { durable: Promise<void>, unshadow: string[] } {
     const prev = this.table.get(name)
     const unshadow = this.index(name, prev, { m, disk, state })
-    this.scheduleStatus()
+    this.status.changed()
     const same = prev !== undefined && prev.m === m && prev.disk === disk
     const durable = same || this.journal === undefined ? Promise.resolve() : this.journal.append({ m, disk })
     if (prev !== undefined && prev.m.sha256 !== m.sha256) void this.dropObjectIfUnneeded(prev.m.sha256)
@@ -214,7 +173,7 @@ export class FileStore {
     if (e === undefined || e.state === state) return
     e.state = state
     e.line = undefined
-    this.scheduleStatus()
+    this.status.changed()
     if (state === 'ok' || state === 'deleted' || state === 'ignored') void this.dropObjectIfUnneeded(e.m.sha256)
   }
 
@@ -403,66 +362,5 @@ export class FileStore {
         return
       }
     }
-  }
-
-  // The status file follows every change at once while it is cheap; once
-  // rendering it costs more (10,000 names), changes are gathered for 20
-  // times what the last rendering took, so it stays a few percent of a core.
-  private scheduleStatus (): void {
-    if (this.status === 'writing') this.statusAgain = true
-    if (this.status !== 'idle') return
-    this.status = 'scheduled'
-    const delay = Math.min(STATUS_MAX_DELAY_MS, 20 * this.statusCost)
-    const run = (): void => { this.statusRun = this.runStatus() }
-    if (delay < 5) setImmediate(run)
-    else this.statusTimer = this.opts.clock.setTimeout(run, delay)
-  }
-
-  private async runStatus (): Promise<void> {
-    if (this.status !== 'scheduled') return
-    this.status = 'writing'
-    await this.writeStatus().catch((err: unknown) => this.opts.log.error({ err }, 'cannot write the managed-file status'))
-    if (this.status !== 'writing') return
-    this.status = 'idle'
-    if (this.statusAgain) {
-      this.statusAgain = false
-      this.scheduleStatus()
-    }
-  }
-
-  /** files/.peerfs-status: one line per name, in order, names escaped; rewritten whole, atomically. */
-  async writeStatus (): Promise<void> {
-    let t0 = performance.now()
-    let cost = 0
-    if (this.unsorted.length > 0) {
-      this.sorted = mergeSorted(this.sorted, this.unsorted.sort())
-      this.unsorted = []
-    }
-    const signers = new Map<string, string>()
-    const signerName = (s: string): string => {
-      let n = signers.get(s)
-      if (n === undefined) signers.set(s, n = escapeName(this.opts.signerName(s)))
-      return n
-    }
-    const parts: Buffer[] = [Buffer.from('# name\tversion\tsize\tsigner\tsha256\tstate\n')]
-    // Rendered in slices: 10,000 lines must not hold the event loop.
-    for (let i = 0; i < this.sorted.length; i += STATUS_SLICE) {
-      const lines: string[] = []
-      for (const n of this.sorted.slice(i, i + STATUS_SLICE)) {
-        const e = this.table.get(n) as Entry
-        const { m } = e
-        e.line ??= `${escapeName(n)}\t${m.version}\t${m.deleted ? 'deleted' : m.size}\t${signerName(m.signer)}\t${m.deleted ? '-' : m.sha256}\t${e.state}\n`
-        lines.push(e.line)
-      }
-      parts.push(Buffer.from(lines.join('')))
-      if (i + STATUS_SLICE < this.sorted.length) {
-        cost += performance.now() - t0
-        await new Promise(resolve => setImmediate(resolve))
-        t0 = performance.now()
-      }
-    }
-    // The event loop's share of a rewrite; writing it out is the thread pool's.
-    this.statusCost = cost + performance.now() - t0
-    await writeDurable(path.join(this.dataDir, STATUS_NAME), Buffer.concat(parts), 0o444)
   }
 }
