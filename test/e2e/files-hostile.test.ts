@@ -3,18 +3,19 @@
 // answering, its link to its other peer stays up and keeps replicating,
 // and the refusals are logged as a few summary lines.
 import { randomBytes } from 'node:crypto'
-import net from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
-import { systemClock } from '../../src/lib/clock.js'
-import { parsePublicKey, readKeyFile } from '../../src/lib/keys.js'
+import { parsePublicKey } from '../../src/lib/keys.js'
 import type { WireManifest } from '../../src/transport/messages/files.js'
-import { Link } from '../../src/transport/link.js'
 import type { Message } from '../../src/transport/messages/index.js'
-import { keyPairFromSecret } from '../../src/transport/noise.js'
-import { watchEvents } from '../helpers/events.js'
+import { EventRecorder } from '../helpers/events.js'
+import { closeAll, linkAs } from '../helpers/hostile.js'
 import { Daemon, eventually, makeNetwork, py, readText, sh, startNetwork, teardown, waitState } from '../helpers/net.js'
 
-afterEach(teardown)
+afterEach(async () => {
+  EventRecorder.stopAll()
+  closeAll()
+  await teardown()
+})
 
 describe('a hostile managed-files peer', () => {
   it('3,000 manifests with bad signatures neither freeze the daemon nor break its other link', async () => {
@@ -27,15 +28,9 @@ describe('a hostile managed-files peer', () => {
     const a = ds.get('alpha') as Daemon
     const b = ds.get('beta') as Daemon
     await waitState(a, 'beta')
-    const downs = watchEvents(a.path('events'), ' beta (down|dead)', 60_000)
-    await downs.ready
+    const events = await EventRecorder.open(a.path('events'))
 
-    const me = await readKeyFile(netw.node('mallory').keyFile)
-    const link = new Link(net.connect(netw.node('alpha').port, '127.0.0.1'), {
-      role: 'initiator', localId: 'mallory', staticKey: keyPairFromSecret(me.dhSecret), expectedKey: parsePublicKey(netw.node('alpha').publicKey).dh,
-      clock: systemClock, keepaliveMs: 1000, downAfterMs: 5000, handshakeTimeoutMs: 5000
-    })
-    await new Promise(resolve => link.once('up', resolve))
+    const { link } = await linkAs(netw.node('mallory'), netw.node('alpha'))
     let acks = 0
     link.on('message', (m: Message) => { if (m.type === 'fack') acks++ })
 
@@ -74,7 +69,6 @@ print(fails)
     await sh(`echo down-check > ${a.path('files/zz-last')}`)
     await eventually(async () => (await readText(b.path('files/zz-last'))) === 'down-check\n', 'alpha\'s last file on beta', 15_000)
     expect((await readText(a.path('peers/beta/state'))).trim()).toBe('up')
-    downs.stop()
-    expect(await downs.line).toBe('')
+    expect(events.matching(/ beta (down|dead)/)).toEqual([])
   })
 })

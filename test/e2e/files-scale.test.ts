@@ -2,10 +2,18 @@
 // down: 2,000 files on a line alpha - beta - gamma, and a node cut off
 // during 500 updates that catches up once it is back.
 import { afterEach, describe, expect, it } from 'vitest'
-import { watchEvents } from '../helpers/events.js'
+import { EventRecorder } from '../helpers/events.js'
 import { Daemon, eventually, makeNetwork, py, readText, sh, startNetwork, teardown, waitState, type Network } from '../helpers/net.js'
 
-afterEach(teardown)
+afterEach(async () => {
+  EventRecorder.stopAll()
+  await teardown()
+})
+
+/** Waits until the recorder has seen `file` events for n distinct names matching re. */
+async function files (rec: EventRecorder, re: RegExp, n: number, timeoutMs: number): Promise<void> {
+  await eventually(() => new Set(rec.matching(re).map(l => l.split(' ')[3])).size >= n, `${n} file events`, timeoutMs, 250)
+}
 
 async function trustAll (netw: Network): Promise<void> {
   const keys = [...netw.nodes.values()].map(n => `"${n.publicKey}"`).join(', ')
@@ -57,10 +65,9 @@ print(n, h.hexdigest())
 describe('managed files at scale', () => {
   it('2,000 files written on alpha arrive on beta and gamma, byte-identical', async () => {
     const { a, b, g } = await line()
-    const onGamma = watchEvents(g.path('events'), ' gamma file d\\d\\d/f\\d{4}$', 90_000, 2000)
-    await onGamma.ready
+    const onGamma = await EventRecorder.open(g.path('events'))
     await writeMany(a.path('files'), 2000, 'content of')
-    expect(await onGamma.count).toBe(2000)
+    await files(onGamma, / gamma file d\d\d\/f\d{4}$/, 2000, 90_000)
     const want = await digest(a.path('files'))
     expect(want).toMatch(/^2000 /)
     expect(await digest(b.path('files'))).toBe(want)
@@ -70,16 +77,14 @@ describe('managed files at scale', () => {
 
   it('a node cut off during 500 updates catches up when it is back', async () => {
     const { a, b, g } = await line()
-    const first = watchEvents(g.path('events'), ' gamma file d\\d\\d/f\\d{4}$', 60_000, 500)
-    await first.ready
+    const onGamma = await EventRecorder.open(g.path('events'))
     await writeMany(a.path('files'), 500, 'v1')
-    expect(await first.count).toBe(500)
+    await files(onGamma, / gamma file d\d\d\/f\d{4}$/, 500, 60_000)
     await sh(`echo disconnect > ${b.path('peers/gamma/ctl')}`)
     await waitState(b, 'gamma', 'down')
-    const onBeta = watchEvents(b.path('events'), ' beta file d\\d\\d/f\\d{4}$', 60_000, 500)
-    await onBeta.ready
+    const onBeta = await EventRecorder.open(b.path('events'))
     await writeMany(a.path('files'), 500, 'v2')
-    expect(await onBeta.count).toBe(500)
+    await files(onBeta, / beta file d\d\d\/f\d{4}$/, 500, 60_000)
     await sh(`rm ${a.path('files/d00/f0000')} ${a.path('files/d01/f0001')}`)
     await eventually(async () => (await sh(`ls ${b.path('files/d00/f0000')}`)).code !== 0, 'removal on beta', 15_000)
     expect(await readText(g.path('files/d05/f0005'))).toBe('v1 5\n')

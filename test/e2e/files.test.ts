@@ -3,10 +3,13 @@
 // a node that was down catches up, and an untrusted signer is refused.
 import { readFile } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
-import { watchEvents } from '../helpers/events.js'
+import { EventRecorder } from '../helpers/events.js'
 import { Daemon, eventually, makeNetwork, readText, sh, startNetwork, teardown, type Network } from '../helpers/net.js'
 
-afterEach(teardown)
+afterEach(async () => {
+  EventRecorder.stopAll()
+  await teardown()
+})
 
 const text = async (d: Daemon, name: string): Promise<string | undefined> =>
   await readFile(d.path('files', name), 'utf8').catch(() => undefined)
@@ -33,13 +36,12 @@ async function line () {
 describe('managed files', () => {
   it('a file written on alpha appears on gamma, byte-identical, through beta; a newer write on gamma comes back', async () => {
     const { netw, a, b, g } = await line()
-    const event = watchEvents(g.path('events'), ' file conf/app\\.conf$', 15_000)
-    await event.ready
+    const events = await EventRecorder.open(g.path('events'))
     await sh(`head -c 300000 /dev/urandom > ${netw.dir}/blob && cp ${netw.dir}/blob ${a.path('files/blob')}`)
     await sh(`mkdir -p ${a.path('files/conf')} && echo v1 > ${a.path('files/conf/app.conf')}`)
     await eventually(async () => await text(g, 'conf/app.conf') === 'v1\n', 'conf on gamma', 15_000)
     await eventually(async () => (await sh(`cmp ${netw.dir}/blob ${g.path('files/blob')}`)).code === 0, 'blob on gamma', 15_000)
-    expect(await event.line).toMatch(/^\d{13} gamma file conf\/app\.conf$/)
+    expect(await events.waitFor(/ file conf\/app\.conf$/)).toMatch(/^\d{13} gamma file conf\/app\.conf$/)
     // beta knows alpha by name; gamma, which does not, shows alpha's key.
     await eventually(async () => /^conf\/app\.conf\t\d+\t3\talpha\t[0-9a-f]{64}\tok$/m.test(await readText(b.path('files/.peerfs-status'))), 'status on beta')
     // echo > truncates first (on the open handle); only the final content is published.

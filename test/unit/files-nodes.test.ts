@@ -192,7 +192,7 @@ describe('managed files between nodes (in process)', () => {
     await eventually(async () => await b.read('later') === 'after it\n' && await a.read('d/x') === 'in the folder\n' && b.files.state('d') === 'deleted', 'both sides done')
     expect(await b.read('d/x')).toBe('in the folder\n')
     expect(b.files.state('d')).toBe('deleted')
-    expect(await b.status()).toMatch(/^d\t\d+\tdeleted\ta\t-\tdeleted$/m)
+    await eventually(async () => /^d\t\d+\tdeleted\ta\t-\tdeleted$/m.test(await b.status()), 'listed as deleted')
   })
 
   for (const [fileOn, folderOn] of [['a', 'b'], ['b', 'a']]) {
@@ -207,7 +207,7 @@ describe('managed files between nodes (in process)', () => {
       for (const n of [f, g]) {
         await eventually(async () => await n.read('d/x') === 'the folder\n' && n.files.state('d') === 'shadowed' && await g.read('after') === 'later name\n', `${n.id} settled`)
       }
-      expect(await f.status()).toMatch(/^d\t\d+\t9\t[ab]\t[0-9a-f]{64}\tshadowed$/m)
+      await eventually(async () => /^d\t\d+\t9\t[ab]\t[0-9a-f]{64}\tshadowed$/m.test(await f.status()), 'listed as shadowed')
       // At rest: nothing more to fetch, on either side.
       expect(f.files.stats.fetching + g.files.stats.fetching).toBe(0)
       await g.remove('d/x')
