@@ -9,7 +9,7 @@
 //     per node and bytes per gossip interval on each link.
 // Runs three times per size and reports medians against the goals of
 // issue 10. A smaller section keeps the 1 MB-over-five-hops figure.
-import { readFile } from 'node:fs/promises'
+import { readFile, rm } from 'node:fs/promises'
 import { spawn } from 'node:child_process'
 import { Daemon, eventually, makeNetwork, py, readText, sh, startNetwork, teardown, waitState, type Network } from '../test/helpers/net.js'
 
@@ -158,6 +158,8 @@ async function scaleRun (n: number): Promise<Run> {
     return { n, burstS: (t1 - t0) / 1000, afterBurstS: (last - t1) / 1000, totalS: (last - t0) / 1000, got, echoRest, echoBurst, echoAfter, rest0, rest }
   } finally {
     await teardown()
+    // 10,000 files on three nodes: not left behind in /tmp.
+    await rm(netw.dir, { recursive: true, force: true })
   }
 }
 
@@ -204,6 +206,8 @@ async function converge (ids: string[]): Promise<number> {
     return (at - t0) / 1000
   } finally {
     await teardown()
+    // 10,000 files on three nodes: not left behind in /tmp.
+    await rm(netw.dir, { recursive: true, force: true })
   }
 }
 

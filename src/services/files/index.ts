@@ -167,6 +167,7 @@ export class ManagedFiles {
       await this.store.record(m.name, m, null, m.deleted ? 'deleted' : 'fetching').durable
     }
     await rm(dir, { recursive: true, force: true })
+    await rm(path.join(this.opts.dir, 'incoming'), { recursive: true, force: true })
   }
 
   async stop (): Promise<void> {
