@@ -10,7 +10,7 @@
 // Runs three times per size and reports medians against the goals of
 // issue 10. A smaller section keeps the 1 MB-over-five-hops figure.
 import { readFile, rm } from 'node:fs/promises'
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { Daemon, eventually, makeNetwork, py, readText, sh, startNetwork, teardown, waitState, type Network } from '../test/helpers/net.js'
 
 const GOSSIP_MS = 2000
@@ -50,13 +50,13 @@ while len(seen) < want and time.monotonic() < end:
 print(len(seen), last, flush=True)
 `
 
-// Echo transactions every 5 ms until the stop file exists; prints
-// "<start unix ms> <latency ms or -1 for a failure>" per transaction.
+// Echo transactions every 5 ms until the stop file exists (or 15 minutes
+// pass); prints "<start unix ms> <latency ms or -1 for a failure>" each.
 const ECHO = `
 import os, sys, time
-f, stop = sys.argv[1], sys.argv[2]
+f, stop, end = sys.argv[1], sys.argv[2], time.monotonic() + 900
 out = []
-while not os.path.exists(stop):
+while not os.path.exists(stop) and time.monotonic() < end:
     t, w = time.perf_counter(), time.time()
     try:
         fd = os.open(f, os.O_RDWR); os.write(fd, b'ping'); r = os.read(fd, 100); os.close(fd)
@@ -75,8 +75,13 @@ function echoStats (lines: string[]): Echo {
   return { n: lat.length, fails: lat.length - ok.length, p50: ok[ok.length >> 1] ?? NaN, p99: ok[Math.floor(ok.length * 0.99)] ?? NaN }
 }
 
+/** Python children of this run, ended by their pid if the run fails half-way. */
+const children = new Set<ChildProcess>()
+
 function spawnPy (code: string, args: string[]): { ready: Promise<void>, out: Promise<string> } {
   const proc = spawn('python3', ['-c', code, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+  children.add(proc)
+  proc.on('exit', () => children.delete(proc))
   let text = ''
   let ready: () => void = () => {}
   const readyP = new Promise<void>(resolve => { ready = resolve })
@@ -157,6 +162,7 @@ async function scaleRun (n: number): Promise<Run> {
     const rest = await atRest([a, b, g], b)
     return { n, burstS: (t1 - t0) / 1000, afterBurstS: (last - t1) / 1000, totalS: (last - t0) / 1000, got, echoRest, echoBurst, echoAfter, rest0, rest }
   } finally {
+    for (const c of children) c.kill()
     await teardown()
     // 10,000 files on three nodes: not left behind in /tmp.
     await rm(netw.dir, { recursive: true, force: true })
@@ -205,6 +211,7 @@ async function converge (ids: string[]): Promise<number> {
     const at = Number((await seen.out).split(' ')[1])
     return (at - t0) / 1000
   } finally {
+    for (const c of children) c.kill()
     await teardown()
     // 10,000 files on three nodes: not left behind in /tmp.
     await rm(netw.dir, { recursive: true, force: true })
