@@ -56,7 +56,11 @@ export interface ReadContext {
 }
 
 export interface Handle {
-  /** Content is live: the kernel must call read and not trust st_size. */
+  /**
+   * direct_io: reads and writes go to the handle, past the page cache. For
+   * live content (the kernel must call read and not trust st_size), or a
+   * writer whose data would otherwise be cached twice.
+   */
   readonly direct: boolean
   /**
    * write() is done with its data when it returns (it never returns a
