@@ -13,7 +13,7 @@ import type { ChildProcess } from 'node:child_process'
 import { mkdir } from 'node:fs/promises'
 import path from 'node:path'
 import { Daemon, ROOT, makeNetwork, sh, teardown, tempDir } from '../test/helpers/net.js'
-import { ROUNDS, benchSources, cpuSeconds, must, record, spawnReady, stop, timedSh, type Samples } from './util.js'
+import { ROUNDS, benchSources, cpuSeconds, must, record, removeAtEnd, spawnReady, stop, timedSh, type Samples } from './util.js'
 
 interface Target { name: string, pid: number, dest: (round: number) => string }
 
@@ -68,6 +68,6 @@ export async function outboxBench (samples: Samples): Promise<void> {
       await sh(`fusermount -uz ${p.mnt}`)
     }
     await teardown()
-    await must(`rm -rf ${work} ${netw.dir}`)
+    removeAtEnd(work, netw.dir)
   }
 }

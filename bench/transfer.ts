@@ -13,7 +13,7 @@ import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises'
 import { Daemon, freePort, makeNetwork, py, sh, startNetwork, teardown, tempDir, waitState } from '../test/helpers/net.js'
-import { ROUNDS, SMALL, benchSources, must, nthEvent, peakRss, record, resetPeakRss, timedSh, type Samples } from './util.js'
+import { ROUNDS, SMALL, benchSources, must, nthEvent, peakRss, record, removeAtEnd, resetPeakRss, timedSh, type Samples } from './util.js'
 
 interface Sshd { rsync: (src: string, dest: string) => string, stop: () => void }
 
@@ -113,6 +113,6 @@ export async function transferBench (samples: Samples): Promise<{ sshd: boolean 
   } finally {
     sshd?.stop()
     await teardown()
-    await must(`rm -rf ${work} ${netw.dir}`)
+    removeAtEnd(work, netw.dir)
   }
 }

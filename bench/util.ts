@@ -6,8 +6,9 @@
 // memory the guest freed is handed back to the host within seconds, so a
 // write into pages just freed is 2-3 s/GiB cheaper than a fresh one, and
 // creating files is up to 10x slower for a while after deleting many. So
-// every timed run writes to a new name, nothing is deleted until the run
-// is over, and the runs of a comparison are interleaved round by round.
+// every timed run writes to a new name, nothing is deleted until the whole
+// bench is over (removeAtEnd; run.ts removes it all last), and the runs of
+// a comparison are interleaved round by round.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
@@ -111,11 +112,19 @@ for i in range(int(sys.argv[2])):
   return await sources
 }
 
-export async function removeSources (): Promise<void> {
-  if (sources === undefined) return
-  const s = await sources
+const atEnd: string[] = []
+
+/** Folders to remove once every part has run (deleting many files slows creating them for minutes). */
+export function removeAtEnd (...dirs: string[]): void {
+  atEnd.push(...dirs)
+}
+
+/** Removes the sources and every folder given to removeAtEnd. */
+export async function removeAll (): Promise<void> {
+  if (sources !== undefined) atEnd.push((await sources).dir)
   sources = undefined
-  await must(`rm -rf ${s.dir}`)
+  const dirs = atEnd.splice(0)
+  if (dirs.length > 0) await must(`rm -rf ${dirs.join(' ')}`)
 }
 
 /**
