@@ -10,9 +10,30 @@ import Fuse, { type PollHandle, type Stat, type Statfs } from 'fuse-native'
 import { E, FsError, PeerfsError } from '../lib/errors.js'
 import type { Logger } from '../lib/log.js'
 import { encodingError } from '../lib/names.js'
-import { isDir, isFile, isMutableDir, isSymlink, MAX_WRITE, POLLIN, POLLOUT, type DirNode, type FileNode, type FsNode, type Handle, type MutableDirNode } from './types.js'
+import { isDir, isFile, isMutableDir, isSymlink, MAX_WRITE, POLLIN, POLLOUT, type DirNode, type FileNode, type FsNode, type Handle, type MaybePromise, type MutableDirNode, type OpenContext } from './types.js'
 
 type Ops = ConstructorParameters<typeof Fuse>[1]
+
+/** f(v) at once for a value, after it for a promise: sync paths stay sync. */
+function then<T, U> (v: MaybePromise<T>, f: (t: T) => MaybePromise<U>): MaybePromise<U> {
+  return v instanceof Promise ? v.then(f) : f(v)
+}
+
+// Thrown for every missing name (each create is preceded by a lookup that
+// misses): one instance, so no stack is captured each time.
+const NO_ENTRY = new FsError(E.ENOENT, 'no such file or folder')
+
+function found (n: FsNode | undefined): FsNode {
+  if (n === undefined) throw NO_ENTRY
+  return n
+}
+
+/**
+ * A handle without flush lets the binding answer close(2)'s flush itself
+ * (cp -r: one round trip to this thread less per file). 0 with a binding
+ * that predates the flag: flush then comes here and is a no-op.
+ */
+const OPEN_NOFLUSH = Fuse.OPEN_NOFLUSH ?? 0
 
 /** libfuse's interrupt signal: SIGRTMIN+6, a signal Node leaves alone (SIGUSR1 is ours). */
 const INTR_SIGNAL = 40
@@ -95,34 +116,37 @@ export class FuseAdapter {
     }
   }
 
-  private async resolve (path: string): Promise<FsNode> {
+  // Resolution stays synchronous while every lookup on the way is (the
+  // static tree, the passthrough folders): an await per path component
+  // cost a microtask each, on every getattr, create and open of cp -r.
+  private resolve (path: string): MaybePromise<FsNode> {
     this.checkNames(path)
-    let node: FsNode = this.root
-    if (path === '/') return node
-    const names = path.split('/').slice(1)
-    for (let i = 0; i < names.length; i++) {
+    return path === '/' ? this.root : this.walk(this.root, path.split('/').slice(1), 0, path)
+  }
+
+  private walk (node: FsNode, names: string[], from: number, path: string): MaybePromise<FsNode> {
+    for (let i = from; i < names.length; i++) {
       if (!isDir(node)) throw new FsError(E.ENOTDIR, `${path}: not a directory`)
-      const next: FsNode | undefined = node.lookupPath !== undefined && i < names.length - 1
-        ? await node.lookupPath(names.slice(i))
-        : await node.lookup(names[i])
-      if (next === undefined) throw new FsError(E.ENOENT, `${path}: no such file`)
-      if (node.lookupPath !== undefined && i < names.length - 1) return next
-      node = next
+      // A folder that resolves the rest at once (one stat of a real path) ends the walk.
+      const rest = node.lookupPath !== undefined && i < names.length - 1
+      const next: MaybePromise<FsNode | undefined> = rest ? (node.lookupPath as (n: string[]) => MaybePromise<FsNode | undefined>)(names.slice(i)) : node.lookup(names[i])
+      if (next instanceof Promise) return next.then((n) => rest ? found(n) : this.walk(found(n), names, i + 1, path))
+      if (rest) return found(next)
+      node = found(next)
     }
     return node
   }
 
   /** The directory that holds path, which must take changes, and the last name. */
-  private async parent (path: string): Promise<[MutableDirNode, string]> {
+  private parent (path: string): MaybePromise<[MutableDirNode, string]> {
     this.checkNames(path)
     const i = path.lastIndexOf('/')
-    const dir = await this.resolve(path.slice(0, i) === '' ? '/' : path.slice(0, i))
     const name = path.slice(i + 1)
-    if (!isDir(dir)) throw new FsError(E.ENOTDIR, `${path}: not a directory`)
-    if (!isMutableDir(dir)) {
-      throw new FsError(await dir.lookup(name) === undefined ? E.EACCES : E.EPERM, `${path}: this folder cannot be changed`)
-    }
-    return [dir, name]
+    return then(this.resolve(path.slice(0, i) === '' ? '/' : path.slice(0, i)), (dir) => {
+      if (!isDir(dir)) throw new FsError(E.ENOTDIR, `${path}: not a directory`)
+      if (isMutableDir(dir)) return [dir, name]
+      return then(dir.lookup(name), (n) => { throw new FsError(n === undefined ? E.EACCES : E.EPERM, `${path}: this folder cannot be changed`) })
+    })
   }
 
   private handle (fd: number): Open {
@@ -160,13 +184,14 @@ export class FuseAdapter {
     }
   }
 
-  private async stat (node: FsNode): Promise<Stat> {
-    const a = await node.attr()
-    const t = a.mtimeMs ?? 0
-    return {
-      mode: a.mode, size: a.size ?? 0, blocks: a.blocks ?? 0, mtime: t, atime: a.atimeMs ?? t, ctime: a.ctimeMs ?? t,
-      uid: this.uid, gid: this.gid, nlink: isDir(node) ? 2 : 1
-    }
+  private stat (node: FsNode): MaybePromise<Stat> {
+    return then(node.attr(), (a) => {
+      const t = a.mtimeMs ?? 0
+      return {
+        mode: a.mode, size: a.size ?? 0, blocks: a.blocks ?? 0, mtime: t, atime: a.atimeMs ?? t, ctime: a.ctimeMs ?? t,
+        uid: this.uid, gid: this.gid, nlink: isDir(node) ? 2 : 1
+      }
+    })
   }
 
   /** df: the state disk's numbers, so a full disk shows before writes fail. */
@@ -183,25 +208,27 @@ export class FuseAdapter {
     }
   }
 
-  private async file (path: string): Promise<FileNode> {
-    const node = await this.resolve(path)
-    if (isDir(node)) throw new FsError(E.EISDIR, `${path}: is a directory`)
-    if (!isFile(node)) throw new FsError(E.EINVAL, `${path}: not a regular file`)
-    return node
+  private file (path: string): MaybePromise<FileNode> {
+    return then(this.resolve(path), (node) => {
+      if (isDir(node)) throw new FsError(E.EISDIR, `${path}: is a directory`)
+      if (!isFile(node)) throw new FsError(E.EINVAL, `${path}: not a regular file`)
+      return node
+    })
   }
 
-  private async openNode (path: string, node: FileNode, flags: number): Promise<[number, number]> {
-    const fd = this.nextFd++
+  /** Keeps the handle open(ctx) gives under a new fd; [fd, open flags for FUSE]. */
+  private openHandle (path: string, flags: number, stream: boolean, open: (ctx: OpenContext) => MaybePromise<Handle>): MaybePromise<[number, number]> {
     const entry: Open = { handle: { direct: false }, ph: undefined }
-    const handle = await node.open({ flags, wake: () => this.wake(entry) })
-    const acc = flags & O_ACCMODE
-    if ((acc !== fsc.O_RDONLY && handle.write === undefined) || (acc !== fsc.O_WRONLY && handle.read === undefined)) {
-      await handle.release?.()
-      throw new FsError(E.EACCES, `${path}: not ${acc === fsc.O_RDONLY ? 'readable' : 'writable'}`)
-    }
-    entry.handle = handle
-    this.open.set(fd, entry)
-    return [fd, (handle.direct ? Fuse.OPEN_DIRECT_IO : 0) | (node.stream === true ? Fuse.OPEN_NONSEEKABLE : 0)]
+    return then(open({ flags, wake: () => this.wake(entry) }), (handle) => {
+      const acc = flags & O_ACCMODE
+      if ((acc !== fsc.O_RDONLY && handle.write === undefined) || (acc !== fsc.O_WRONLY && handle.read === undefined)) {
+        return then(handle.release?.(), () => { throw new FsError(E.EACCES, `${path}: not ${acc === fsc.O_RDONLY ? 'readable' : 'writable'}`) })
+      }
+      const fd = this.nextFd++
+      entry.handle = handle
+      this.open.set(fd, entry)
+      return [fd, (handle.direct ? Fuse.OPEN_DIRECT_IO : 0) | (stream ? Fuse.OPEN_NONSEEKABLE : 0) | (handle.flush === undefined ? OPEN_NOFLUSH : 0)]
+    })
   }
 
   private async truncate (path: string, size: number): Promise<void> {
@@ -238,7 +265,7 @@ export class FuseAdapter {
   private allOps (): Ops {
     const refuse = (errno: number, what: string): ReturnType<FuseAdapter['refuse']> => this.refuse(errno, what, 'not supported here')
     return {
-      getattr: (path, cb) => this.answer('getattr', path, cb, async () => await this.stat(await this.resolve(path))),
+      getattr: (path, cb) => this.answer('getattr', path, cb, () => then(this.resolve(path), (node) => this.stat(node))),
 
       statfs: (path, cb) => this.answer('statfs', path, cb, async () => await this.statfs()),
 
@@ -256,22 +283,21 @@ export class FuseAdapter {
 
       open: (path, flags, cb) => {
         let fd = 0
-        this.answer<number>('open', path, (err, res) => cb(err, fd, res), async () => {
-          const [n, openFlags] = await this.openNode(path, await this.file(path), flags)
-          fd = n
-          return openFlags
-        })
+        this.answer<number>('open', path, (err, res) => cb(err, fd, res), () =>
+          then(then(this.file(path), (node) => this.openHandle(path, flags, node.stream === true, (ctx) => node.open(ctx))), ([n, openFlags]) => {
+            fd = n
+            return openFlags
+          }))
       },
 
       create: (path, mode, cb) => {
         let fd = 0
-        this.answer<number>('create', path, (err, res) => cb(err, fd, res), async () => {
-          const [dir, name] = await this.parent(path)
-          const node = await dir.create(name, mode)
-          const [n, openFlags] = await this.openNode(path, node, fsc.O_RDWR)
-          fd = n
-          return openFlags
-        })
+        // One step: the folder creates the file and opens it (a passthrough: one open(2)).
+        this.answer<number>('create', path, (err, res) => cb(err, fd, res), () =>
+          then(then(this.parent(path), ([dir, name]) => this.openHandle(path, fsc.O_RDWR, false, (ctx) => dir.create(name, mode, ctx))), ([n, openFlags]) => {
+            fd = n
+            return openFlags
+          }))
       },
 
       read: (path, fd, buf, len, pos, cb, signal, flags) => this.answer<Buffer>('read', path, (err, data) => {
@@ -287,20 +313,22 @@ export class FuseAdapter {
       write: (path, fd, buf, len, pos, cb) => this.answer<number>('write', path, (err, n) => cb(err !== 0 ? err : n ?? 0), () => {
         const h = this.handle(fd).handle
         if (h.write === undefined) throw new FsError(E.EBADF, `${path}: not open for writing`)
-        // The buffer is FUSE's memory, valid only until we answer.
-        return h.write(Buffer.from(buf.subarray(0, len)), pos)
+        // The buffer is FUSE's memory, valid only until we answer: a handle
+        // done with it when write returns gets it as is, any other a copy.
+        const data = buf.subarray(0, len)
+        return h.write(h.syncWrite === true ? data : Buffer.from(data), pos)
       }),
 
       flush: (path, fd, cb) => this.answer('flush', path, cb, () => this.handle(fd).handle.flush?.()),
 
       fsync: (path, _datasync, fd, cb) => this.answer('fsync', path, cb, () => this.handle(fd).handle.fsync?.()),
 
-      release: (path, fd, cb) => this.answer('release', path, cb, async () => {
+      release: (path, fd, cb) => this.answer('release', path, cb, () => {
         const o = this.open.get(fd)
         if (o === undefined) return
         this.open.delete(fd)
         this.dropPollHandle(o)
-        await o.handle.release?.()
+        return o.handle.release?.()
       }),
 
       truncate: (path, size, cb) => this.answer('truncate', path, cb, async () => await this.truncate(path, size)),

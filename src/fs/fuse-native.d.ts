@@ -51,6 +51,8 @@ declare module 'fuse-native' {
     static OPEN_DIRECT_IO: number
     static OPEN_NONSEEKABLE: number
     static OPEN_KEEP_CACHE: number
+    /** Set by a binding whose flush of such a handle is answered natively. */
+    static OPEN_NOFLUSH?: number
     static HAS_POLL: boolean
   }
   export default Fuse

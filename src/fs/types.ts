@@ -33,7 +33,8 @@ export interface DirNode extends FsNode {
 
 /** A directory that takes changes (outbox, inbox). */
 export interface MutableDirNode extends DirNode {
-  create(name: string, mode: number): Promise<FileNode>
+  /** Creates name and opens it for reading and writing, in one step. */
+  create(name: string, mode: number, ctx: OpenContext): MaybePromise<Handle>
   mkdir(name: string, mode: number): Promise<void>
   unlink(name: string): Promise<void>
   rmdir(name: string): Promise<void>
@@ -55,8 +56,17 @@ export interface ReadContext {
 }
 
 export interface Handle {
-  /** Content is live: the kernel must call read and not trust st_size. */
+  /**
+   * direct_io: reads and writes go to the handle, past the page cache. For
+   * live content (the kernel must call read and not trust st_size), or a
+   * writer whose data would otherwise be cached twice.
+   */
   readonly direct: boolean
+  /**
+   * write() is done with its data when it returns (it never returns a
+   * promise), so the adapter may pass FUSE's own buffer instead of a copy.
+   */
+  readonly syncWrite?: boolean
   read?(len: number, pos: number, ctx: ReadContext): Buffer | Promise<Buffer>
   write?(data: Buffer, pos: number): number | Promise<number>
   /** On every close(2) of a descriptor; its error is close's error. */

@@ -1,5 +1,6 @@
 // The fuse-native patch on its own (test/fixtures/pollfs.cjs, no peerfs):
-// poll with notify, pollhandles freed, interrupts reaching a blocked read.
+// poll with notify, pollhandles freed, interrupts reaching a blocked read,
+// closes of OPEN_NOFLUSH files answered without a flush.
 import { spawn, type ChildProcess } from 'node:child_process'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -110,6 +111,20 @@ print('done')
     const live = next('live ')
     proc.kill('SIGUSR1')
     expect(await live).toBe('live 0')
+  })
+
+  it('answers the close of a file opened with OPEN_NOFLUSH without calling flush', async () => {
+    const { proc, next } = await mountPollFs()
+    const r = await py(`
+import os, sys
+for name in ('ready', 'noflush'):
+    for i in range(50): os.close(os.open(os.path.join(sys.argv[1], name), os.O_RDONLY))
+print('done')
+`, [mnt])
+    expect(r.stdout.trim()).toBe('done')
+    const counts = next('flushes ')
+    proc.kill('SIGUSR1')
+    expect(await counts).toBe('flushes ready=50 noflush=0')
   })
 
   it('interrupts a read blocked in the filesystem when its caller gets a signal', async () => {

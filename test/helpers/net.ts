@@ -111,7 +111,8 @@ export class Daemon {
   stderr = ''
   exit: Promise<number | null> = Promise.resolve(null)
 
-  constructor (readonly spec: NodeSpec) {}
+  /** @param wrapper a command the daemon runs under, which execs it (e.g. setpriv ...): its pid stays the daemon's. */
+  constructor (readonly spec: NodeSpec, private readonly wrapper: string[] = []) {}
 
   get pid (): number { return this.proc?.pid ?? 0 }
 
@@ -119,7 +120,8 @@ export class Daemon {
   async start (timeoutMs = 20_000, args: string[] = []): Promise<void> {
     this.stdout = ''
     this.stderr = ''
-    const proc = spawn(process.execPath, [CLI, 'mount', '-c', this.spec.config, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const [cmd, ...pre] = [...this.wrapper, process.execPath]
+    const proc = spawn(cmd, [...pre, CLI, 'mount', '-c', this.spec.config, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     this.proc = proc
     running.add(this)
     proc.stderr?.on('data', (d: Buffer) => { this.stderr += d.toString() })
