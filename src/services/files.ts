@@ -23,7 +23,7 @@ import nacl from 'tweetnacl'
 import type { Clock, Timer } from '../lib/clock.js'
 import type { Logger } from '../lib/log.js'
 import type { Message } from '../transport/messages/index.js'
-import { badRelPath } from '../transport/transfer.js'
+import { badRelPath } from '../lib/names.js'
 import { fsErrorOf, fsyncDir, setTimes, writeDurable } from '../lib/durable.js'
 
 export const STATUS_NAME = '.peerfs-status'
