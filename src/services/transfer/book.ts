@@ -3,7 +3,7 @@
 // or, once delivered, its files to leave the outbox ('clear') and then its
 // xforget to be answered ('confirm'): never the forget before the files. Which cancels and
 // forgets were sent on the current link is kept here too, so each goes
-// once per link until answered.
+// once per link, and again each retryMs until answered.
 import type { SentRecord } from './sender-store.js'
 import { label } from './shared.js'
 
@@ -18,8 +18,8 @@ export class TransferBook {
   private readonly aside = new Map<string, Aside>()
   /** Delivered: false while its files are cleared, then true until xforget is answered. */
   private readonly delivered = new Map<string, boolean>()
-  /** xcancel or xforget sent on this link. */
-  private readonly asked = new Set<string>()
+  /** When an xcancel or xforget was last sent on this link. */
+  private readonly asked = new Map<string, number>()
 
   constructor (private readonly retryMs: number, private readonly retryMaxMs: number) {}
 
@@ -82,18 +82,18 @@ export class TransferBook {
     return wait
   }
 
-  /** The cancels and forgets to send now; each counts as sent on this link. */
+  /** The cancels and forgets to send now: not sent on this link yet, or not answered within retryMs. */
   toTell (now: number): Array<{ rec: SentRecord, type: 'xcancel' | 'xforget' }> {
     const out: Array<{ rec: SentRecord, type: 'xcancel' | 'xforget' }> = []
     for (const rec of this.records.values()) {
       const st = this.standing(rec)
-      if (st === 'send' || st === 'clear' || this.asked.has(rec.xid) || (this.aside.get(rec.xid)?.until ?? 0) > now) continue
+      if (st === 'send' || st === 'clear' || (this.asked.get(rec.xid) ?? -Infinity) + this.retryMs > now || (this.aside.get(rec.xid)?.until ?? 0) > now) continue
       out.push({ rec, type: st === 'confirm' ? 'xforget' : 'xcancel' })
     }
     return out
   }
 
-  told (xid: string): void { this.asked.add(xid) }
+  told (xid: string, now: number): void { this.asked.set(xid, now) }
   newLink (): void { this.asked.clear() }
 
   /** When the first wait ends, if any does. */

@@ -335,12 +335,17 @@ export class OutboxSender {
     this.tell(rec, 'xcancel')
   }
 
-  /** Sends a cancel or a forget; one that cannot go now goes when the link is back. */
+  /**
+   * Sends a cancel or a forget; one that cannot go now goes when the link is
+   * back, one not answered within retryMs goes again (a link replaced by a
+   * simultaneous dial loses what was on it without going down).
+   */
   private tell (rec: SentRecord, type: 'xcancel' | 'xforget'): void {
     if (!this.link.isUp()) return
     try {
       this.link.send({ type, xid: Buffer.from(rec.xid, 'hex') })
-      this.book.told(rec.xid)
+      this.book.told(rec.xid, this.opts.clock.now())
+      this.kick(this.opts.settings.retryMs)
     } catch {}
   }
 
