@@ -1,5 +1,6 @@
 // The outbox folder as the sender's queue: which files wait (visible, not
-// being written, not refused as they are), how they are cut into
+// being written, not refused as they are), when a batch of them is due,
+// how they are cut into
 // transfers (one large file alone, or small ones in one tar bundle), and
 // clearing the files of a delivered transfer: only those unchanged since
 // they were read leave the outbox, with the folders that empties.
@@ -20,6 +21,8 @@ export class OutboxQueue {
   private readonly refused = new Map<string, number>()
   /** What the last scan found waiting. */
   queued = { files: 0, bytes: 0 }
+  /** Files reported ready since the last pick: a batch leaves when full, or batchMs after its first. */
+  private batch = { first: undefined as number | undefined, count: 0 }
 
   constructor (private readonly outbox: string, private readonly store: SenderStore, private readonly settings: TransferSettings) {}
 
@@ -29,7 +32,18 @@ export class OutboxQueue {
     else this.writers.set(rel, n)
   }
 
-  changed (rel: string): void { this.refused.delete(rel) }
+  /** A file is ready to send: in how many ms to pick (now for a large file or a full batch). */
+  async ready (rel: string, now: () => number): Promise<number> {
+    const s = this.settings
+    this.refused.delete(rel)
+    this.batch.count++
+    const first = this.batch.first ??= now()
+    const st = await stat(path.join(this.outbox, rel)).catch(() => undefined)
+    if (st === undefined) return s.batchMs
+    return st.size >= s.largeFileBytes || this.batch.count >= s.batchFiles ? 0 : Math.max(0, first + s.batchMs - now())
+  }
+
+  newBatch (): void { this.batch = { first: undefined, count: 0 } }
 
   refuse (items: Item[]): void {
     for (const it of items) this.refused.set(it.rel, it.mtimeMs)

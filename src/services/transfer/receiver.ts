@@ -90,6 +90,8 @@ export class InboxReceiver {
   stop (): void {
     this.stopped = true
     this.opts.clock.clearTimeout(this.sweepTimer)
+    for (const t of this.open.values()) for (const inc of t.values()) void inc.fh?.close().catch(() => {})
+    this.open.clear()
   }
 
   /** The peer's link is gone: its open transfers are closed; what is durable stays for a resume. */

@@ -3,7 +3,7 @@
 // tar bundle, saved (sender-store.ts) before it is offered, so a restart
 // offers the same xid and the receiver resumes it or says it has it.
 //
-// One attempt at a time; its phase goes
+// One attempt (attempt.ts) at a time; its phase goes
 //   idle -> preparing -> offering -> sending -> ending -> idle
 // driven by the receiver's answers (`answers`) and one timer. An attempt
 // ends on a verdict, a lost link, a cancel or silence; `gen` counts
@@ -18,34 +18,21 @@
 // - A transfer the receiver cannot take now is set aside with backoff
 //   (book.ts) and the next one goes.
 // - A file is in at most one saved transfer; at most maxTransfers are saved.
-import { createHash, type Hash } from 'node:crypto'
-import { mkdir, open, stat, type FileHandle } from 'node:fs/promises'
-import path from 'node:path'
+import { mkdir } from 'node:fs/promises'
 import type { Clock, Timer } from '../../lib/clock.js'
 import { SerialLock } from '../../lib/lock.js'
 import type { Logger } from '../../lib/log.js'
 import { isUnder } from '../../lib/names.js'
 import type { Handler } from '../../transport/messages/codec.js'
 import type { XferMessage, XferToSender } from '../../transport/messages/xfer.js'
+import { Attempt } from './attempt.js'
 import { TransferBook, describe } from './book.js'
 import { OutboxQueue } from './queue.js'
 import { SenderStore, type SentRecord } from './sender-store.js'
-import { Progress, hashRange, type StatusPairs, type TransferSettings, type XferLink } from './shared.js'
+import type { StatusPairs, TransferSettings, XferLink } from './shared.js'
 
 type Phase = 'idle' | 'preparing' | 'offering' | 'sending' | 'ending' | 'stopped'
 type Msg<T extends XferMessage['type']> = Extract<XferMessage, { type: T }>
-
-interface Attempt {
-  rec: SentRecord
-  xid: Buffer
-  fh: FileHandle | undefined
-  hash: Hash
-  /** The next byte to send. */
-  pos: number
-  acked: number
-  progress: Progress
-  pumping: boolean
-}
 
 export interface SenderOptions {
   clock: Clock
@@ -66,7 +53,6 @@ export class OutboxSender {
   private kickTimer: Timer | undefined
   private kickAt = 0
   private answerTimer: Timer | undefined
-  private batch = { first: undefined as number | undefined, count: 0 }
   /** step() was asked for while an attempt was being prepared. */
   private again = false
 
@@ -110,14 +96,7 @@ export class OutboxSender {
   writing (rel: string, delta: number): void { this.queue.writing(rel, delta) }
 
   ready (rel: string): void {
-    const s = this.opts.settings
-    this.queue.changed(rel)
-    this.batch.count++
-    this.batch.first ??= this.opts.clock.now()
-    stat(path.join(this.outbox, rel)).then((st) => {
-      const now = st.size >= s.largeFileBytes || this.batch.count >= s.batchFiles
-      this.kick(now ? 0 : Math.max(0, (this.batch.first ?? 0) + s.batchMs - this.opts.clock.now()))
-    }, () => this.kick(s.batchMs))
+    void this.queue.ready(rel, () => this.opts.clock.now()).then((ms) => this.kick(ms))
   }
 
   gone (rel: string): void {
@@ -174,7 +153,7 @@ export class OutboxSender {
     for (const { rec, type } of this.book.toTell(this.opts.clock.now())) this.tell(rec, type)
     this.phase = 'preparing'
     this.again = false
-    this.batch = { first: undefined, count: 0 }
+    this.queue.newBatch()
     const gen = this.gen
     this.lock.run(async () => await this.next()).then((rec) => this.offer(gen, rec), (err: unknown) => {
       this.opts.log.error({ peer: this.peerId, err }, 'cannot prepare an outbox transfer; retrying')
@@ -208,10 +187,9 @@ export class OutboxSender {
       else if (wake !== undefined) this.kick(Math.max(0, wake - this.opts.clock.now()))
       return
     }
-    const xid = Buffer.from(rec.xid, 'hex')
-    this.att = { rec, xid, fh: undefined, hash: createHash('sha256'), pos: 0, acked: 0, progress: new Progress(rec.size, 0, this.opts.clock.now()), pumping: false }
+    const att = this.att = new Attempt(rec, this.opts.clock.now())
     this.phase = 'offering'
-    if (this.trySend({ type: 'xoffer', xid, kind: rec.kind, size: rec.size, window: this.opts.settings.windowBytes, name: rec.name })) this.arm()
+    if (this.trySend({ type: 'xoffer', xid: att.xid, kind: rec.kind, size: rec.size, window: this.opts.settings.windowBytes, name: rec.name })) this.arm()
   }
 
   private onAccept (m: Msg<'xaccept'>): void {
@@ -220,23 +198,14 @@ export class OutboxSender {
     this.phase = 'sending'
     this.arm()
     const gen = this.gen
-    const offset = Math.min(m.offset, att.rec.size)
-    void (async () => {
-      const fh = await open(this.store.source(att.rec), 'r')
-      if (this.gen !== gen) return await fh.close()
-      att.fh = fh
-      await hashRange(fh, att.hash, 0, offset)
-      if (this.gen !== gen) return
-      att.pos = att.acked = offset
-      att.progress = new Progress(att.rec.size, offset, this.opts.clock.now())
-      this.pump()
-    })().catch((err: unknown) => this.failed(gen, err))
+    att.start(this.store.source(att.rec), Math.min(m.offset, att.size), () => this.opts.clock.now())
+      .then((open) => { if (open) this.pump() }, (err: unknown) => this.failed(gen, err))
   }
 
   private onAck (m: Msg<'xack'>): void {
     const att = this.att
     if (att === undefined || (this.phase !== 'sending' && this.phase !== 'ending') || !m.xid.equals(att.xid)) return
-    if (m.offset > att.acked) att.acked = att.progress.done = Math.min(m.offset, att.rec.size)
+    att.ack(m.offset)
     this.arm()
     this.pump()
   }
@@ -244,26 +213,22 @@ export class OutboxSender {
   /** Sends data while the window allows; then the end, once all of it is sent. */
   private pump (): void {
     const att = this.att
-    if (att === undefined || this.phase !== 'sending' || att.fh === undefined || att.pumping) return
+    if (att === undefined || this.phase !== 'sending' || !att.isOpen || att.pumping) return
     att.pumping = true
     const gen = this.gen
     const { packetBytes, windowBytes } = this.opts.settings
-    const fh = att.fh
     void (async () => {
-      while (this.gen === gen && att.pos < att.rec.size && att.pos - att.acked < windowBytes) {
-        const data = Buffer.allocUnsafe(Math.min(packetBytes, att.rec.size - att.pos))
-        const { bytesRead } = await fh.read(data, 0, data.length, att.pos)
+      while (this.gen === gen && att.pos < att.size && att.pos - att.acked < windowBytes) {
+        const chunk = await att.read(packetBytes)
         if (this.gen !== gen) return
-        if (bytesRead === 0) return this.cancel(att.rec, 'shortened while it was sent')
-        const chunk = data.subarray(0, bytesRead)
-        att.hash.update(chunk)
+        if (chunk.length === 0) return this.cancel(att.rec, 'shortened while it was sent')
         if (!this.trySend({ type: 'xdata', xid: att.xid, offset: att.pos, data: chunk })) return
-        att.pos += bytesRead
+        att.pos += chunk.length
       }
-      if (this.gen !== gen || att.pos < att.rec.size) return
-      const st = await fh.stat()
+      if (this.gen !== gen || att.pos < att.size) return
+      const st = await att.stat()
       if (this.gen !== gen) return
-      if (att.rec.kind === 'file' && (st.size !== att.rec.size || st.mtimeMs !== att.rec.items[0].mtimeMs)) return this.cancel(att.rec, 'changed while it was sent')
+      if (att.rec.kind === 'file' && (st.size !== att.size || st.mtimeMs !== att.rec.items[0].mtimeMs)) return this.cancel(att.rec, 'changed while it was sent')
       this.phase = 'ending'
       if (this.trySend({ type: 'xend', xid: att.xid, sha256: att.hash.digest(), mode: st.mode & 0o7777, mtimeMs: Math.floor(st.mtimeMs) })) this.arm()
     })().catch((err: unknown) => this.failed(gen, err)).finally(() => { att.pumping = false })
@@ -385,6 +350,6 @@ export class OutboxSender {
     this.gen++
     this.opts.clock.clearTimeout(this.answerTimer)
     if (this.phase !== 'stopped') this.phase = 'idle'
-    void att?.fh?.close().catch(() => {})
+    att?.close()
   }
 }
