@@ -78,19 +78,19 @@ export const xfer: Family<XferMessage> = {
     decode: (r) => ({ type: 'xcancel', xid: r.fixed(XID_BYTES, 'xid') })
   },
   xdelivered: {
-    code: 40,
+    code: 48,
     lane: LANE_TX,
     encode: (w, m) => w.fixed(m.xid, XID_BYTES),
     decode: (r) => ({ type: 'xdelivered', xid: r.fixed(XID_BYTES, 'xid') })
   },
   xforget: {
-    code: 41,
+    code: 49,
     lane: LANE_TX,
     encode: (w, m) => w.fixed(m.xid, XID_BYTES),
     decode: (r) => ({ type: 'xforget', xid: r.fixed(XID_BYTES, 'xid') })
   },
   xforgot: {
-    code: 42,
+    code: 50,
     lane: LANE_TX,
     encode: (w, m) => w.fixed(m.xid, XID_BYTES),
     decode: (r) => ({ type: 'xforgot', xid: r.fixed(XID_BYTES, 'xid') })
