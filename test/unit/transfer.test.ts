@@ -12,7 +12,9 @@ import { systemClock, type Clock } from '../../src/lib/clock.js'
 import { silentLogger } from '../../src/lib/log.js'
 import { badRelPath } from '../../src/lib/names.js'
 import { InboxReceiver, OutboxSender, xferHandler, type TransferSettings } from '../../src/services/transfer/index.js'
+import { TransferBook } from '../../src/services/transfer/book.js'
 import { ReceiverStore } from '../../src/services/transfer/receiver-store.js'
+import type { SentRecord } from '../../src/services/transfer/sender-store.js'
 import { decodeMessage, encodeMessage, type Message, type XferMessage } from '../../src/transport/messages/index.js'
 import { eventually, tempDir } from '../helpers/net.js'
 
@@ -405,6 +407,27 @@ describe('transfer', () => {
     r.setUp(true)
     await eventually(async () => (await r.inboxFile('big')).length === 4 << 20, 'delivered')
     expect(Object.fromEntries(r.receiver.status('alpha')).incoming).toBe('-')
+  })
+
+  it('backs off a transfer set aside, doubling up to the ceiling, and sends an unanswered cancel again only after retryMs', () => {
+    const book = new TransferBook(100, 350)
+    const rec: SentRecord = { xid: 'a'.repeat(32), kind: 'file', name: 'big', size: 1, items: [{ rel: 'big', size: 1, mtimeMs: 1 }], phase: 'send', created: 0 }
+    book.add(rec)
+    expect([1, 2, 3, 4].map(() => book.setAside(rec, 'no space', 1000))).toEqual([100, 200, 350, 350])
+    expect(book.due(1000)).toEqual([])
+    expect(book.due(1350)).toEqual([rec])
+    expect(book.waiting(1000)).toBe('big: no space; retry in 1 s')
+    // A wait that has ended is no reason to wake up again (it would spin).
+    expect(book.nextWake(1000)).toBe(1350)
+    expect(book.nextWake(1350)).toBeUndefined()
+    book.cancelled(rec)
+    expect(book.waiting(1000)).toBe('-')
+    expect(book.toTell(1000).map(t => t.type)).toEqual(['xcancel'])
+    book.told(rec.xid, 1000)
+    expect(book.toTell(1050)).toEqual([])
+    expect(book.toTell(1100).map(t => t.type)).toEqual(['xcancel'])
+    book.newLink()
+    expect(book.toTell(1000).map(t => t.type)).toEqual(['xcancel'])
   })
 
   it('round-trips the new messages', () => {

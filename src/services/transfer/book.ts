@@ -96,9 +96,9 @@ export class TransferBook {
   told (xid: string, now: number): void { this.asked.set(xid, now) }
   newLink (): void { this.asked.clear() }
 
-  /** When the first wait ends, if any does. */
-  nextWake (): number | undefined {
-    const t = Math.min(...[...this.aside.values()].map(a => a.until))
+  /** When the next wait still running ends, if one is. */
+  nextWake (now: number): number | undefined {
+    const t = Math.min(...[...this.aside.values()].map(a => a.until).filter(u => u > now))
     return Number.isFinite(t) ? t : undefined
   }
 

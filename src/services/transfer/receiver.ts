@@ -97,7 +97,7 @@ export class InboxReceiver {
   /** The peer's link is gone: its open transfers are closed; what is durable stays for a resume. */
   linkDown (peer: string): void {
     this.serial(peer, async () => {
-      for (const inc of [...this.table(peer).values()]) {
+      for (const inc of [...this.open.get(peer)?.values() ?? []]) {
         await this.close(peer, inc.xid)
         if (inc.offset === 0) await rm(this.store.part(peer, inc.xid), { force: true })
       }
@@ -106,7 +106,7 @@ export class InboxReceiver {
 
   status (peer: string): StatusPairs {
     let cur: Incoming | undefined
-    for (const inc of this.table(peer).values()) if (cur === undefined || inc.touched >= cur.touched) cur = inc
+    for (const inc of this.open.get(peer)?.values() ?? []) if (cur === undefined || inc.touched >= cur.touched) cur = inc
     if (cur === undefined) return [['incoming', '-'], ['incoming_progress', '-'], ['incoming_bytes_per_s', 0]]
     return [
       ['incoming', cur.kind === 'file' ? label(cur.name) : `${label(cur.name === '' ? 'files' : cur.name)} in one tar`],
@@ -141,10 +141,10 @@ export class InboxReceiver {
   }
 
   private async close (peer: string, xid: string): Promise<void> {
-    const t = this.table(peer)
-    const inc = t.get(xid)
-    t.delete(xid)
-    if (t.size === 0) this.open.delete(peer)
+    const t = this.open.get(peer)
+    const inc = t?.get(xid)
+    t?.delete(xid)
+    if (t?.size === 0) this.open.delete(peer)
     await inc?.fh?.close().catch(() => {})
   }
 
@@ -203,7 +203,7 @@ export class InboxReceiver {
   private async makeRoom (peer: string, xid: string, held: Held[]): Promise<void> {
     const last = new Map<string, number>()
     for (const h of held) if (h.phase !== 'delivered' && h.xid !== xid) last.set(h.xid, h.mtimeMs)
-    for (const inc of this.table(peer).values()) if (inc.xid !== xid) last.set(inc.xid, Math.max(inc.touched, last.get(inc.xid) ?? 0))
+    for (const inc of this.open.get(peer)?.values() ?? []) if (inc.xid !== xid) last.set(inc.xid, Math.max(inc.touched, last.get(inc.xid) ?? 0))
     const oldest = [...last].sort((a, b) => a[1] - b[1])
     while (oldest.length >= this.opts.settings.maxPartials) {
       const [victim] = oldest.shift() as [string, number]
@@ -215,7 +215,7 @@ export class InboxReceiver {
 
   private async data (peer: string, m: Msg<'xdata'>): Promise<void> {
     const xid = m.xid.toString('hex')
-    const inc = this.table(peer).get(xid)
+    const inc = this.open.get(peer)?.get(xid)
     // Data sent before a re-offer, or for a cancelled transfer: not ours.
     if (inc === undefined || m.offset !== inc.written) return
     inc.touched = this.opts.clock.now()
@@ -249,7 +249,7 @@ export class InboxReceiver {
 
   private async end (peer: string, m: Msg<'xend'>): Promise<void> {
     const xid = m.xid.toString('hex')
-    const inc = this.table(peer).get(xid)
+    const inc = this.open.get(peer)?.get(xid)
     if (inc === undefined) return this.verdict(peer, m.xid, 'retry', 'unknown transfer; offer it again')
     if (inc.written !== inc.size || !inc.hash.copy().digest().equals(m.sha256)) {
       this.opts.log.error({ peer, name: inc.name, written: inc.written, size: inc.size }, 'transfer failed its SHA-256 check; discarded')

@@ -182,9 +182,10 @@ export class OutboxSender {
     if (this.gen !== gen || this.phase !== 'preparing') return
     this.phase = 'idle'
     if (rec === undefined) {
-      const wake = this.book.nextWake()
+      const now = this.opts.clock.now()
+      const wake = this.book.nextWake(now)
       if (this.again) this.kick(0)
-      else if (wake !== undefined) this.kick(Math.max(0, wake - this.opts.clock.now()))
+      else if (wake !== undefined) this.kick(wake - now)
       return
     }
     const att = this.att = new Attempt(rec, this.opts.clock.now())
