@@ -8,6 +8,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, readFile, readdir, readlink, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import { parseConfig } from '../../src/config.js'
 import { systemClock, type Clock } from '../../src/lib/clock.js'
 import { silentLogger } from '../../src/lib/log.js'
 import { badRelPath } from '../../src/lib/names.js'
@@ -428,6 +429,16 @@ describe('transfer', () => {
     expect(book.toTell(1100).map(t => t.type)).toEqual(['xcancel'])
     book.newLink()
     expect(book.toTell(1000).map(t => t.type)).toEqual(['xcancel'])
+  })
+
+  it('reads the transfer policy from the config, with defaults', () => {
+    const base = 'id = "alpha"\nkey = "k"\nstate = "s"\n'
+    expect(parseConfig('/x/a.toml', base).transfer).toMatchObject({
+      bundleMaxBytes: 32 << 20, ackEveryBytes: 2 << 20, retryMs: 5000, retryMaxMs: 300_000, timeoutMs: 30_000, maxTransfers: 8, maxPartials: 16, maxAgeMs: 7 * 24 * 3600_000
+    })
+    expect(parseConfig('/x/a.toml', base + 'transfer_retry_ms = 100\ntransfer_retry_max_ms = 1000\ninbox_max_partials = 2\npartial_max_age_ms = 60000\n').transfer)
+      .toMatchObject({ retryMs: 100, retryMaxMs: 1000, maxPartials: 2, maxAgeMs: 60_000 })
+    expect(() => parseConfig('/x/a.toml', base + 'transfer_retry_ms = 1000\ntransfer_retry_max_ms = 100\n')).toThrow(/transfer_retry_max_ms: must be between 1000/)
   })
 
   it('round-trips the new messages', () => {
