@@ -117,6 +117,6 @@ print(len(lat), lat[len(lat) // 2], lat[int(len(lat) * 0.99)])
     console.log(`peak RSS: sender ${rssA.toFixed(0)} MB, receiver ${rssB.toFixed(0)} MB`)
   } finally {
     await teardown()
-    await must(`rm -rf ${work}`)
+    await must(`rm -rf ${work} ${netw.dir}`)
   }
 }

@@ -104,7 +104,11 @@ async function rig (o: RigOptions = {}) {
   let route = xferHandler(() => sender, receiver)
   await receiver.start()
   await sender.start()
-  cleanups.push(() => { sender.stop(); receiver.stop() })
+  cleanups.push(async () => {
+    sender.stop()
+    receiver.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
   const r = {
     dir, outbox, inbox, spool, partial, offers, toReceiver, toSender, sent, received,
     get sender () { return sender },

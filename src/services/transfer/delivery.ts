@@ -123,10 +123,11 @@ export async function noRoom (partials: string, inbox: string, size: number, off
   return undefined
 }
 
+/** The device of dir and the bytes we may still write there (root may use the reserved blocks too). */
 async function room (dir: string): Promise<{ dev: number, free: number } | undefined> {
   try {
     const [st, fs] = await Promise.all([stat(dir), statfs(dir)])
-    return { dev: st.dev, free: fs.bavail * fs.bsize }
+    return { dev: st.dev, free: (process.getuid?.() === 0 ? fs.bfree : fs.bavail) * fs.bsize }
   } catch {
     return undefined
   }
