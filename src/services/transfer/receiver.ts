@@ -224,9 +224,8 @@ export class InboxReceiver {
       await this.store.drop(peer, xid)
       return this.verdict(peer, m.xid, 'refused', 'more data than offered')
     }
-    const part = this.store.part(peer, xid)
     try {
-      inc.fh ??= await open(part, fsc.O_RDWR | fsc.O_CREAT | fsc.O_TRUNC, 0o600)
+      inc.fh ??= await open(this.store.part(peer, xid), fsc.O_RDWR | fsc.O_CREAT | fsc.O_TRUNC, 0o600)
       await inc.fh.write(m.data, 0, m.data.length, inc.written)
       inc.hash.update(m.data)
       inc.written += m.data.length
@@ -242,7 +241,7 @@ export class InboxReceiver {
       this.opts.log.error({ peer, err: e.message }, 'cannot store incoming data; the sender will retry')
       // What is durable stays: the next offer resumes from it.
       await this.close(peer, xid)
-      await truncate(part, inc.offset).catch(() => {})
+      await truncate(this.store.part(peer, xid), inc.offset).catch(() => {})
       this.verdict(peer, m.xid, 'retry', e.message)
     }
   }
