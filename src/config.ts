@@ -29,6 +29,14 @@ export interface TransferConfig {
   packetBytes: number
   windowBytes: number
   largeFileBytes: number
+  bundleMaxBytes: number
+  ackEveryBytes: number
+  retryMs: number
+  retryMaxMs: number
+  timeoutMs: number
+  maxTransfers: number
+  maxPartials: number
+  maxAgeMs: number
 }
 
 /** Bounds on links and on callers not yet authenticated (policy, so here, not in the transport). */
@@ -181,6 +189,28 @@ function filesIgnore (r: Reader): string[] {
   return pats
 }
 
+function transferConfig (r: Reader): TransferConfig {
+  const packetBytes = r.int('packet_bytes', 65_000, 1 << 10, 1 << 20)
+  const windowBytes = r.int('window_bytes', 8 << 20, 64 << 10, 1 << 30)
+  const largeFileBytes = r.int('large_file_bytes', 4 << 20, 1, 2 ** 40)
+  const retryMs = r.int('transfer_retry_ms', 5000, 10, 3_600_000)
+  return {
+    batchFiles: r.int('batch_files', 1000, 1, 100_000),
+    batchMs: r.int('batch_ms', 500, 0, 3_600_000),
+    packetBytes,
+    windowBytes,
+    largeFileBytes,
+    bundleMaxBytes: r.int('bundle_max_bytes', Math.max(largeFileBytes, 32 << 20), 1, 2 ** 40),
+    ackEveryBytes: r.int('ack_every_bytes', Math.min(4 << 20, Math.max(packetBytes, windowBytes >> 2)), 1 << 10, 1 << 30),
+    retryMs,
+    retryMaxMs: r.int('transfer_retry_max_ms', Math.max(retryMs, 300_000), retryMs, 24 * 3600_000),
+    timeoutMs: r.int('transfer_timeout_ms', 30_000, 100, 3_600_000),
+    maxTransfers: r.int('outbox_max_transfers', 8, 1, 1000),
+    maxPartials: r.int('inbox_max_partials', 16, 1, 10_000),
+    maxAgeMs: r.int('partial_max_age_ms', 7 * 24 * 3600_000, 1000, 10 * 365 * 24 * 3600_000)
+  }
+}
+
 /** Validates parsed TOML. Pure: reads no files. */
 export function configFromToml (file: string, toml: Table): Config {
   const dir = path.dirname(path.resolve(file))
@@ -216,13 +246,7 @@ export function configFromToml (file: string, toml: Table): Config {
     maxQueuedRequests: r.int('max_queued_requests', 256, 1, 100_000),
     deferMaxAgeMs: r.int('defer_max_age_ms', 7 * 24 * 3600_000, 1000, 10 * 365 * 24 * 3600_000),
     services: [],
-    transfer: {
-      batchFiles: r.int('batch_files', 1000, 1, 100_000),
-      batchMs: r.int('batch_ms', 500, 0, 3_600_000),
-      packetBytes: r.int('packet_bytes', 65_000, 1 << 10, 1 << 20),
-      windowBytes: r.int('window_bytes', 8 << 20, 64 << 10, 1 << 30),
-      largeFileBytes: r.int('large_file_bytes', 4 << 20, 1, 2 ** 40)
-    },
+    transfer: transferConfig(r),
     gossipMs: r.int('gossip_ms', 2000, 50, 3_600_000),
     filesTrust: r.strings('files_trust')?.map((t) => {
       try {

@@ -22,7 +22,7 @@ import type { Outbound, PeerLink } from '../services/outbound.js'
 import { PeerManager } from '../transport/manager.js'
 import type { Message } from '../transport/messages/index.js'
 import type { PeerState } from '../transport/peer.js'
-import { InboxReceiver, type TransferSettings } from '../transport/transfer.js'
+import { InboxReceiver, xferHandler } from '../services/transfer/index.js'
 import { TreeBackend } from './backend.js'
 import { renderMetrics } from './metrics.js'
 import { serveMetrics, type MetricsServer } from './metrics-http.js'
@@ -119,7 +119,7 @@ export class Daemon {
       events: this.events,
       layout: this.layout,
       outbound: this.outbound,
-      transfer: () => this.transferSettings()
+      transfer: () => this.config.transfer
     })
   }
 
@@ -149,16 +149,7 @@ export class Daemon {
       this.peerServices.linkDown(id)
       this.packets.linkDown(id)
       this.files?.linkDown(id)
-    }
-  }
-
-  private transferSettings (): TransferSettings {
-    const t = this.config.transfer
-    return {
-      ...t,
-      bundleMaxBytes: Math.max(t.largeFileBytes, 32 << 20),
-      ackEveryBytes: Math.min(4 << 20, Math.max(t.packetBytes, t.windowBytes >> 2)),
-      retryMs: 5000
+      this.inbox?.linkDown(id)
     }
   }
 
@@ -192,8 +183,6 @@ export class Daemon {
   }
 
   private registerHandlers (receiver: DeferredReceiver, inbox: InboxReceiver, files: ManagedFiles): void {
-    const outbox = (id: string): ReturnType<PeerServices['outboxes']['get']> => this.peerServices.outboxes.get(id)
-    const toInbox = (id: string, m: Parameters<InboxReceiver['onMessage']>[1]): void => inbox.onMessage(id, m, (r) => this.answer(id, r))
     this.router.handle('defer', {
       dreq: (id, m) => {
         receiver.onRequest(id, m, (ack) => this.answer(id, ack))
@@ -201,15 +190,7 @@ export class Daemon {
       },
       dack: (id, m) => this.peerServices.deferred.get(id)?.onAck(m)
     })
-    this.router.handle('xfer', {
-      xoffer: toInbox,
-      xdata: toInbox,
-      xend: toInbox,
-      xcancel: toInbox,
-      xaccept: (id, m) => outbox(id)?.onMessage(m),
-      xack: (id, m) => outbox(id)?.onMessage(m),
-      xdone: (id, m) => outbox(id)?.onMessage(m)
-    })
+    this.router.handle('xfer', xferHandler((id) => this.peerServices.outboxes.get(id), inbox))
     this.router.handle('files', files.handler)
   }
 
@@ -237,12 +218,16 @@ export class Daemon {
     })
     await this.files.start()
     this.inbox = new InboxReceiver(layout.partial, {
+      clock: this.clock,
       log: this.log,
-      settings: this.transferSettings(),
+      settings: this.config.transfer,
+      link: (id) => this.outbound.to(id),
       inboxOf: (id) => layout.inbox(id),
       quotaOf: (id) => this.config.peers.find(p => p.id === id)?.inboxQuotaBytes ?? 0,
       onReceived: (id, rel) => this.events.emit(id, 'recv', rel)
     })
+    await this.inbox.start()
+    this.peerServices.inbox = this.inbox
     this.registerHandlers(this.receiver, this.inbox, this.files)
     await this.peerServices.sync(this.config)
     await this.manager.start()
@@ -316,6 +301,7 @@ export class Daemon {
       this.log.error({ err }, 'unmount failed')
     }
     this.peerServices.stop()
+    this.inbox?.stop()
     this.packets.stop()
     await this.files?.stop()
     await this.metricsServer?.close()

@@ -47,12 +47,17 @@ const PEER_FIELDS: Record<string, Known[]> = {
     { name: 'peerfs_peer_transfer_acked_bytes', type: 'gauge', help: 'Bytes of the current transfer acknowledged by the peer.', value: progress(1) },
     { name: 'peerfs_peer_transfer_size_bytes', type: 'gauge', help: 'Size of the current transfer.', value: progress(2) }
   ],
-  transfer_rate_bps: [{ name: 'peerfs_peer_transfer_rate_bytes_per_second', type: 'gauge', help: 'Rate of the current transfer.' }],
+  transfer_bytes_per_s: [{ name: 'peerfs_peer_transfer_rate_bytes_per_second', type: 'gauge', help: 'Rate of the current transfer.' }],
+  incoming_progress: [
+    { name: 'peerfs_peer_incoming_received_bytes', type: 'gauge', help: 'Bytes of the transfer from the peer received so far.', value: progress(1) },
+    { name: 'peerfs_peer_incoming_size_bytes', type: 'gauge', help: 'Size of the transfer from the peer.', value: progress(2) }
+  ],
+  incoming_bytes_per_s: [{ name: 'peerfs_peer_incoming_rate_bytes_per_second', type: 'gauge', help: 'Rate of the transfer from the peer.' }],
   tx_bytes: [{ name: 'peerfs_peer_sent_bytes_total', type: 'counter', help: 'Bytes sent to the peer on its links.' }],
   rx_bytes: [{ name: 'peerfs_peer_received_bytes_total', type: 'counter', help: 'Bytes received from the peer on its links.' }]
 }
 /** String fields shown in status and deliberately not exported (free text, or in another metric). */
-const PEER_TEXT = new Set(['state', 'address', 'transfer', 'last_error'])
+const PEER_TEXT = new Set(['state', 'address', 'transfer', 'transfer_waiting', 'incoming', 'last_error'])
 const KNOWN_NAMES = new Set(Object.values(PEER_FIELDS).flat().map(k => k.name).concat('peerfs_peer_up', 'peerfs_peer_state'))
 
 export function escapeLabel (v: string): string {

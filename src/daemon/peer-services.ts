@@ -9,7 +9,7 @@ import type { Logger } from '../lib/log.js'
 import { DeferredSender } from '../services/deferred.js'
 import type { Outbound } from '../services/outbound.js'
 import { DeferredSpool } from '../services/spool.js'
-import { OutboxSender, type TransferSettings } from '../transport/transfer.js'
+import { OutboxSender, type InboxReceiver, type TransferSettings } from '../services/transfer/index.js'
 import type { StateLayout } from './state.js'
 
 export interface PeerServicesEnv {
@@ -24,6 +24,8 @@ export interface PeerServicesEnv {
 export class PeerServices {
   readonly deferred = new Map<string, DeferredSender>()
   readonly outboxes = new Map<string, OutboxSender>()
+  /** The one receiver of every peer's transfers; set once the daemon has started it. */
+  inbox: InboxReceiver | undefined
 
   constructor (private readonly env: PeerServicesEnv) {}
 

@@ -39,15 +39,11 @@ export function peerStatus (p: Peer, services: PeerServices, packets: Packets): 
   ]
 }
 
+/** The outbox sender's fields, then what the peer is sending us. */
 function outboxStatus (id: string, services: PeerServices): StatusPairs {
-  const s = services.outboxes.get(id)?.stats()
-  if (s === undefined) return [['outbox_files', 0], ['outbox_bytes', 0]]
   return [
-    ['outbox_files', s.files],
-    ['outbox_bytes', s.bytes],
-    ['transfer', s.transfer],
-    ['transfer_progress', s.progress],
-    ['transfer_rate_bps', s.rateBps]
+    ...services.outboxes.get(id)?.status() ?? [['outbox_files', 0], ['outbox_bytes', 0]],
+    ...services.inbox?.status(id) ?? []
   ]
 }
 

@@ -1,6 +1,8 @@
 // A peer that sends crafted transfers: every one refused, nothing written
-// outside the inbox, and the link stays usable.
+// outside the inbox, and the link stays usable; a flood of offers it never
+// finishes leaves no fd and no partial behind once its link closes.
 import { createHash, randomBytes } from 'node:crypto'
+import { readdir, readlink, rm } from 'node:fs/promises'
 import net from 'node:net'
 import tar from 'tar-stream'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -9,9 +11,18 @@ import { readKeyFile, parsePublicKey } from '../../src/lib/keys.js'
 import { Link } from '../../src/transport/link.js'
 import { keyPairFromSecret } from '../../src/transport/noise.js'
 import type { Message } from '../../src/transport/messages/index.js'
-import { Daemon, makeNetwork, sh, teardown } from '../helpers/net.js'
+import { Daemon, eventually, makeNetwork, sh, teardown, type Network } from '../helpers/net.js'
 
-afterEach(teardown)
+const folders: string[] = []
+afterEach(async () => {
+  await teardown()
+  for (const f of folders.splice(0)) await rm(f, { recursive: true, force: true })
+})
+const network = async (...args: Parameters<typeof makeNetwork>): Promise<Network> => {
+  const n = await makeNetwork(...args)
+  folders.push(n.dir)
+  return n
+}
 
 async function tarOf (entries: { name: string, type?: 'file' | 'symlink' | 'directory', data?: string, linkname?: string }[]): Promise<Buffer> {
   const pack = tar.pack()
@@ -22,37 +33,63 @@ async function tarOf (entries: { name: string, type?: 'file' | 'symlink' | 'dire
   return Buffer.concat(chunks)
 }
 
+/** Mallory's link to beta, with every answer kept and a way to wait for one. */
+async function malloryLink (netw: Network): Promise<{ link: Link, answers: Message[], answer: (xid: Buffer, types: string[]) => Promise<Message> }> {
+  const me = await readKeyFile(netw.node('mallory').keyFile)
+  const socket = net.connect(netw.node('beta').port, '127.0.0.1')
+  const link = new Link(socket, {
+    role: 'initiator', localId: 'mallory', staticKey: keyPairFromSecret(me.dhSecret), expectedKey: parsePublicKey(netw.node('beta').publicKey).dh,
+    clock: systemClock, keepaliveMs: 1000, downAfterMs: 5000, handshakeTimeoutMs: 5000
+  })
+  await new Promise(resolve => link.once('up', resolve))
+  const answers: Message[] = []
+  const waiting = new Set<() => void>()
+  link.on('message', (m) => {
+    answers.push(m)
+    for (const w of [...waiting]) w()
+  })
+  const answer = async (xid: Buffer, types: string[]): Promise<Message> => {
+    const find = (): Message | undefined => answers.find(a => 'xid' in a && a.xid.equals(xid) && types.includes(a.type))
+    return await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        waiting.delete(check)
+        reject(new Error(`no ${types.join('/')} for ${xid.toString('hex')}`))
+      }, 5000)
+      const check = (): void => {
+        const m = find()
+        if (m === undefined) return
+        clearTimeout(timer)
+        waiting.delete(check)
+        resolve(m)
+      }
+      waiting.add(check)
+      check()
+    })
+  }
+  return { link, answers, answer }
+}
+
+/** Open fds of a process, and those under dir. */
+async function fds (pid: number, dir: string): Promise<{ all: number, under: number }> {
+  const names = await readdir(`/proc/${pid}/fd`)
+  const targets = await Promise.all(names.map(async n => await readlink(`/proc/${pid}/fd/${n}`).catch(() => '')))
+  return { all: names.length, under: targets.filter(t => t.startsWith(dir)).length }
+}
+
 describe('hostile transfers', () => {
   it('refuses ../, absolute paths, links in a tar and a sender over its quota', async () => {
-    const netw = await makeNetwork(['beta', 'mallory'], { peer: { 'beta>mallory': { address: null, extra: 'inbox_quota_bytes = 100000' } } })
+    const netw = await network(['beta', 'mallory'], { peer: { 'beta>mallory': { address: null, extra: 'inbox_quota_bytes = 100000' } } })
     const b = new Daemon(netw.node('beta'))
     await b.start()
-    const me = await readKeyFile(netw.node('mallory').keyFile)
-    const socket = net.connect(netw.node('beta').port, '127.0.0.1')
-    const link = new Link(socket, {
-      role: 'initiator', localId: 'mallory', staticKey: keyPairFromSecret(me.dhSecret), expectedKey: parsePublicKey(netw.node('beta').publicKey).dh,
-      clock: systemClock, keepaliveMs: 1000, downAfterMs: 5000, handshakeTimeoutMs: 5000
-    })
-    await new Promise(resolve => link.once('up', resolve))
-    const answers: Message[] = []
-    link.on('message', (m) => answers.push(m))
-    const verdict = async (xid: Buffer): Promise<Message> => {
-      for (let i = 0; i < 200; i++) {
-        const m = answers.find(a => 'xid' in a && a.xid.equals(xid) && a.type === 'xdone')
-        if (m !== undefined) return m
-        await new Promise(resolve => setTimeout(resolve, 25))
-      }
-      throw new Error('no verdict')
-    }
+    const { link, answer } = await malloryLink(netw)
     const sendWhole = async (kind: 'file' | 'tar', name: string, data: Buffer): Promise<Message> => {
       const xid = randomBytes(16)
       link.send({ type: 'xoffer', xid, kind, size: data.length, window: 1 << 20, name })
-      for (let i = 0; i < 200 && !answers.some(a => 'xid' in a && a.xid.equals(xid)); i++) await new Promise(resolve => setTimeout(resolve, 25))
-      if (answers.some(a => a.type === 'xaccept' && a.xid.equals(xid))) {
+      if ((await answer(xid, ['xaccept', 'xdone'])).type === 'xaccept') {
         link.send({ type: 'xdata', xid, offset: 0, data })
         link.send({ type: 'xend', xid, sha256: createHash('sha256').update(data).digest(), mode: 0o644, mtimeMs: Date.now() })
       }
-      return await verdict(xid)
+      return await answer(xid, ['xdone'])
     }
 
     expect(await sendWhole('file', '../x', Buffer.from('escape'))).toMatchObject({ result: 'refused', reason: /"\.\." in path/ })
@@ -72,5 +109,28 @@ describe('hostile transfers', () => {
     expect(await sendWhole('file', 'good/one.txt', Buffer.from('hello'))).toMatchObject({ result: 'ok' })
     expect((await sh(`cat ${b.path('peers/mallory/inbox/good/one.txt')}`)).stdout).toBe('hello')
     link.close()
+  })
+
+  it('3,000 offers never finished leave the fd count where it was and no partial once the link closes', async () => {
+    const netw = await network(['beta', 'mallory'], { peer: { 'beta>mallory': { address: null } } })
+    const b = new Daemon(netw.node('beta'))
+    await b.start()
+    const partial = `${netw.node('beta').dir}/state/partial/mallory`
+    const before = await fds(b.pid, partial)
+    const { link, answers } = await malloryLink(netw)
+    const N = 3000
+    for (let i = 0; i < N; i++) {
+      const xid = randomBytes(16)
+      link.send({ type: 'xoffer', xid, kind: 'file', size: 1 << 20, window: 1 << 20, name: `flood/f${i}` })
+      // Every tenth gets one byte, so its partial is opened; the rest stay empty.
+      if (i % 10 === 0) link.send({ type: 'xdata', xid, offset: 0, data: Buffer.from('x') })
+    }
+    await eventually(() => answers.filter(m => m.type === 'xaccept').length === N, 'every offer answered', 60_000)
+    // While the link lasts, what it holds open is capped (inbox_max_partials, 16 by default).
+    expect((await fds(b.pid, partial)).under).toBeLessThanOrEqual(16)
+    link.close()
+    await eventually(async () => (await fds(b.pid, partial)).under === 0 && (await fds(b.pid, partial)).all <= before.all, `fd count back to ${before.all}`)
+    await eventually(async () => (await readdir(partial).catch(() => [])).length === 0, 'no partial left')
+    expect((await sh(`find ${b.path('peers/mallory/inbox')} -mindepth 1`)).stdout).toBe('')
   })
 })

@@ -1,15 +1,39 @@
-// Outbox to inbox on real mounts: cp, rsync, crashes, cut links, cancels.
+// Outbox to inbox on real mounts: cp, rsync, crashes, cut links, cancels,
+// a full disk at the receiver.
 import { createHash } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
+import { readdir, readFile, readlink, rm } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Daemon, eventually, makeNetwork, readText, sh, startNetwork, teardown, waitEvent, type Network, waitState } from '../helpers/net.js'
+import { stopReaders, watchEvent } from '../helpers/event-readers.js'
+import { Daemon, eventually, makeNetwork, readText, sh, startNetwork, teardown, tempDir, type Network, waitState } from '../helpers/net.js'
 import { FaultProxy } from '../helpers/proxy.js'
 
-afterEach(teardown)
+/** Each test's network folder holds hundreds of MB: removed after its daemons. */
+const folders: string[] = []
+afterEach(async () => {
+  stopReaders()
+  await teardown()
+  for (const f of folders.splice(0)) await rm(f, { recursive: true, force: true })
+})
+const network = async (...args: Parameters<typeof makeNetwork>): Promise<Network> => {
+  const n = await makeNetwork(...args)
+  folders.push(n.dir)
+  return n
+}
 
 const sha = async (file: string): Promise<string> => createHash('sha256').update(await readFile(file)).digest('hex')
 const exists = async (file: string): Promise<boolean> => (await sh(`test -e '${file}'`)).code === 0
 const listing = async (dir: string): Promise<string> => (await sh(`cd '${dir}' && find . -mindepth 1 | sort`)).stdout
+/** A status field of node d about peer. */
+const field = async (d: Daemon, peer: string, key: string): Promise<string> => new RegExp(`^${key}: (.*)$`, 'm').exec(await readText(d.path('peers', peer, 'status')))?.[1] ?? ''
+/** Bytes acknowledged of the sender's current transfer (0 if none). */
+const acked = async (d: Daemon, peer: string): Promise<number> => Number(/^(\d+)\//.exec(await field(d, peer, 'transfer_progress'))?.[1] ?? 0)
+
+/** Open fds of a process, and those of them under dir. */
+async function fds (pid: number, dir: string): Promise<{ all: number, under: number }> {
+  const names = await readdir(`/proc/${pid}/fd`)
+  const targets = await Promise.all(names.map(async n => await readlink(`/proc/${pid}/fd/${n}`).catch(() => '')))
+  return { all: names.length, under: targets.filter(t => t.startsWith(dir)).length }
+}
 
 /** A random file of n MiB in the network's folder. */
 async function bigFile (netw: Network, mib: number): Promise<string> {
@@ -20,23 +44,28 @@ async function bigFile (netw: Network, mib: number): Promise<string> {
 
 describe('outbox to inbox', () => {
   it('delivers a 64 MiB cp with the same SHA-256, and the outbox empties', async () => {
-    const netw = await makeNetwork(['alpha', 'beta'])
+    const netw = await network(['alpha', 'beta'])
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
     await waitState(a, 'beta')
     const src = await bigFile(netw, 64)
-    const events = waitEvent(b.path('events'), ' alpha recv big-64\\.bin', 60_000)
-    await new Promise(resolve => setTimeout(resolve, 300))
+    const recv = watchEvent(b.path('events'), / alpha recv big-64\.bin$/, 60_000)
+    const sent = watchEvent(a.path('events'), / beta sent big-64\.bin$/, 60_000)
+    await Promise.all([recv.opened, sent.opened])
     expect((await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`)).code).toBe(0)
     const dest = b.path('peers/alpha/inbox/big-64.bin')
     await eventually(async () => await exists(dest), 'delivered', 60_000)
     expect(await sha(dest)).toBe(await sha(src))
     await eventually(async () => await listing(a.path('peers/beta/outbox')) === '', 'outbox empty')
-    expect(await events).toMatch(/^\d{13} alpha recv big-64\.bin$/)
+    const [placed, reported] = [await recv.line, await sent.line]
+    expect(placed).toMatch(/^\d{13} alpha recv big-64\.bin$/)
+    // `sent` only once the receiver has placed it.
+    expect(reported).toMatch(/^\d{13} beta sent big-64\.bin$/)
+    expect(Number(reported.split(' ')[0])).toBeGreaterThanOrEqual(Number(placed.split(' ')[0]))
   })
 
   it('delivers rsync -a of 300 files in nested folders with their bytes, modes and mtimes', async () => {
-    const netw = await makeNetwork(['alpha', 'beta'])
+    const netw = await network(['alpha', 'beta'])
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
     await waitState(a, 'beta')
@@ -65,17 +94,14 @@ for i in range(300):
 
   for (const victim of ['alpha', 'beta']) {
     it(`finishes a 256 MiB transfer after kill -9 of the ${victim === 'alpha' ? 'sender' : 'receiver'} mid-way, resuming`, async () => {
-      const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: 'window_bytes = 4194304\n' } })
+      const netw = await network(['alpha', 'beta'], { extra: { alpha: 'window_bytes = 4194304\n' } })
       const ds = await startNetwork(netw)
       const a = ds.get('alpha') as Daemon
       await waitState(a, 'beta')
       const src = await bigFile(netw, 256)
       await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`, 60_000)
       // Wait until part of it is acknowledged, then kill.
-      await eventually(async () => {
-        const m = /^transfer_progress: (\d+)\//m.exec(await readText(a.path('peers/beta/status')))
-        return m !== null && Number(m[1]) > 32 << 20
-      }, 'part acknowledged', 60_000, 20)
+      await eventually(async () => await acked(a, 'beta') > 32 << 20, 'part acknowledged', 60_000, 20)
       const d = ds.get(victim) as Daemon
       await d.kill('SIGKILL')
       const again = new Daemon(netw.node(victim))
@@ -92,7 +118,7 @@ for i in range(300):
   }
 
   it('delivers exactly through a proxy that cuts the link every few MB', async () => {
-    const netw = await makeNetwork(['alpha', 'beta'], { peer: { 'beta>alpha': { address: null } } })
+    const netw = await network(['alpha', 'beta'], { peer: { 'beta>alpha': { address: null } } })
     const proxy = new FaultProxy({ host: '127.0.0.1', port: netw.node('beta').port })
     await proxy.start()
     try {
@@ -103,9 +129,13 @@ for i in range(300):
       const src = await bigFile(netw, 48)
       await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`)
       const dest = b.path('peers/alpha/inbox/big-48.bin')
+      // Cut each time another 4 MiB is acknowledged.
       let cuts = 0
+      let from = 0
       while (!await exists(dest) && cuts < 40) {
-        await new Promise(resolve => setTimeout(resolve, 300))
+        await eventually(async () => await exists(dest) || await acked(a, 'beta') >= from + (4 << 20), 'more acknowledged', 30_000, 20)
+        if (await exists(dest)) break
+        from = await acked(a, 'beta')
         proxy.cut()
         cuts++
       }
@@ -118,21 +148,83 @@ for i in range(300):
   }, 120_000)
 
   it('rm of a half-sent file cancels it and nothing partial appears at the receiver', async () => {
-    const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: 'window_bytes = 1048576\n' } })
+    const netw = await network(['alpha', 'beta'], { extra: { alpha: 'window_bytes = 1048576\n' } })
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
     await waitState(a, 'beta')
     const src = await bigFile(netw, 200)
     await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`, 60_000)
-    await eventually(async () => /^transfer_progress: [1-9]\d*\//m.test(await readText(a.path('peers/beta/status'))), 'started', 30_000, 10)
+    await eventually(async () => await acked(a, 'beta') > 0, 'started', 30_000, 10)
     expect((await sh(`rm ${a.path('peers/beta/outbox/big-200.bin')}`)).code).toBe(0)
     await eventually(async () => /^transfer: -$/m.test(await readText(a.path('peers/beta/status'))), 'cancelled')
     await eventually(async () => (await sh(`ls ${netw.node('beta').dir}/state/partial/alpha 2>/dev/null`)).stdout.trim() === '', 'partial discarded')
     expect(await listing(b.path('peers/alpha/inbox'))).toBe('')
   }, 120_000)
 
+  it('rm while the link is down cancels the transfer once the link is back: no partial and no fd left at the receiver', async () => {
+    const netw = await network(['alpha', 'beta'], { extra: { alpha: 'window_bytes = 1048576\ntransfer_retry_ms = 500\n' } })
+    const ds = await startNetwork(netw)
+    const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
+    await waitState(a, 'beta')
+    await waitState(b, 'alpha')
+    const partial = `${netw.node('beta').dir}/state/partial/alpha`
+    const before = await fds(b.pid, partial)
+    const src = await bigFile(netw, 128)
+    await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`, 60_000)
+    await eventually(async () => (await fds(b.pid, partial)).under === 1 && await acked(a, 'beta') > 0, 'receiving', 30_000, 10)
+    expect((await sh(`echo disconnect > ${a.path('peers/beta/ctl')}`)).code).toBe(0)
+    await waitState(b, 'alpha', 'down')
+    await eventually(async () => (await fds(b.pid, partial)).under === 0, 'partial closed with the link')
+    expect((await sh(`rm ${a.path('peers/beta/outbox/big-128.bin')}`)).code).toBe(0)
+    // What was acknowledged stays until the cancel arrives.
+    expect((await readdir(partial)).length).toBeGreaterThan(0)
+    expect((await sh(`echo reconnect > ${a.path('peers/beta/ctl')}`)).code).toBe(0)
+    await waitState(a, 'beta')
+    await eventually(async () => (await readdir(partial)).length === 0, 'partial removed by the cancel')
+    await eventually(async () => (await fds(b.pid, partial)).all <= before.all, `fd count back to ${before.all}`)
+    expect(await listing(b.path('peers/alpha/inbox'))).toBe('')
+    await eventually(async () => (await readdir(`${netw.node('alpha').dir}/state/spool/beta`)).length === 0, 'cancel answered and forgotten')
+  }, 120_000)
+
+  it('a full inbox disk holds back only the file that does not fit: the one behind it arrives, the big one once there is room, each reported sent', async () => {
+    const parent = await tempDir()
+    folders.push(parent)
+    const inbox = `${parent}/inbox`
+    await sh(`mkdir -p ${inbox} && mount -t tmpfs -o size=8m peerfs-test ${inbox}`)
+    try {
+      const netw = await network(['alpha', 'beta'], {
+        extra: { alpha: 'transfer_retry_ms = 200\ntransfer_retry_max_ms = 1000\n' },
+        peer: { 'beta>alpha': { extra: `inbox = "${inbox}"` } }
+      })
+      const ds = await startNetwork(netw)
+      const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
+      await waitState(a, 'beta')
+      // Another program fills the disk: 3 MiB are left for a 6 MiB file.
+      expect((await sh(`head -c 5M /dev/urandom > ${inbox}/filler`)).code).toBe(0)
+      const src = await bigFile(netw, 6)
+      const sentBig = watchEvent(a.path('events'), / beta sent big-6\.bin$/, 60_000)
+      const sentSmall = watchEvent(a.path('events'), / beta sent small\.txt$/, 60_000)
+      await Promise.all([sentBig.opened, sentSmall.opened])
+      expect((await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`)).code).toBe(0)
+      await eventually(async () => /^big-6\.bin: no space: \d+ bytes needed, \d+ free on the inbox's disk; retry in \d+ s$/.test(await field(a, 'beta', 'transfer_waiting')), 'big file waiting for room', 30_000)
+      expect((await sh(`echo hello > ${a.path('peers/beta/outbox/small.txt')}`)).code).toBe(0)
+      expect(await sentSmall.line).toMatch(/^\d{13} beta sent small\.txt$/)
+      expect(await readText(b.path('peers/alpha/inbox/small.txt'))).toBe('hello\n')
+      expect(await exists(b.path('peers/alpha/inbox/big-6.bin'))).toBe(false)
+      expect(await field(a, 'beta', 'transfer_waiting')).toMatch(/^big-6\.bin: no space/)
+      expect((await sh(`rm ${inbox}/filler`)).code).toBe(0)
+      expect(await sentBig.line).toMatch(/^\d{13} beta sent big-6\.bin$/)
+      expect(await sha(b.path('peers/alpha/inbox/big-6.bin'))).toBe(await sha(src))
+      expect(await field(a, 'beta', 'transfer_waiting')).toBe('-')
+      expect(await listing(a.path('peers/beta/outbox'))).toBe('')
+    } finally {
+      await teardown()
+      await sh(`umount -l ${inbox}`)
+    }
+  }, 120_000)
+
   it('sends files queued before SIGTERM after the restart', async () => {
-    const netw = await makeNetwork(['alpha', 'beta'])
+    const netw = await network(['alpha', 'beta'])
     let a = new Daemon(netw.node('alpha'))
     await a.start()
     await sh(`mkdir -p ${a.path('peers/beta/outbox/q')} && for i in 1 2 3; do echo file-$i > ${a.path('peers/beta/outbox/q')}/f$i; done`)

@@ -15,7 +15,7 @@ const snapshot: MetricsSnapshot = {
       fields: [
         ['state', 'up'], ['address', '127.0.0.1:7702'], ['since', '2025-01-01T00:00:00.000Z'], ['retries_left', 10], ['rtt_ms', 1.5],
         ['inflight', 0], ['deferred', 2], ['outbox_files', 1], ['outbox_bytes', 100], ['transfer', 'big "file"\nname'],
-        ['transfer_progress', '50/100 bytes (50%)'], ['transfer_rate_bps', 1000], ['tx_bytes', 5], ['rx_bytes', 6],
+        ['transfer_progress', '50/100 bytes (50%)'], ['transfer_bytes_per_s', 1000], ['tx_bytes', 5], ['rx_bytes', 6],
         ['last_error', 'socket: "x"'], ['pkt_dropped', 3]
       ]
     },

@@ -1,14 +1,18 @@
 // Transfer family (outbox -> inbox). An xid names one transfer: a single
 // file (kind 'file', name = its relative path) or a tar of many (kind
-// 'tar'). Offer, accept at the receiver's durable offset, data, acks by
-// window, end with the SHA-256, done; cancel from the sender. Only data
-// rides the bulk lane, so acks and offers pass it.
+// 'tar', name = a label for status). Offer, accept at the receiver's
+// durable offset, data, acks by window, end with the SHA-256, done; cancel
+// from the sender. Exactly once: the receiver keeps a record of each
+// delivered transfer and answers a second offer (or a late cancel) of it
+// with xdelivered; the sender, once its files are gone, sends xforget, and
+// xforgot says the record is gone. Only data rides the bulk lane, so acks
+// and offers pass it.
 import { LANE_BULK, LANE_TX } from '../records.js'
 import type { Family } from './codec.js'
 
 export type XferKind = 'file' | 'tar'
 const XFER_KINDS: readonly XferKind[] = ['file', 'tar']
-/** ok: delivered; retry: not now (disk full, over quota, bad hash); refused: never (bad names). */
+/** ok: delivered now; retry: not now (disk full, over quota, bad hash); refused: never (bad names). */
 export type XferResult = 'ok' | 'retry' | 'refused'
 const XFER_RESULTS: readonly XferResult[] = ['ok', 'retry', 'refused']
 export const XID_BYTES = 16
@@ -21,6 +25,14 @@ export type XferMessage =
   | { type: 'xend', xid: Buffer, sha256: Buffer, mode: number, mtimeMs: number }
   | { type: 'xdone', xid: Buffer, result: XferResult, reason: string }
   | { type: 'xcancel', xid: Buffer }
+  | { type: 'xdelivered', xid: Buffer }
+  | { type: 'xforget', xid: Buffer }
+  | { type: 'xforgot', xid: Buffer }
+
+/** What the receiving side handles. */
+export type XferToReceiver = Extract<XferMessage, { type: 'xoffer' | 'xdata' | 'xend' | 'xcancel' | 'xforget' }>
+/** What the sending side handles: the receiver's answers. */
+export type XferToSender = Extract<XferMessage, { type: 'xaccept' | 'xack' | 'xdone' | 'xdelivered' | 'xforgot' }>
 
 export const xfer: Family<XferMessage> = {
   xoffer: {
@@ -64,5 +76,23 @@ export const xfer: Family<XferMessage> = {
     lane: LANE_TX,
     encode: (w, m) => w.fixed(m.xid, XID_BYTES),
     decode: (r) => ({ type: 'xcancel', xid: r.fixed(XID_BYTES, 'xid') })
+  },
+  xdelivered: {
+    code: 48,
+    lane: LANE_TX,
+    encode: (w, m) => w.fixed(m.xid, XID_BYTES),
+    decode: (r) => ({ type: 'xdelivered', xid: r.fixed(XID_BYTES, 'xid') })
+  },
+  xforget: {
+    code: 49,
+    lane: LANE_TX,
+    encode: (w, m) => w.fixed(m.xid, XID_BYTES),
+    decode: (r) => ({ type: 'xforget', xid: r.fixed(XID_BYTES, 'xid') })
+  },
+  xforgot: {
+    code: 50,
+    lane: LANE_TX,
+    encode: (w, m) => w.fixed(m.xid, XID_BYTES),
+    decode: (r) => ({ type: 'xforgot', xid: r.fixed(XID_BYTES, 'xid') })
   }
 }

@@ -1,0 +1,64 @@
+// One attempt at one transfer, the sender's side of it: the source open
+// from the offset the receiver accepted, the SHA-256 of every byte before
+// the next one to send, what is acknowledged, and progress for status.
+// Closing is final: a close while the source is being opened closes it as
+// soon as it is open. The sender owns the attempt and closes it when it ends.
+import { createHash } from 'node:crypto'
+import { open, type FileHandle } from 'node:fs/promises'
+import type { Stats } from 'node:fs'
+import type { SentRecord } from './sender-store.js'
+import { Progress, hashRange } from './shared.js'
+
+export class Attempt {
+  readonly xid: Buffer
+  readonly hash = createHash('sha256')
+  /** The next byte to send. */
+  pos = 0
+  acked = 0
+  progress: Progress
+  pumping = false
+  private fh: FileHandle | undefined
+  private closed = false
+
+  constructor (readonly rec: SentRecord, now: number) {
+    this.xid = Buffer.from(rec.xid, 'hex')
+    this.progress = new Progress(rec.size, 0, now)
+  }
+
+  get size (): number { return this.rec.size }
+  get isOpen (): boolean { return this.fh !== undefined && !this.closed }
+
+  /** Opens the source and hashes what the receiver holds already; false if closed meanwhile. */
+  async start (source: string, offset: number, now: () => number): Promise<boolean> {
+    const fh = await open(source, 'r')
+    if (this.closed) {
+      await fh.close()
+      return false
+    }
+    this.fh = fh
+    await hashRange(fh, this.hash, 0, offset)
+    this.pos = this.acked = offset
+    this.progress = new Progress(this.size, offset, now())
+    return !this.closed
+  }
+
+  /** The next packet of at most n bytes, hashed; empty if the source got shorter. */
+  async read (n: number): Promise<Buffer> {
+    const data = Buffer.allocUnsafe(Math.min(n, this.size - this.pos))
+    const { bytesRead } = await (this.fh as FileHandle).read(data, 0, data.length, this.pos)
+    const chunk = data.subarray(0, bytesRead)
+    if (!this.closed) this.hash.update(chunk)
+    return chunk
+  }
+
+  async stat (): Promise<Stats> { return await (this.fh as FileHandle).stat() }
+
+  ack (offset: number): void {
+    if (offset > this.acked) this.acked = this.progress.done = Math.min(offset, this.size)
+  }
+
+  close (): void {
+    this.closed = true
+    void this.fh?.close().catch(() => {})
+  }
+}

@@ -1,0 +1,119 @@
+// The sender's book of its saved transfers and what each waits for: to be
+// sent (maybe set aside until a backoff ends), its cancel to be answered,
+// or, once delivered, its files to leave the outbox ('clear') and then its
+// xforget to be answered ('confirm'): never the forget before the files. Which cancels and
+// forgets were sent on the current link is kept here too, so each goes
+// once per link, and again each retryMs until answered.
+import type { SentRecord } from './sender-store.js'
+import { label } from './shared.js'
+
+export type Standing = 'send' | 'cancel' | 'clear' | 'confirm'
+
+/** A transfer (or a cancel) waiting before it is tried again. */
+interface Aside { tries: number, until: number, reason: string }
+
+export class TransferBook {
+  /** By xid, oldest first. */
+  private readonly records = new Map<string, SentRecord>()
+  private readonly aside = new Map<string, Aside>()
+  /** Delivered: false while its files are cleared, then true until xforget is answered. */
+  private readonly delivered = new Map<string, boolean>()
+  /** When an xcancel or xforget was last sent on this link. */
+  private readonly asked = new Map<string, number>()
+
+  constructor (private readonly retryMs: number, private readonly retryMaxMs: number) {}
+
+  get size (): number { return this.records.size }
+  get (xid: string): SentRecord | undefined { return this.records.get(xid) }
+  add (rec: SentRecord): void { this.records.set(rec.xid, rec) }
+
+  remove (xid: string): void {
+    this.records.delete(xid)
+    this.aside.delete(xid)
+    this.delivered.delete(xid)
+    this.asked.delete(xid)
+  }
+
+  standing (rec: SentRecord): Standing {
+    const d = this.delivered.get(rec.xid)
+    return d === undefined ? rec.phase : d ? 'confirm' : 'clear'
+  }
+
+  /** Records still to be sent. */
+  toSend (): SentRecord[] { return [...this.records.values()].filter(r => this.standing(r) === 'send') }
+
+  /** The first to try now: to be sent, its backoff over. */
+  due (now: number): SentRecord[] {
+    return this.toSend().filter(r => (this.aside.get(r.xid)?.until ?? 0) <= now)
+  }
+
+  /** Files in some record: no other takes them. */
+  claimed (): Set<string> {
+    return new Set([...this.records.values()].flatMap(r => r.items.map(it => it.rel)))
+  }
+
+  /** Marks it delivered, its files to be cleared; false if it was already. */
+  deliver (rec: SentRecord): boolean {
+    if (this.delivered.has(rec.xid)) return false
+    this.delivered.set(rec.xid, false)
+    this.aside.delete(rec.xid)
+    return true
+  }
+
+  /** Its files are cleared: the forget may go. */
+  cleared (rec: SentRecord): void {
+    if (this.delivered.has(rec.xid)) this.delivered.set(rec.xid, true)
+  }
+
+  cancelled (rec: SentRecord): void {
+    rec.phase = 'cancel'
+    this.aside.delete(rec.xid)
+  }
+
+  /** Waits before trying rec again, doubling each time; returns the wait in ms. */
+  setAside (rec: SentRecord, reason: string, now: number): number {
+    const a = this.aside.get(rec.xid) ?? { tries: 0, until: 0, reason }
+    a.tries++
+    a.reason = reason
+    const wait = Math.min(this.retryMaxMs, this.retryMs * 2 ** Math.min(a.tries - 1, 30))
+    a.until = now + wait
+    this.aside.set(rec.xid, a)
+    this.asked.delete(rec.xid)
+    return wait
+  }
+
+  /** The cancels and forgets to send now: not sent on this link yet, or not answered within retryMs. */
+  toTell (now: number): Array<{ rec: SentRecord, type: 'xcancel' | 'xforget' }> {
+    const out: Array<{ rec: SentRecord, type: 'xcancel' | 'xforget' }> = []
+    for (const rec of this.records.values()) {
+      const st = this.standing(rec)
+      if (st === 'send' || st === 'clear' || (this.asked.get(rec.xid) ?? -Infinity) + this.retryMs > now || (this.aside.get(rec.xid)?.until ?? 0) > now) continue
+      out.push({ rec, type: st === 'confirm' ? 'xforget' : 'xcancel' })
+    }
+    return out
+  }
+
+  told (xid: string, now: number): void { this.asked.set(xid, now) }
+  newLink (): void { this.asked.clear() }
+
+  /** When the next wait still running ends, if one is. */
+  nextWake (now: number): number | undefined {
+    const t = Math.min(...[...this.aside.values()].map(a => a.until).filter(u => u > now))
+    return Number.isFinite(t) ? t : undefined
+  }
+
+  /** Status: the transfer set aside that is tried next, why, and when. */
+  waiting (now: number): string {
+    const w = this.toSend().flatMap(r => {
+      const a = this.aside.get(r.xid)
+      return a === undefined ? [] : [{ r, a }]
+    }).sort((x, y) => x.a.until - y.a.until)
+    if (w.length === 0) return '-'
+    const { r, a } = w[0]
+    return `${describe(r)}: ${a.reason}; retry in ${Math.max(0, Math.ceil((a.until - now) / 1000))} s${w.length > 1 ? ` (and ${w.length - 1} more)` : ''}`
+  }
+}
+
+export function describe (rec: SentRecord): string {
+  return rec.kind === 'file' ? label(rec.name) : `${rec.items.length} files in one tar`
+}

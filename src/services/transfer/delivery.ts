@@ -1,0 +1,134 @@
+// Placement into the inbox, and the room a transfer needs there. A file
+// appears at inbox/<rel> by a rename, whole, with its mode and mtime;
+// nothing outside the inbox is touched and no link is followed.
+//
+// Placing is idempotent per file: rename moves the staged file away, so a
+// staged file that is gone was placed before. A transfer placed again
+// after a crash between two of its files places only the rest, and a
+// file the user removed since stays removed. An inbox on another
+// filesystem keeps that property by renaming the staged file to
+// <src>.copied (same filesystem, atomic) once its copy sits beside the
+// destination, before the copy is renamed in.
+import { statfs, stat, chmod, copyFile, lstat, mkdir, open, rename, rm, unlink } from 'node:fs/promises'
+import path from 'node:path'
+import { fsyncDir, setTimes } from '../../lib/durable.js'
+import { RESERVED_PREFIX, badRelPath } from '../../lib/names.js'
+import { Refusal } from './shared.js'
+
+export interface Placement {
+  /** The staged file (a verified partial, or one unpacked from a bundle). */
+  src: string
+  rel: string
+  mode: number
+  mtimeMs: number
+  /** Unique per file of the transfer: names the copy beside the destination on another filesystem. */
+  tag: string
+}
+
+export interface Placed {
+  /** Placed now. */
+  placed: string[]
+  /** Not placeable (a folder in the way); its staged copy is dropped. */
+  skipped: Array<{ rel: string, why: string }>
+}
+
+const exists = async (p: string): Promise<boolean> => await lstat(p).then(() => true, () => false)
+
+/** Places every file not placed yet, then syncs each folder once. */
+export async function placeAll (files: Placement[], inbox: string): Promise<Placed> {
+  const out: Placed = { placed: [], skipped: [] }
+  const dirs = new Set<string>()
+  for (const f of files) {
+    try {
+      const dir = await placeOne(f, inbox)
+      if (dir === undefined) continue
+      dirs.add(dir)
+      out.placed.push(f.rel)
+    } catch (err) {
+      if (!(err instanceof Refusal)) throw err
+      await rm(f.src, { force: true })
+      out.skipped.push({ rel: f.rel, why: err.message })
+    }
+  }
+  for (const d of dirs) await fsyncDir(d)
+  return out
+}
+
+/** Moves one staged file into place; undefined if it was placed before. Returns the folder it went into. */
+async function placeOne (f: Placement, inbox: string): Promise<string | undefined> {
+  const bad = badRelPath(f.rel)
+  if (bad !== undefined) throw new Refusal(`${JSON.stringify(f.rel.slice(0, 200))}: ${bad}`)
+  const dest = path.join(inbox, f.rel)
+  const dir = path.dirname(dest)
+  const near = path.join(dir, `${RESERVED_PREFIX}${f.tag}`)
+  const copied = `${f.src}.copied`
+  if (await exists(copied)) {
+    // A crash on another filesystem's path, after the copy was complete.
+    if (await exists(near)) await rename(near, dest)
+    await unlink(copied)
+    return dir
+  }
+  if (!await exists(f.src)) return undefined
+  await folders(inbox, f.rel)
+  const existing = await lstat(dest).catch(() => undefined)
+  if (existing !== undefined && !existing.isFile()) throw new Refusal(`${f.rel} exists in the inbox and is not a file`)
+  await chmod(f.src, f.mode & 0o777)
+  await setTimes(f.src, f.mtimeMs, f.mtimeMs)
+  try {
+    await rename(f.src, dest)
+    return dir
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err
+  }
+  try {
+    await copyFile(f.src, near)
+    await chmod(near, f.mode & 0o777)
+    await setTimes(near, f.mtimeMs, f.mtimeMs)
+    const fh = await open(near, 'r')
+    try { await fh.sync() } finally { await fh.close() }
+  } catch (err) {
+    await rm(near, { force: true })
+    throw err
+  }
+  await rename(f.src, copied)
+  await rename(near, dest)
+  await unlink(copied)
+  return dir
+}
+
+/** Creates the folders above rel; a non-folder on the way is refused, never followed. */
+async function folders (inbox: string, rel: string): Promise<void> {
+  let dir = inbox
+  for (const p of rel.split('/').slice(0, -1)) {
+    dir = path.join(dir, p)
+    const st = await lstat(dir).catch(() => undefined)
+    if (st === undefined) await mkdir(dir, { mode: 0o755 })
+    else if (!st.isDirectory()) throw new Refusal(`${rel}: ${p} exists in the inbox and is not a folder`)
+  }
+}
+
+/**
+ * Why a transfer of `size` bytes, `offset` of them held already, does not
+ * fit now, or undefined. The partial and, for a bundle, its unpacked copy
+ * live under partials; the placed files need room in the inbox too when it
+ * is another filesystem (a rename there is a copy).
+ */
+export async function noRoom (partials: string, inbox: string, size: number, offset: number, bundle: boolean): Promise<string | undefined> {
+  const [p, i] = await Promise.all([room(partials), room(inbox)])
+  if (p === undefined || i === undefined) return undefined
+  const here = size - offset + (bundle ? size : 0)
+  if (p.dev === i.dev) return here > p.free ? `no space: ${here} bytes needed, ${p.free} free on the inbox's disk` : undefined
+  if (here > p.free) return `no space: ${here} bytes needed, ${p.free} free on the partials' disk`
+  if (size > i.free) return `no space: ${size} bytes needed, ${i.free} free on the inbox's disk`
+  return undefined
+}
+
+/** The device of dir and the bytes we may still write there (root may use the reserved blocks too). */
+async function room (dir: string): Promise<{ dev: number, free: number } | undefined> {
+  try {
+    const [st, fs] = await Promise.all([stat(dir), statfs(dir)])
+    return { dev: st.dev, free: (process.getuid?.() === 0 ? fs.bfree : fs.bavail) * fs.bsize }
+  } catch {
+    return undefined
+  }
+}

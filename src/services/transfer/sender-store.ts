@@ -1,0 +1,83 @@
+// The outbox sender's saved transfers, one record each in its spool
+// folder: <xid>.json, and <xid>.tar for a bundle. A restart offers a saved
+// transfer again under the same xid, so the receiver can resume it or say
+// it was delivered already. A record's phase is 'send' until it is done,
+// or 'cancel' once its files left the outbox before it was delivered: the
+// cancel is kept until the receiver answers it.
+import { readdir, readFile, rename, rm } from 'node:fs/promises'
+import path from 'node:path'
+import { writeDurable } from '../../lib/durable.js'
+import type { XferKind } from '../../transport/messages/xfer.js'
+import type { Item } from './bundle.js'
+
+export type SentPhase = 'send' | 'cancel'
+
+export interface SentRecord {
+  xid: string
+  kind: XferKind
+  /** The file's relative path, or a label for a bundle. */
+  name: string
+  size: number
+  items: Item[]
+  phase: SentPhase
+  /** When it was made (ms): transfers are tried oldest first. */
+  created: number
+}
+
+const RECORD_RE = /^([0-9a-f]{32})\.json$/
+
+export class SenderStore {
+  constructor (readonly dir: string, private readonly outbox: string) {}
+
+  bundle (xid: string): string { return path.join(this.dir, `${xid}.tar`) }
+
+  /** What the transfer's bytes are read from. */
+  source (rec: SentRecord): string {
+    return rec.kind === 'file' ? path.join(this.outbox, rec.items[0].rel) : this.bundle(rec.xid)
+  }
+
+  /** The saved records, oldest first; removes bundles and temp files no record owns. */
+  async load (onBad: (file: string, err: Error) => void): Promise<SentRecord[]> {
+    const names = await readdir(this.dir).catch(() => [] as string[])
+    const recs: SentRecord[] = []
+    for (const name of names) {
+      const m = RECORD_RE.exec(name)
+      // current.json: the one saved transfer of earlier versions, its bundle named bundle-<xid>.tar.
+      const legacy = name === 'current.json'
+      if (m === null && !legacy) continue
+      const file = path.join(this.dir, name)
+      try {
+        const rec = JSON.parse(await readFile(file, 'utf8')) as SentRecord
+        if (legacy) {
+          rec.phase = 'send'
+          rec.created = 0
+          if (rec.kind === 'tar') await rename(path.join(this.dir, `bundle-${rec.xid}.tar`), this.bundle(rec.xid)).catch(() => {})
+          await this.save(rec)
+          await rm(file, { force: true })
+        }
+        recs.push(rec)
+      } catch (err) {
+        onBad(file, err as Error)
+        await rm(file, { force: true })
+      }
+    }
+    const owned = new Set(recs.map(r => `${r.xid}.tar`))
+    for (const name of names) {
+      if ((name.endsWith('.tar') && !owned.has(name)) || name.startsWith('.tmp-')) await rm(path.join(this.dir, name), { force: true })
+    }
+    return recs.sort((a, b) => a.created - b.created)
+  }
+
+  async save (rec: SentRecord): Promise<void> {
+    await writeDurable(path.join(this.dir, `${rec.xid}.json`), JSON.stringify(rec))
+  }
+
+  async dropBundle (rec: SentRecord): Promise<void> {
+    if (rec.kind === 'tar') await rm(this.bundle(rec.xid), { force: true })
+  }
+
+  async drop (rec: SentRecord): Promise<void> {
+    await this.dropBundle(rec)
+    await rm(path.join(this.dir, `${rec.xid}.json`), { force: true })
+  }
+}

@@ -1,0 +1,356 @@
+// The outbox sender for one peer. The files in its outbox folder are the
+// queue (queue.ts); a transfer is one large file alone, or small ones in a
+// tar bundle, saved (sender-store.ts) before it is offered, so a restart
+// offers the same xid and the receiver resumes it or says it has it.
+//
+// One attempt (attempt.ts) at a time; its phase goes
+//   idle -> preparing -> offering -> sending -> ending -> idle
+// driven by the receiver's answers (`answers`) and one timer. An attempt
+// ends on a verdict, a lost link, a cancel or silence; `gen` counts
+// attempts, so an async step of one that ended stops where it is.
+//
+// Invariants:
+// - A file leaves the outbox only once the receiver has placed it durably
+//   (xdone ok, or xdelivered for a transfer delivered before), and only if
+//   unchanged since it was read; then `sent <path>` is reported, xforget
+//   lets the receiver drop its record, and xforgot ours.
+// - A cancel (its files left the outbox) is saved and sent until answered.
+// - A transfer the receiver cannot take now is set aside with backoff
+//   (book.ts) and the next one goes.
+// - A file is in at most one saved transfer; at most maxTransfers are saved.
+import { mkdir } from 'node:fs/promises'
+import type { Clock, Timer } from '../../lib/clock.js'
+import { SerialLock } from '../../lib/lock.js'
+import type { Logger } from '../../lib/log.js'
+import { isUnder } from '../../lib/names.js'
+import type { Handler } from '../../transport/messages/codec.js'
+import type { XferMessage, XferToSender } from '../../transport/messages/xfer.js'
+import { Attempt } from './attempt.js'
+import { TransferBook, describe } from './book.js'
+import { OutboxQueue } from './queue.js'
+import { SenderStore, type SentRecord } from './sender-store.js'
+import type { StatusPairs, TransferSettings, XferLink } from './shared.js'
+
+type Phase = 'idle' | 'preparing' | 'offering' | 'sending' | 'ending' | 'stopped'
+type Msg<T extends XferMessage['type']> = Extract<XferMessage, { type: T }>
+
+export interface SenderOptions {
+  clock: Clock
+  log: Logger
+  settings: TransferSettings
+  onSent?: (rel: string) => void
+}
+
+export class OutboxSender {
+  private phase: Phase = 'idle'
+  private att: Attempt | undefined
+  private gen = 0
+  private readonly book: TransferBook
+  private readonly store: SenderStore
+  private readonly queue: OutboxQueue
+  /** Disk work on records and the outbox, in order. */
+  private readonly lock = new SerialLock()
+  private kickTimer: Timer | undefined
+  private kickAt = 0
+  private answerTimer: Timer | undefined
+  /** step() was asked for while an attempt was being prepared. */
+  private again = false
+
+  /** The router's entry: the receiver's answers. */
+  readonly answers: Handler<XferToSender> = {
+    xaccept: (_peer, m) => this.onAccept(m),
+    xack: (_peer, m) => this.onAck(m),
+    xdone: (_peer, m) => this.onDone(m),
+    xdelivered: (_peer, m) => this.delivered(m.xid.toString('hex')),
+    xforgot: (_peer, m) => this.onForgot(m)
+  }
+
+  constructor (
+    readonly peerId: string,
+    private readonly outbox: string,
+    spool: string,
+    private readonly link: XferLink,
+    private readonly opts: SenderOptions
+  ) {
+    this.store = new SenderStore(spool, outbox)
+    this.queue = new OutboxQueue(outbox, this.store, opts.settings)
+    this.book = new TransferBook(opts.settings.retryMs, opts.settings.retryMaxMs)
+  }
+
+  async start (): Promise<void> {
+    await mkdir(this.outbox, { recursive: true, mode: 0o700 })
+    await mkdir(this.store.dir, { recursive: true, mode: 0o700 })
+    const bad = (file: string, err: Error): void => this.opts.log.error({ peer: this.peerId, file, err: err.message }, 'unreadable transfer record; its files are sent again')
+    for (const rec of await this.store.load(bad)) this.book.add(rec)
+    this.kick(0)
+  }
+
+  stop (): void {
+    this.endAttempt()
+    this.phase = 'stopped'
+    this.opts.clock.clearTimeout(this.kickTimer)
+  }
+
+  // Hooks from the outbox folder.
+
+  writing (rel: string, delta: number): void { this.queue.writing(rel, delta) }
+
+  ready (rel: string): void {
+    void this.queue.ready(rel, () => this.opts.clock.now()).then((ms) => this.kick(ms))
+  }
+
+  gone (rel: string): void {
+    for (const rec of this.book.toSend()) if (rec.items.some(it => isUnder(it.rel, rel))) this.cancel(rec, 'removed from the outbox')
+  }
+
+  linkUp (): void {
+    this.book.newLink()
+    this.kick(0)
+  }
+
+  linkDown (): void {
+    this.endAttempt()
+    this.book.newLink()
+  }
+
+  status (): StatusPairs {
+    const att = this.att
+    const now = this.opts.clock.now()
+    return [
+      ['outbox_files', this.queue.queued.files],
+      ['outbox_bytes', this.queue.queued.bytes],
+      ['transfer', att === undefined ? '-' : describe(att.rec)],
+      ['transfer_progress', att === undefined ? '-' : att.progress.text()],
+      ['transfer_bytes_per_s', att === undefined ? 0 : att.progress.bytesPerS(now)],
+      ['transfer_waiting', this.book.waiting(now)]
+    ]
+  }
+
+  /** Runs step() after ms, unless it is due sooner already. */
+  private kick (ms: number): void {
+    if (this.phase === 'stopped') return
+    const at = this.opts.clock.now() + ms
+    if (this.kickTimer !== undefined && this.kickAt <= at) return
+    this.opts.clock.clearTimeout(this.kickTimer)
+    this.kickAt = at
+    this.kickTimer = this.opts.clock.setTimeout(() => {
+      this.kickTimer = undefined
+      this.step()
+    }, ms)
+  }
+
+  private step (): void {
+    if (this.phase !== 'idle') {
+      // What changed may have come after the running scan: look again after it.
+      this.again = true
+      return
+    }
+    if (!this.link.isUp()) {
+      // Nothing to send now, but status counts what waits.
+      void this.queue.scan().catch(() => {})
+      return
+    }
+    for (const { rec, type } of this.book.toTell(this.opts.clock.now())) this.tell(rec, type)
+    this.phase = 'preparing'
+    this.again = false
+    this.queue.newBatch()
+    const gen = this.gen
+    this.lock.run(async () => await this.next()).then((rec) => this.offer(gen, rec), (err: unknown) => {
+      this.opts.log.error({ peer: this.peerId, err }, 'cannot prepare an outbox transfer; retrying')
+      if (this.gen !== gen || this.phase !== 'preparing') return
+      this.phase = 'idle'
+      this.kick(this.opts.settings.retryMs)
+    })
+  }
+
+  /** The transfer to try now: a saved one whose wait is over, else a new one; under the lock. */
+  private async next (): Promise<SentRecord | undefined> {
+    const items = await this.queue.scan()
+    const now = this.opts.clock.now()
+    for (const rec of this.book.due(now)) {
+      if (await this.queue.intact(rec)) return rec
+      if (this.mark(rec, 'changed or gone before it was sent')) await this.saveCancel(rec)
+    }
+    if (this.book.size >= this.opts.settings.maxTransfers) return undefined
+    const claimed = this.book.claimed()
+    const rec = await this.queue.build(items.filter(it => !claimed.has(it.rel)), now)
+    if (rec !== undefined) this.book.add(rec)
+    return rec
+  }
+
+  private offer (gen: number, rec: SentRecord | undefined): void {
+    if (this.gen !== gen || this.phase !== 'preparing') return
+    this.phase = 'idle'
+    if (rec === undefined) {
+      const now = this.opts.clock.now()
+      const wake = this.book.nextWake(now)
+      if (this.again) this.kick(0)
+      else if (wake !== undefined) this.kick(wake - now)
+      return
+    }
+    const att = this.att = new Attempt(rec, this.opts.clock.now())
+    this.phase = 'offering'
+    if (this.trySend({ type: 'xoffer', xid: att.xid, kind: rec.kind, size: rec.size, window: this.opts.settings.windowBytes, name: rec.name })) this.arm()
+  }
+
+  private onAccept (m: Msg<'xaccept'>): void {
+    const att = this.att
+    if (att === undefined || this.phase !== 'offering' || !m.xid.equals(att.xid)) return
+    this.phase = 'sending'
+    this.arm()
+    const gen = this.gen
+    att.start(this.store.source(att.rec), Math.min(m.offset, att.size), () => this.opts.clock.now())
+      .then((open) => { if (open) this.pump() }, (err: unknown) => this.failed(gen, err))
+  }
+
+  private onAck (m: Msg<'xack'>): void {
+    const att = this.att
+    if (att === undefined || (this.phase !== 'sending' && this.phase !== 'ending') || !m.xid.equals(att.xid)) return
+    att.ack(m.offset)
+    this.arm()
+    this.pump()
+  }
+
+  /** Sends data while the window allows; then the end, once all of it is sent. */
+  private pump (): void {
+    const att = this.att
+    if (att === undefined || this.phase !== 'sending' || !att.isOpen || att.pumping) return
+    att.pumping = true
+    const gen = this.gen
+    const { packetBytes, windowBytes } = this.opts.settings
+    void (async () => {
+      while (this.gen === gen && att.pos < att.size && att.pos - att.acked < windowBytes) {
+        const chunk = await att.read(packetBytes)
+        if (this.gen !== gen) return
+        if (chunk.length === 0) return this.cancel(att.rec, 'shortened while it was sent')
+        if (!this.trySend({ type: 'xdata', xid: att.xid, offset: att.pos, data: chunk })) return
+        att.pos += chunk.length
+      }
+      if (this.gen !== gen || att.pos < att.size) return
+      const st = await att.stat()
+      if (this.gen !== gen) return
+      if (att.rec.kind === 'file' && (st.size !== att.size || st.mtimeMs !== att.rec.items[0].mtimeMs)) return this.cancel(att.rec, 'changed while it was sent')
+      this.phase = 'ending'
+      if (this.trySend({ type: 'xend', xid: att.xid, sha256: att.hash.digest(), mode: st.mode & 0o7777, mtimeMs: Math.floor(st.mtimeMs) })) this.arm()
+    })().catch((err: unknown) => this.failed(gen, err)).finally(() => { att.pumping = false })
+  }
+
+  private onDone (m: Msg<'xdone'>): void {
+    const xid = m.xid.toString('hex')
+    const rec = this.book.get(xid)
+    if (rec === undefined) return
+    if (m.result === 'ok') return this.delivered(xid)
+    if (this.att?.rec === rec) this.endAttempt()
+    if (m.result === 'retry' || rec.phase === 'cancel') {
+      // A cancel answered so: the receiver could not finish placing what it came too late for; ask again later.
+      const wait = this.book.setAside(rec, m.reason, this.opts.clock.now())
+      this.opts.log.info({ peer: this.peerId, transfer: describe(rec), reason: m.reason, retryInMs: wait }, 'peer cannot take the transfer now; set aside')
+    } else {
+      this.opts.log.error({ peer: this.peerId, files: rec.items.map(i => i.rel), reason: m.reason }, 'peer refused the transfer; the files stay in the outbox until they change')
+      this.queue.refuse(rec.items)
+      this.book.remove(xid)
+      void this.lock.run(async () => await this.store.drop(rec))
+    }
+    this.kick(0)
+  }
+
+  /** The receiver has placed the transfer: its unchanged files leave the outbox. */
+  private delivered (xid: string): void {
+    const rec = this.book.get(xid)
+    if (rec === undefined) return
+    if (this.att?.rec === rec) this.endAttempt()
+    if (this.book.deliver(rec)) {
+      this.lock.run(async () => {
+        await this.queue.clear(rec)
+        for (const it of rec.items) this.opts.onSent?.(it.rel)
+        this.opts.log.info({ peer: this.peerId, files: rec.items.length, bytes: rec.size }, 'transfer delivered')
+        this.book.cleared(rec)
+        this.tell(rec, 'xforget')
+      }).catch((err: unknown) => this.opts.log.error({ peer: this.peerId, err }, 'cannot clear delivered files from the outbox'))
+    }
+    this.kick(0)
+  }
+
+  private onForgot (m: Msg<'xforgot'>): void {
+    const xid = m.xid.toString('hex')
+    const rec = this.book.get(xid)
+    if (rec === undefined || (this.book.standing(rec) !== 'cancel' && this.book.standing(rec) !== 'confirm')) return
+    this.book.remove(xid)
+    void this.lock.run(async () => await this.store.drop(rec))
+    this.kick(0)
+  }
+
+  private cancel (rec: SentRecord, why: string): void {
+    if (!this.mark(rec, why)) return
+    void this.lock.run(async () => await this.saveCancel(rec))
+    this.kick(0)
+  }
+
+  /** Turns a transfer into a cancel; false if it is one already, or delivered. */
+  private mark (rec: SentRecord, why: string): boolean {
+    if (this.att?.rec === rec) this.endAttempt()
+    if (this.book.standing(rec) !== 'send') return false
+    this.book.cancelled(rec)
+    this.opts.log.info({ peer: this.peerId, files: rec.items.length, why }, 'cancelling a transfer')
+    return true
+  }
+
+  private async saveCancel (rec: SentRecord): Promise<void> {
+    await this.store.save(rec)
+    await this.store.dropBundle(rec)
+    this.tell(rec, 'xcancel')
+  }
+
+  /**
+   * Sends a cancel or a forget; one that cannot go now goes when the link is
+   * back, one not answered within retryMs goes again (a link replaced by a
+   * simultaneous dial loses what was on it without going down).
+   */
+  private tell (rec: SentRecord, type: 'xcancel' | 'xforget'): void {
+    if (!this.link.isUp()) return
+    try {
+      this.link.send({ type, xid: Buffer.from(rec.xid, 'hex') })
+      this.book.told(rec.xid, this.opts.clock.now())
+      this.kick(this.opts.settings.retryMs)
+    } catch {}
+  }
+
+  /** Sends m for the current attempt; a link that is gone ends the attempt (it resumes when the link is back). */
+  private trySend (m: XferMessage): boolean {
+    try {
+      this.link.send(m)
+      return true
+    } catch {
+      this.endAttempt()
+      return false
+    }
+  }
+
+  /** (Re)starts the wait for the receiver's next answer. */
+  private arm (): void {
+    const gen = this.gen
+    this.opts.clock.clearTimeout(this.answerTimer)
+    this.answerTimer = this.opts.clock.setTimeout(() => {
+      if (this.gen === gen) this.failed(gen, new Error(`no answer in ${this.opts.settings.timeoutMs} ms`))
+    }, this.opts.settings.timeoutMs)
+  }
+
+  /** The attempt failed here (or the receiver fell silent): set it aside, go on with the next. */
+  private failed (gen: number, err: unknown): void {
+    const att = this.att
+    if (this.gen !== gen || att === undefined) return
+    this.opts.log.warn({ peer: this.peerId, err: (err as Error).message }, 'outbox transfer failed; set aside')
+    this.endAttempt()
+    this.book.setAside(att.rec, (err as Error).message, this.opts.clock.now())
+    this.kick(0)
+  }
+
+  private endAttempt (): void {
+    const att = this.att
+    this.att = undefined
+    this.gen++
+    this.opts.clock.clearTimeout(this.answerTimer)
+    if (this.phase !== 'stopped') this.phase = 'idle'
+    att?.close()
+  }
+}

@@ -1,0 +1,75 @@
+// What the outbox sender and the inbox receiver share: their settings (all
+// policy, from the config), the link they send on, progress for status,
+// hashing a file's prefix, and the error that refuses a transfer for good.
+import type { Hash } from 'node:crypto'
+import type { FileHandle } from 'node:fs/promises'
+import type { Message } from '../../transport/messages/index.js'
+
+export interface TransferSettings {
+  batchFiles: number
+  batchMs: number
+  packetBytes: number
+  windowBytes: number
+  largeFileBytes: number
+  bundleMaxBytes: number
+  ackEveryBytes: number
+  /** First wait before offering again a transfer the receiver could not take; doubles up to retryMaxMs. */
+  retryMs: number
+  retryMaxMs: number
+  /** Silence from the receiver this long during a transfer sets it aside. */
+  timeoutMs: number
+  /** Sender: saved transfers at once (current, set aside, cancelling, confirming). */
+  maxTransfers: number
+  /** Receiver: transfers one peer may have in progress here, open or resumable on disk. */
+  maxPartials: number
+  /** Receiver: partial transfers and delivery records untouched this long are removed. */
+  maxAgeMs: number
+}
+
+/** One peer's live link, whichever connection carries it. */
+export interface XferLink {
+  isUp: () => boolean
+  /** Throws when the peer has no live link. */
+  send: (m: Message) => void
+}
+
+export type StatusPairs = Array<[string, string | number]>
+
+/** Bytes done of a total, and the rate since this attempt began. */
+export class Progress {
+  done: number
+  private readonly from: number
+  constructor (readonly total: number, offset: number, private readonly startedAt: number) {
+    this.done = offset
+    this.from = offset
+  }
+
+  text (): string {
+    const pct = this.total === 0 ? 100 : Math.floor(this.done * 100 / this.total)
+    return `${this.done}/${this.total} bytes (${pct}%)`
+  }
+
+  bytesPerS (now: number): number {
+    const s = (now - this.startedAt) / 1000
+    return s <= 0 ? 0 : Math.round((this.done - this.from) / s)
+  }
+}
+
+/** A name shown in status: one line, whatever bytes it holds. */
+export function label (name: string): string {
+  return /[\x00-\x1f\x7f]/.test(name) ? JSON.stringify(name) : name
+}
+
+/** The transfer can never be taken as it is (a bad name, a link in a tar); the sender stops offering it. */
+export class Refusal extends Error {}
+
+/** Feeds bytes [from, to) of a file to a hash: the prefix a resumed transfer already holds. */
+export async function hashRange (fh: FileHandle, hash: Hash, from: number, to: number): Promise<void> {
+  const buf = Buffer.allocUnsafe(1 << 20)
+  for (let pos = from; pos < to;) {
+    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, to - pos), pos)
+    if (bytesRead === 0) throw new Error('file shorter than its acknowledged offset')
+    hash.update(buf.subarray(0, bytesRead))
+    pos += bytesRead
+  }
+}

@@ -1,0 +1,157 @@
+// Exactly once across kill -9 (issue 11): 2,000 small files and a few large
+// ones go through alpha's outbox while alpha and beta are each killed -9 at
+// seeded random moments, and a consumer at beta removes every file as it
+// arrives. Every file must arrive once with its SHA-256, none may come back
+// after its removal, and nothing may be left in the outbox, the spool or
+// the partials. Placed twice shows as a second `recv` of the same path in
+// beta's events, or as a file seen again after the consumer removed it.
+import { readdir, rm } from 'node:fs/promises'
+import { afterEach, describe, expect, it } from 'vitest'
+import { readEvents, stopReaders } from '../helpers/event-readers.js'
+import { Daemon, eventually, makeNetwork, py, sh, startNetwork, teardown, type Network, waitState } from '../helpers/net.js'
+
+/** The network folder holds the source tree and both nodes' state: removed after the daemons. */
+const folders: string[] = []
+afterEach(async () => {
+  stopReaders()
+  await teardown()
+  for (const f of folders.splice(0)) await rm(f, { recursive: true, force: true })
+})
+const network = async (...args: Parameters<typeof makeNetwork>): Promise<Network> => {
+  const n = await makeNetwork(...args)
+  folders.push(n.dir)
+  return n
+}
+
+const SMALL = 2000
+const LARGE = 3
+const KILLS = 6
+const SEED = 0x11
+
+/** mulberry32: a small seeded PRNG, so a failing schedule can be replayed. */
+function prng (seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** Collects the paths of `recv` events from a daemon's events file until the daemon goes away. */
+async function collectRecv (d: Daemon, into: string[]): Promise<void> {
+  await readEvents(d.path('events'), (line) => {
+    const m = /^\d+ \S+ recv (.*)$/.exec(line)
+    if (m !== null) into.push(m[1])
+  })
+}
+
+// One round of the consumer: hash and remove every file in the inbox; a
+// line per file whose removal succeeded. Errors (a daemon just killed) end
+// the round; what was not removed is seen again next round.
+const CONSUME = `
+import os, sys, hashlib
+root = sys.argv[1]
+try:
+    for d, dirs, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            try:
+                h = hashlib.sha256(open(p, 'rb').read()).hexdigest()
+                os.unlink(p)
+            except OSError:
+                continue
+            print(os.path.relpath(p, root), h, flush=True)
+except OSError:
+    pass
+`
+
+describe('outbox exactly once', () => {
+  it(`delivers ${SMALL} small files and ${LARGE} large ones once each while both daemons are killed -9 ${KILLS} times`, async () => {
+    const tuning = 'batch_files = 50\nbatch_ms = 100\nlarge_file_bytes = 1048576\nwindow_bytes = 1048576\ntransfer_retry_ms = 100\ntransfer_retry_max_ms = 1000\n'
+    const netw = await network(['alpha', 'beta'], { extra: { alpha: tuning, beta: tuning } })
+    const src = `${netw.dir}/src`
+    const made = await py(`
+import os, random, sys, hashlib
+random.seed(${SEED})
+src = sys.argv[1]
+for i in range(${SMALL}):
+    d = os.path.join(src, 'd%02d' % (i % 20))
+    os.makedirs(d, exist_ok=True)
+    data = os.urandom(random.randint(1, 3000))
+    rel = 'd%02d/f%04d' % (i % 20, i)
+    open(os.path.join(src, rel), 'wb').write(data)
+    print(rel, hashlib.sha256(data).hexdigest())
+for i in range(${LARGE}):
+    data = os.urandom(8 << 20)
+    open(os.path.join(src, 'large%d.bin' % i), 'wb').write(data)
+    print('large%d.bin' % i, hashlib.sha256(data).hexdigest())
+`, [src], 60_000)
+    expect(made.code).toBe(0)
+    const want = new Map(made.stdout.trim().split('\n').map(l => l.split(' ') as [string, string]))
+    expect(want.size).toBe(SMALL + LARGE)
+
+    const ds = await startNetwork(netw)
+    let a = ds.get('alpha') as Daemon
+    let b = ds.get('beta') as Daemon
+    await waitState(a, 'beta')
+    const recv: string[] = []
+    await collectRecv(b, recv)
+
+    // The consumer: what it removed, and anything seen again after that.
+    const removed = new Map<string, string>()
+    const cameBack: string[] = []
+    let consuming = true
+    const consumer = (async () => {
+      while (consuming) {
+        const r = await py(CONSUME, [b.path('peers/alpha/inbox')], 60_000)
+        for (const line of r.stdout.split('\n').filter(l => l !== '')) {
+          const [rel, hash] = line.split(' ')
+          if (removed.has(rel)) cameBack.push(rel)
+          removed.set(rel, hash)
+        }
+        await new Promise(resolve => setTimeout(resolve, 100))
+      }
+    })()
+
+    expect((await sh(`cp -r ${src}/. ${a.path('peers/beta/outbox/')}`, 120_000)).code).toBe(0)
+
+    // The kills, alternating, each after a seeded random delay once both are up again.
+    const rnd = prng(SEED)
+    const kills: string[] = []
+    for (let k = 0; k < KILLS; k++) {
+      await new Promise(resolve => setTimeout(resolve, 200 + Math.floor(rnd() * 1500)))
+      const victim = k % 2 === 0 ? 'beta' : 'alpha'
+      await (victim === 'alpha' ? a : b).kill('SIGKILL')
+      kills.push(`${victim}@${removed.size}`)
+      const again = new Daemon(netw.node(victim))
+      await again.start()
+      if (victim === 'alpha') a = again
+      else {
+        b = again
+        await collectRecv(b, recv)
+      }
+      await waitState(a, 'beta', 'up', 20_000)
+    }
+
+    const outbox = `${netw.node('alpha').dir}/state/outbox/beta`
+    const spool = `${netw.node('alpha').dir}/state/spool/beta`
+    const partial = `${netw.node('beta').dir}/state/partial/alpha`
+    const left = async (dir: string): Promise<string[]> => await readdir(dir, { recursive: true }).catch(() => [])
+    await eventually(async () => removed.size >= want.size && (await left(outbox)).length === 0 && (await left(spool)).length === 0 && (await left(partial)).length === 0,
+      `every file delivered and nothing left (kills ${kills.join(' ')})`, 90_000, 200)
+    consuming = false
+    await consumer
+
+    expect(kills).toHaveLength(KILLS)
+    expect(cameBack).toEqual([])
+    const twice = [...new Set(recv.filter((rel, i) => recv.indexOf(rel) !== i))]
+    expect(twice).toEqual([])
+    expect([...removed.keys()].sort()).toEqual([...want.keys()].sort())
+    for (const [rel, hash] of want) expect(removed.get(rel), rel).toBe(hash)
+    expect((await sh(`find ${netw.node('beta').dir}/state/inbox/alpha -type f`)).stdout).toBe('')
+    console.log(`kills (victim@files removed so far): ${kills.join(' ')}`)
+  }, 180_000)
+})
