@@ -4,6 +4,9 @@
 // the caller, anything else is logged and becomes EIO. Every operation
 // answers exactly once (answer() guards it). A read-only mount is enforced
 // here too, in one place: every write-type operation answers EROFS.
+// It is longer than most modules because it is fuse-native's whole
+// operation table, one short entry per operation; split, the rules above
+// would be written twice.
 import { constants as fsc } from 'node:fs'
 import { statfs } from 'node:fs/promises'
 import Fuse, { type PollHandle, type Stat, type Statfs } from 'fuse-native'

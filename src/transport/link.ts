@@ -11,6 +11,8 @@
 // The initiator is 'up' only once the responder has accepted its key: the
 // responder's first record after the Noise handshake is a ping (accepted)
 // or a bye saying why it refuses, so a refused caller never sees 'up'.
+// One module for one state machine: handshake, lanes, pressure and
+// keepalive share the same socket and state, so they stay together.
 //
 // Bounds. Bytes queued for the peer, except our own transaction requests
 // (the Peer's request window bounds those), are the peer's to drain: over
