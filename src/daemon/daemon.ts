@@ -334,12 +334,19 @@ export class Daemon {
   /** <mnt>/metrics and metrics_listen: the status figures in Prometheus text (daemon/metrics.ts). */
   private metrics (): string {
     const fuse = this.adapter?.stats()
+    const files = this.files?.stats
     return renderMetrics({
       node: {
         id: this.config.id,
         version: VERSION,
         uptime_s: this.uptimeS,
-        fields: [['services_offered', this.services.offered().length], ['fuse_open_handles', fuse?.openHandles ?? 0], ['fuse_poll_handles', fuse?.pollHandles ?? 0]]
+        fields: [
+          ['services_offered', this.services.offered().length],
+          ['fuse_open_handles', fuse?.openHandles ?? 0],
+          ['fuse_poll_handles', fuse?.pollHandles ?? 0],
+          ['managed_files', files?.files ?? 0],
+          ['managed_files_fetching', files?.fetching ?? 0]
+        ]
       },
       peers: [...this.manager.peers.values()].map(p => ({ id: p.id, state: p.state, fields: peerStatus(p, this.peerServices, this.packets) }))
     })
