@@ -7,13 +7,13 @@
 // beta's events, or as a file seen again after the consumer removed it.
 import { readdir, rm } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
-import { readEvents, stopReaders } from '../helpers/event-readers.js'
+import { EventRecorder } from '../helpers/events.js'
 import { Daemon, eventually, makeNetwork, py, sh, startNetwork, teardown, type Network, waitState } from '../helpers/net.js'
 
 /** The network folder holds the source tree and both nodes' state: removed after the daemons. */
 const folders: string[] = []
 afterEach(async () => {
-  stopReaders()
+  EventRecorder.stopAll()
   await teardown()
   for (const f of folders.splice(0)) await rm(f, { recursive: true, force: true })
 })
@@ -40,12 +40,9 @@ function prng (seed: number): () => number {
   }
 }
 
-/** Collects the paths of `recv` events from a daemon's events file until the daemon goes away. */
-async function collectRecv (d: Daemon, into: string[]): Promise<void> {
-  await readEvents(d.path('events'), (line) => {
-    const m = /^\d+ \S+ recv (.*)$/.exec(line)
-    if (m !== null) into.push(m[1])
-  })
+/** The paths of every `recv` the recorders saw, one per placement. */
+function received (recorders: EventRecorder[]): string[] {
+  return recorders.flatMap(r => r.matching(/^\d+ \S+ recv /)).map(l => l.replace(/^\d+ \S+ recv /, ''))
 }
 
 // One round of the consumer: hash and remove every file in the inbox; a
@@ -97,8 +94,8 @@ for i in range(${LARGE}):
     let a = ds.get('alpha') as Daemon
     let b = ds.get('beta') as Daemon
     await waitState(a, 'beta')
-    const recv: string[] = []
-    await collectRecv(b, recv)
+    // One recorder per life of beta: each reads its events until that daemon goes.
+    const recorders = [await EventRecorder.open(b.path('events'))]
 
     // The consumer: what it removed, and anything seen again after that.
     const removed = new Map<string, string>()
@@ -131,7 +128,7 @@ for i in range(${LARGE}):
       if (victim === 'alpha') a = again
       else {
         b = again
-        await collectRecv(b, recv)
+        recorders.push(await EventRecorder.open(b.path('events')))
       }
       await waitState(a, 'beta', 'up', 20_000)
     }
@@ -147,6 +144,7 @@ for i in range(${LARGE}):
 
     expect(kills).toHaveLength(KILLS)
     expect(cameBack).toEqual([])
+    const recv = received(recorders)
     const twice = [...new Set(recv.filter((rel, i) => recv.indexOf(rel) !== i))]
     expect(twice).toEqual([])
     expect([...removed.keys()].sort()).toEqual([...want.keys()].sort())

@@ -3,18 +3,16 @@
 // finishes leaves no fd and no partial behind once its link closes.
 import { createHash, randomBytes } from 'node:crypto'
 import { readdir, readlink, rm } from 'node:fs/promises'
-import net from 'node:net'
 import tar from 'tar-stream'
 import { afterEach, describe, expect, it } from 'vitest'
-import { systemClock } from '../../src/lib/clock.js'
-import { readKeyFile, parsePublicKey } from '../../src/lib/keys.js'
-import { Link } from '../../src/transport/link.js'
-import { keyPairFromSecret } from '../../src/transport/noise.js'
+import type { Link } from '../../src/transport/link.js'
 import type { Message } from '../../src/transport/messages/index.js'
+import { closeAll, linkAs } from '../helpers/hostile.js'
 import { Daemon, eventually, makeNetwork, sh, teardown, type Network } from '../helpers/net.js'
 
 const folders: string[] = []
 afterEach(async () => {
+  closeAll()
   await teardown()
   for (const f of folders.splice(0)) await rm(f, { recursive: true, force: true })
 })
@@ -35,13 +33,7 @@ async function tarOf (entries: { name: string, type?: 'file' | 'symlink' | 'dire
 
 /** Mallory's link to beta, with every answer kept and a way to wait for one. */
 async function malloryLink (netw: Network): Promise<{ link: Link, answers: Message[], answer: (xid: Buffer, types: string[]) => Promise<Message> }> {
-  const me = await readKeyFile(netw.node('mallory').keyFile)
-  const socket = net.connect(netw.node('beta').port, '127.0.0.1')
-  const link = new Link(socket, {
-    role: 'initiator', localId: 'mallory', staticKey: keyPairFromSecret(me.dhSecret), expectedKey: parsePublicKey(netw.node('beta').publicKey).dh,
-    clock: systemClock, keepaliveMs: 1000, downAfterMs: 5000, handshakeTimeoutMs: 5000
-  })
-  await new Promise(resolve => link.once('up', resolve))
+  const { link } = await linkAs(netw.node('mallory'), netw.node('beta'))
   const answers: Message[] = []
   const waiting = new Set<() => void>()
   link.on('message', (m) => {

@@ -3,14 +3,14 @@
 import { createHash } from 'node:crypto'
 import { readdir, readFile, readlink, rm } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
-import { stopReaders, watchEvent } from '../helpers/event-readers.js'
+import { EventRecorder } from '../helpers/events.js'
 import { Daemon, eventually, makeNetwork, readText, sh, startNetwork, teardown, tempDir, type Network, waitState } from '../helpers/net.js'
 import { FaultProxy } from '../helpers/proxy.js'
 
 /** Each test's network folder holds hundreds of MB: removed after its daemons. */
 const folders: string[] = []
 afterEach(async () => {
-  stopReaders()
+  EventRecorder.stopAll()
   await teardown()
   for (const f of folders.splice(0)) await rm(f, { recursive: true, force: true })
 })
@@ -49,15 +49,14 @@ describe('outbox to inbox', () => {
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
     await waitState(a, 'beta')
     const src = await bigFile(netw, 64)
-    const recv = watchEvent(b.path('events'), / alpha recv big-64\.bin$/, 60_000)
-    const sent = watchEvent(a.path('events'), / beta sent big-64\.bin$/, 60_000)
-    await Promise.all([recv.opened, sent.opened])
+    const [recv, sent] = await Promise.all([EventRecorder.open(b.path('events')), EventRecorder.open(a.path('events'))])
     expect((await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`)).code).toBe(0)
     const dest = b.path('peers/alpha/inbox/big-64.bin')
     await eventually(async () => await exists(dest), 'delivered', 60_000)
     expect(await sha(dest)).toBe(await sha(src))
     await eventually(async () => await listing(a.path('peers/beta/outbox')) === '', 'outbox empty')
-    const [placed, reported] = [await recv.line, await sent.line]
+    const placed = await recv.waitFor(/ alpha recv big-64\.bin$/, 60_000)
+    const reported = await sent.waitFor(/ beta sent big-64\.bin$/, 60_000)
     expect(placed).toMatch(/^\d{13} alpha recv big-64\.bin$/)
     // `sent` only once the receiver has placed it.
     expect(reported).toMatch(/^\d{13} beta sent big-64\.bin$/)
@@ -202,18 +201,16 @@ for i in range(300):
       // Another program fills the disk: 3 MiB are left for a 6 MiB file.
       expect((await sh(`head -c 5M /dev/urandom > ${inbox}/filler`)).code).toBe(0)
       const src = await bigFile(netw, 6)
-      const sentBig = watchEvent(a.path('events'), / beta sent big-6\.bin$/, 60_000)
-      const sentSmall = watchEvent(a.path('events'), / beta sent small\.txt$/, 60_000)
-      await Promise.all([sentBig.opened, sentSmall.opened])
+      const events = await EventRecorder.open(a.path('events'))
       expect((await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`)).code).toBe(0)
       await eventually(async () => /^big-6\.bin: no space: \d+ bytes needed, \d+ free on the inbox's disk; retry in \d+ s$/.test(await field(a, 'beta', 'transfer_waiting')), 'big file waiting for room', 30_000)
       expect((await sh(`echo hello > ${a.path('peers/beta/outbox/small.txt')}`)).code).toBe(0)
-      expect(await sentSmall.line).toMatch(/^\d{13} beta sent small\.txt$/)
+      expect(await events.waitFor(/ beta sent small\.txt$/, 60_000)).toMatch(/^\d{13} beta sent small\.txt$/)
       expect(await readText(b.path('peers/alpha/inbox/small.txt'))).toBe('hello\n')
       expect(await exists(b.path('peers/alpha/inbox/big-6.bin'))).toBe(false)
       expect(await field(a, 'beta', 'transfer_waiting')).toMatch(/^big-6\.bin: no space/)
       expect((await sh(`rm ${inbox}/filler`)).code).toBe(0)
-      expect(await sentBig.line).toMatch(/^\d{13} beta sent big-6\.bin$/)
+      expect(await events.waitFor(/ beta sent big-6\.bin$/, 60_000)).toMatch(/^\d{13} beta sent big-6\.bin$/)
       expect(await sha(b.path('peers/alpha/inbox/big-6.bin'))).toBe(await sha(src))
       expect(await field(a, 'beta', 'transfer_waiting')).toBe('-')
       expect(await listing(a.path('peers/beta/outbox'))).toBe('')
