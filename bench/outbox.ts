@@ -54,6 +54,7 @@ export async function outboxBench (samples: Samples): Promise<void> {
       }
       // Wall time of the cp, and the CPU time its filesystem's process spent meanwhile.
       const copy = async (what: string, t: Target, cmd: string): Promise<void> => {
+        await must('sync')
         const cpu = await cpuSeconds(t.pid)
         record(samples, `outbox.${what}.${t.name}`, await timedSh(cmd))
         record(samples, `outbox.${what}.${t.name}.cpu`, await cpuSeconds(t.pid) - cpu)

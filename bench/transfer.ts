@@ -77,6 +77,7 @@ export async function transferBench (samples: Samples): Promise<{ sshd: boolean 
       const name = `big-${r}.bin`
       const got = nthEvent(b.path('events'), ` alpha recv ${name.replace('.', '\\.')}$`, 1, 600_000)
       await got.opened
+      await must('sync')
       const t0 = Date.now()
       const cp = must(`cp ${src.big} ${outbox}/${name}`)
       const echo = py(ECHO_DURING, [a.path('peers/beta/svc/01'), b.path('peers/alpha/inbox', name)], 600_000)
@@ -96,6 +97,7 @@ export async function transferBench (samples: Samples): Promise<{ sshd: boolean 
       const tree = `tree-${r}`
       const all = nthEvent(b.path('events'), ` alpha recv ${tree}/`, SMALL, 600_000)
       await all.opened
+      await must('sync')
       const t1 = Date.now()
       await must(`cp -r ${src.tree} ${outbox}/${tree}`)
       const last = await all.stamp

@@ -38,8 +38,13 @@ export async function must (cmd: string, timeoutMs = 600_000): Promise<void> {
   if (r.code !== 0) throw new Error(`${cmd}: exit ${r.code}: ${r.stderr}`)
 }
 
-/** Seconds a shell command takes; it must succeed. */
+/**
+ * Seconds a shell command takes; it must succeed. The dirty data of what ran
+ * before is written out first (sync, not timed), so its writeback does not
+ * land on this run.
+ */
 export async function timedSh (cmd: string, timeoutMs = 600_000): Promise<number> {
+  await must('sync', timeoutMs)
   const t = process.hrtime.bigint()
   await must(cmd, timeoutMs)
   return Number(process.hrtime.bigint() - t) / 1e9
