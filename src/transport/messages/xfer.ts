@@ -5,8 +5,10 @@
 // from the sender. Exactly once: the receiver keeps a record of each
 // delivered transfer and answers a second offer (or a late cancel) of it
 // with xdelivered; the sender, once its files are gone, sends xforget, and
-// xforgot says the record is gone. Only data rides the bulk lane, so acks
-// and offers pass it.
+// xforgot says the record is gone. Data and the end ride the bulk lane:
+// the end must come after the last data it sums (on the transaction lane it
+// overtook data still queued, failed the hash and resent the whole file);
+// acks and offers pass them.
 import { LANE_BULK, LANE_TX } from '../records.js'
 import type { Family } from './codec.js'
 
@@ -61,7 +63,7 @@ export const xfer: Family<XferMessage> = {
   },
   xend: {
     code: 12,
-    lane: LANE_TX,
+    lane: LANE_BULK,
     encode: (w, m) => w.fixed(m.xid, XID_BYTES).fixed(m.sha256, 32).u32(m.mode).u64(m.mtimeMs),
     decode: (r) => ({ type: 'xend', xid: r.fixed(XID_BYTES, 'xid'), sha256: r.fixed(32, 'sha256'), mode: r.u32('mode'), mtimeMs: r.u64('mtime') })
   },
