@@ -1,6 +1,7 @@
 // Loads and validates the TOML config. Every problem names the file, the key
 // and what is wrong, and unknown keys are errors: a typo must not silently
 // fall back to a default. Relative paths are relative to the config file.
+import type { TransferSettings } from './services/transfer/shared.js'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { parse as parseToml, TomlError } from 'smol-toml'
@@ -23,21 +24,8 @@ export interface PeerConfig {
   inboxQuotaBytes: number
 }
 
-export interface TransferConfig {
-  batchFiles: number
-  batchMs: number
-  packetBytes: number
-  windowBytes: number
-  largeFileBytes: number
-  bundleMaxBytes: number
-  ackEveryBytes: number
-  retryMs: number
-  retryMaxMs: number
-  timeoutMs: number
-  maxTransfers: number
-  maxPartials: number
-  maxAgeMs: number
-}
+/** The transfer settings, declared (and documented) once where they are used. */
+export type TransferConfig = TransferSettings
 
 /** Bounds on links and on callers not yet authenticated (policy, so here, not in the transport). */
 export interface LinkLimits {

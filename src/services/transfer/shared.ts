@@ -3,7 +3,7 @@
 // hashing a file's prefix, and the error that refuses a transfer for good.
 import type { Hash } from 'node:crypto'
 import type { FileHandle } from 'node:fs/promises'
-import type { Message } from '../../transport/messages/index.js'
+import type { PeerLink } from '../outbound.js'
 
 export interface TransferSettings {
   batchFiles: number
@@ -27,11 +27,7 @@ export interface TransferSettings {
 }
 
 /** One peer's live link, whichever connection carries it. */
-export interface XferLink {
-  isUp: () => boolean
-  /** Throws when the peer has no live link. */
-  send: (m: Message) => void
-}
+export type XferLink = PeerLink
 
 export type StatusPairs = Array<[string, string | number]>
 
