@@ -295,6 +295,44 @@ describe('transfer', () => {
     expect((await readdir(shm)).sort()).toEqual(['a', 'b'])
   })
 
+  it('delivers an empty file once, also when its sender offers it again', async () => {
+    let crashed = false
+    const r = await rig({ settings: { largeFileBytes: 0 }, prepare: async (outbox) => { await writeFile(path.join(outbox, 'empty'), '') } })
+    r.dropAnswers((m) => m.type === 'xdone' && !crashed)
+    await eventually(() => r.received.length === 1, 'placed')
+    crashed = true
+    await rm(path.join(r.inbox, 'empty'))
+    await r.restartSender()
+    await eventually(async () => (await r.leftovers()).length === 0, 'cleared')
+    expect(r.toSender.filter(m => m.type === 'xdelivered')).toHaveLength(1)
+    expect(await readdir(r.inbox)).toEqual([])
+    expect(r.received).toEqual(['empty'])
+  })
+
+  it('finishes a single file left half-way to an inbox on another filesystem by a crash', async () => {
+    const shm = await mkdtemp('/dev/shm/peerfs-test-')
+    cleanups.push(async () => await rm(shm, { recursive: true, force: true }))
+    let crashed = false
+    const r = await rig({ inbox: shm })
+    r.dropAnswers((m) => m.type === 'xdone' && !crashed)
+    const data = randomBytes(2 << 20)
+    await r.put('big', data)
+    await eventually(() => r.received.length === 1, 'placed')
+    crashed = true
+    // Rewind to the crash: the copy is complete beside its place, the partial renamed to .copied.
+    const [held] = await new ReceiverStore(r.partial).held('alpha')
+    const near = path.join(shm, `.peerfs-${held.xid}-0`)
+    await rename(path.join(shm, 'big'), near)
+    await writeFile(`${new ReceiverStore(r.partial).part('alpha', held.xid)}.copied`, data)
+    r.received.length = 0
+    await r.restartReceiver()
+    await r.restartSender()
+    await eventually(async () => (await r.leftovers()).length === 0, 'cleared')
+    expect(await readdir(shm)).toEqual(['big'])
+    expect((await readFile(path.join(shm, 'big'))).equals(data)).toBe(true)
+    expect(r.received).toEqual(['big'])
+  })
+
   it('keeps a cancel made while the link is down and sends it when it is back: no partial, no fd', async () => {
     const r = await rig()
     await writeFile(path.join(r.outbox, '.big'), randomBytes(3 << 20))

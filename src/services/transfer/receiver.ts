@@ -4,10 +4,12 @@
 // Invariants:
 // - Partial data never shows in the inbox; a file appears there by a rename
 //   (delivery.ts), after the whole transfer matched its SHA-256.
-// - Exactly once: the record says 'delivered' (durably) before xdone ok is
-//   sent; a second offer or a late cancel of that xid gets xdelivered, and
-//   the record goes only when the sender says xforget (or after maxAgeMs).
-//   Placing is idempotent per file, so a crash mid-batch places the rest.
+// - Exactly once: a transfer's record is durable before its first file is
+//   renamed into the inbox, and with the renames it reads as delivered
+//   (receiver-store.ts), before xdone ok is sent; a second offer or a late
+//   cancel of that xid gets xdelivered, and the record goes only when the
+//   sender says xforget (or after maxAgeMs). Placing is idempotent per
+//   file, so a crash mid-batch places the rest.
 // - Nothing leaks: every open transfer belongs to its peer's table, at most
 //   maxPartials per peer (open or resumable on disk; the least recently
 //   active is dropped beyond it); its fd closes when the peer's link goes.
@@ -266,9 +268,16 @@ export class InboxReceiver {
       } finally {
         await this.close(peer, xid)
       }
-      rec.files = inc.kind === 'file' ? [{ rel: inc.name, mode: m.mode, mtimeMs: m.mtimeMs }] : await unpackBundle(part, this.store.staging(peer, xid))
-      await this.store.save(peer, rec)
-      if (inc.kind === 'tar') await rm(part, { force: true })
+      if (inc.kind === 'file') {
+        // Its record of all its bytes is on disk (the last acknowledgement wrote it; an empty
+        // file's is written now): once the .part is renamed in, that record reads as delivered.
+        if (inc.size === 0) await this.store.save(peer, { ...rec, phase: 'receiving' })
+        rec.files = [{ rel: inc.name, mode: m.mode, mtimeMs: m.mtimeMs }]
+      } else {
+        rec.files = await unpackBundle(part, this.store.staging(peer, xid))
+        await this.store.save(peer, rec)
+        await rm(part, { force: true })
+      }
     } catch (err) {
       if (err instanceof Refusal) {
         this.opts.log.error({ peer, reason: err.message }, 'refused a transfer')
@@ -284,7 +293,7 @@ export class InboxReceiver {
     await this.place(peer, rec)
   }
 
-  /** Places what a verified transfer has not placed yet, records it delivered, and says so. */
+  /** Places what a verified transfer has not placed yet and says so; what is left on disk then reads as delivered. */
   private async place (peer: string, rec: RecvRecord): Promise<void> {
     const xid = Buffer.from(rec.xid, 'hex')
     const staging = this.store.staging(peer, rec.xid)
@@ -296,7 +305,6 @@ export class InboxReceiver {
       await mkdir(inbox, { recursive: true, mode: 0o700 })
       const out = await placeAll(files, inbox)
       for (const s of out.skipped) this.opts.log.error({ peer, rel: s.rel, why: s.why }, 'cannot place a received file; dropped')
-      await this.store.save(peer, { xid: rec.xid, phase: 'delivered', kind: rec.kind, name: rec.name, size: rec.size, offset: rec.size })
       await this.store.dropData(peer, rec.xid)
       for (const rel of out.placed) this.opts.onReceived(peer, rel)
       this.verdict(peer, xid, 'ok', `${out.placed.length} files`)
