@@ -40,11 +40,14 @@ test: build
 unit: build
 	./node_modules/.bin/vitest run test/unit
 
+# Without an sshd on the machine, the rsync-over-ssh anchor runs Debian's
+# openssh-server sshd, fetched with `apt-get download` into .cache/ here and
+# run from there, never installed (bench/sshd.sh).
 bench: build
 	node dist/bench/run.js
 
 clean:
-	rm -rf dist node_modules demo
+	rm -rf dist node_modules demo .cache
 
 # Runs from what `make build` left: the compiled tree and the run-time
 # node_modules (scripts/prod-deps.mjs lists them; build and test tools stay).

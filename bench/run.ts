@@ -5,7 +5,8 @@
 //   BENCH_ONLY=outbox,transfer   run only these parts
 //   BENCH_ROUNDS=3               rounds of the outbox and transfer parts
 //   BENCH_GIB_MB, BENCH_SMALL    size of the big file (MiB), number of small files
-//   BENCH_SSHD                   the sshd to run for the rsync anchor
+//   BENCH_SSHD                   the sshd to run for the rsync anchor (default:
+//                                the system's, else bench/sshd.sh fetches one)
 import { statfs } from 'node:fs/promises'
 import os from 'node:os'
 import { filesBench } from './files.js'
@@ -29,8 +30,8 @@ const PARTS: Part[] = [
   {
     name: 'transfer',
     run: async (s, notes) => {
-      const { sshd } = await transferBench(s)
-      if (!sshd) notes.push('no sshd, rsync anchor skipped (apt-get install openssh-server, or BENCH_SSHD=<sshd>)')
+      const { skipped } = await transferBench(s)
+      if (skipped !== undefined) notes.push(skipped)
     },
     bigCopies: 3 * ROUNDS
   },

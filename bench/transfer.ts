@@ -1,33 +1,50 @@
 // Transfer end to end: from `cp` into alpha's outbox to the file(s)
 // complete in beta's inbox (the receiver's `recv` events), for one big file
 // and for many small ones, against rsync -a over ssh to a private sshd on a
-// loopback port (skipped, with a note, if there is no sshd; BENCH_SSHD
-// names another sshd command) and plain cp to a local folder. While the big
-// file moves, echo transactions on the same link measure what bulk data
-// does to them. Peak RSS of both daemons is read from VmHWM, reset before
-// each transfer.
+// loopback port and plain cp to a local folder. The sshd is BENCH_SSHD, or
+// the system's, or else Debian's, which bench/sshd.sh fetches into .cache/
+// in the checkout without installing it; if that fails the rsync rows are
+// skipped with a note. While the big file moves, echo transactions on the
+// same link measure what bulk data does to them. Peak RSS of both daemons
+// is read from VmHWM, reset before each transfer.
 //
 // Rounds are interleaved (rsync, peerfs, rsync, peerfs) and each writes new
 // names; the inbox and the rsync destination keep everything until the end.
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises'
-import { Daemon, freePort, makeNetwork, py, sh, startNetwork, teardown, tempDir, waitState } from '../test/helpers/net.js'
+import path from 'node:path'
+import { Daemon, ROOT, freePort, makeNetwork, py, sh, startNetwork, teardown, tempDir, waitState } from '../test/helpers/net.js'
 import { ROUNDS, SMALL, benchSources, must, nthEvent, peakRss, record, removeAtEnd, resetPeakRss, timedSh, type Samples } from './util.js'
 
 interface Sshd { rsync: (src: string, dest: string) => string, stop: () => void }
 
-/** A private sshd on a free loopback port; undefined if there is no sshd. */
-async function privateSshd (dir: string): Promise<Sshd | undefined> {
+/**
+ * The sshd to run: BENCH_SSHD, the system's, or else one bench/sshd.sh
+ * fetches and unpacks into the checkout (never installed); a string says
+ * why there is none.
+ */
+async function findSshd (): Promise<{ cmd: string, fetched: boolean } | string> {
   const sshd = [process.env.BENCH_SSHD ?? '', '/usr/sbin/sshd', '/usr/bin/sshd'].find(p => p !== '' && existsSync(p))
-  if (sshd === undefined) return undefined
+  if (sshd !== undefined) return { cmd: sshd, fetched: false }
+  const r = await sh(`sh ${path.join(ROOT, 'bench/sshd.sh')}`, 300_000)
+  if (r.code === 0) return { cmd: r.stdout.trim(), fetched: true }
+  return `no sshd, and bench/sshd.sh could not fetch one (${r.stderr.trim().split('\n').pop() ?? ''})`
+}
+
+/** A private sshd on a free loopback port, or why there is none. */
+async function privateSshd (dir: string): Promise<Sshd | string> {
+  const found = await findSshd()
+  if (typeof found === 'string') return found
+  const sshd = found.cmd
   const port = await freePort()
   await must(`ssh-keygen -q -t ed25519 -N '' -f ${dir}/host && ssh-keygen -q -t ed25519 -N '' -f ${dir}/user && cp ${dir}/user.pub ${dir}/authorized_keys && chmod 600 ${dir}/authorized_keys`)
   await writeFile(`${dir}/sshd_config`, [
     `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${dir}/host`, `AuthorizedKeysFile ${dir}/authorized_keys`,
     'PermitRootLogin yes', 'UsePAM no', 'PasswordAuthentication no', `PidFile ${dir}/sshd.pid`, 'StrictModes no'
   ].join('\n') + '\n')
-  await mkdir('/run/sshd', { recursive: true, mode: 0o755 })
+  // Its privilege separation chroot; the fetched one's wrapper makes its own.
+  if (!found.fetched) await mkdir('/run/sshd', { recursive: true, mode: 0o755 })
   const log = await open(`${dir}/sshd.log`, 'w')
   const proc = spawn(sshd, ['-D', '-e', '-f', `${dir}/sshd_config`], { stdio: ['ignore', 'ignore', log.fd] })
   await log.close()
@@ -56,10 +73,12 @@ lat.sort()
 print(len(lat), lat[len(lat) // 2], lat[int(len(lat) * 0.99)])
 `
 
-export async function transferBench (samples: Samples): Promise<{ sshd: boolean }> {
+/** Resolves with a note when the rsync anchor was skipped. */
+export async function transferBench (samples: Samples): Promise<{ skipped?: string }> {
   const src = await benchSources()
   const work = await tempDir('peerfs-bench-xfer-')
-  const sshd = await privateSshd(work)
+  const found = await privateSshd(work)
+  const sshd = typeof found === 'string' ? undefined : found
   const netw = await makeNetwork(['alpha', 'beta'], { defaultTimings: true })
   try {
     await must(`mkdir ${work}/ssh-dest ${work}/local`)
@@ -108,7 +127,7 @@ export async function transferBench (samples: Samples): Promise<{ sshd: boolean 
       const f = (k: string): string => samples.get(k)?.[r]?.toFixed(2) ?? '-'
       console.log(`transfer round ${r + 1}: 1 file peerfs ${f('peerfs.big')} s, rsync ${f('rsync.big')} s; small files peerfs ${f('peerfs.tree')} s, rsync ${f('rsync.tree')} s; echo p99 ${f('echo.p99')} ms; RSS ${f('rss.sender')}/${f('rss.receiver')} MB`)
     }
-    return { sshd: sshd !== undefined }
+    return { skipped: typeof found === 'string' ? `${found}; rsync anchor skipped (BENCH_SSHD=<sshd> names one)` : undefined }
   } catch (err) {
     if (sshd !== undefined) console.error(`sshd log:\n${(await readFile(`${work}/sshd.log`, 'utf8').catch(() => '')).slice(-2000)}`)
     throw err
