@@ -32,7 +32,9 @@ export async function outboxBench (samples: Samples): Promise<void> {
   // The peers have no address: alpha never dials them (a dial's handshake
   // would take CPU from the copies).
   const netw = await makeNetwork(['alpha', ...peers], {
-    links: peers.map(p => ['alpha', p]), defaultTimings: true, peer: Object.fromEntries(peers.map(p => [`alpha>${p}`, { address: null }]))
+    links: peers.map(p => ['alpha', p]), defaultTimings: true, peer: Object.fromEntries(peers.map(p => [`alpha>${p}`, { address: null }])),
+    // Its files stay until the run ends (removeAtEnd), not removed by teardown.
+    keepDir: true
   })
   const passes: { proc: ChildProcess, mnt: string }[] = []
   try {

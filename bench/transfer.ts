@@ -79,7 +79,8 @@ export async function transferBench (samples: Samples): Promise<{ skipped?: stri
   const work = await tempDir('peerfs-bench-xfer-')
   const found = await privateSshd(work)
   const sshd = typeof found === 'string' ? undefined : found
-  const netw = await makeNetwork(['alpha', 'beta'], { defaultTimings: true })
+  // Its files stay until the run ends (removeAtEnd), not removed by teardown.
+  const netw = await makeNetwork(['alpha', 'beta'], { defaultTimings: true, keepDir: true })
   try {
     await must(`mkdir ${work}/ssh-dest ${work}/local`)
     const ds = await startNetwork(netw)

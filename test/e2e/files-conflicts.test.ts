@@ -3,20 +3,14 @@
 // ways), rapid create and remove, names that must stay local or cannot be
 // listed, and sizes (over the limit: EFBIG; 64 MiB: arrives intact).
 import { spawn } from 'node:child_process'
-import { readFile, rm } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Daemon, eventually, makeNetwork, readText, sh, startNetwork, teardown, waitState } from '../helpers/net.js'
 
-// The 64 MiB case leaves 200 MB: each network's folder goes after its daemons.
-const made: string[] = []
-afterEach(async () => {
-  await teardown()
-  for (const dir of made.splice(0)) await rm(dir, { recursive: true, force: true })
-})
+afterEach(teardown)
 
 async function pair (extra = ''): Promise<{ dir: string, a: Daemon, b: Daemon }> {
   const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: `gossip_ms = 300\n${extra}`, beta: 'gossip_ms = 300\n' } })
-  made.push(netw.dir)
   const ds = await startNetwork(netw)
   const a = ds.get('alpha') as Daemon
   const b = ds.get('beta') as Daemon

@@ -1,17 +1,13 @@
 // Managed files at a size where sending every manifest every round broke
 // down: 2,000 files on a line alpha - beta - gamma, and a node cut off
 // during 500 updates that catches up once it is back.
-import { rm } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
 import { EventRecorder } from '../helpers/events.js'
 import { Daemon, eventually, makeNetwork, py, readText, sh, startNetwork, teardown, waitState, type Network } from '../helpers/net.js'
 
-// Thousands of files per node: each network's folder goes after its daemons.
-const made: string[] = []
 afterEach(async () => {
   EventRecorder.stopAll()
   await teardown()
-  for (const dir of made.splice(0)) await rm(dir, { recursive: true, force: true })
 })
 
 /** Waits until the recorder has seen `file` events for n distinct names matching re. */
@@ -30,7 +26,6 @@ async function line (): Promise<{ netw: Network, a: Daemon, b: Daemon, g: Daemon
     links: [['alpha', 'beta'], ['beta', 'gamma']],
     extra: Object.fromEntries(ids.map(id => [id, 'gossip_ms = 500\n']))
   })
-  made.push(netw.dir)
   await trustAll(netw)
   const ds = await startNetwork(netw)
   const [a, b, g] = ids.map(id => ds.get(id) as Daemon)

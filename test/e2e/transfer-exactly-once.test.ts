@@ -5,23 +5,15 @@
 // after its removal, and nothing may be left in the outbox, the spool or
 // the partials. Placed twice shows as a second `recv` of the same path in
 // beta's events, or as a file seen again after the consumer removed it.
-import { readdir, rm } from 'node:fs/promises'
+import { readdir } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
 import { EventRecorder } from '../helpers/events.js'
-import { Daemon, eventually, makeNetwork, py, sh, startNetwork, teardown, type Network, waitState } from '../helpers/net.js'
+import { Daemon, eventually, makeNetwork, py, sh, startNetwork, teardown, waitState } from '../helpers/net.js'
 
-/** The network folder holds the source tree and both nodes' state: removed after the daemons. */
-const folders: string[] = []
 afterEach(async () => {
   EventRecorder.stopAll()
   await teardown()
-  for (const f of folders.splice(0)) await rm(f, { recursive: true, force: true })
 })
-const network = async (...args: Parameters<typeof makeNetwork>): Promise<Network> => {
-  const n = await makeNetwork(...args)
-  folders.push(n.dir)
-  return n
-}
 
 const SMALL = 2000
 const LARGE = 3
@@ -68,7 +60,7 @@ except OSError:
 describe('outbox exactly once', () => {
   it(`delivers ${SMALL} small files and ${LARGE} large ones once each while both daemons are killed -9 ${KILLS} times`, async () => {
     const tuning = 'batch_files = 50\nbatch_ms = 100\nlarge_file_bytes = 1048576\nwindow_bytes = 1048576\ntransfer_retry_ms = 100\ntransfer_retry_max_ms = 1000\n'
-    const netw = await network(['alpha', 'beta'], { extra: { alpha: tuning, beta: tuning } })
+    const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: tuning, beta: tuning } })
     const src = `${netw.dir}/src`
     const made = await py(`
 import os, random, sys, hashlib

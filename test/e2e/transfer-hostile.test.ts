@@ -2,7 +2,7 @@
 // outside the inbox, and the link stays usable; a flood of offers it never
 // finishes leaves no fd and no partial behind once its link closes.
 import { createHash, randomBytes } from 'node:crypto'
-import { readdir, readlink, rm } from 'node:fs/promises'
+import { readdir, readlink } from 'node:fs/promises'
 import tar from 'tar-stream'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Link } from '../../src/transport/link.js'
@@ -10,17 +10,10 @@ import type { Message } from '../../src/transport/messages/index.js'
 import { closeAll, linkAs } from '../helpers/hostile.js'
 import { Daemon, eventually, makeNetwork, sh, teardown, type Network } from '../helpers/net.js'
 
-const folders: string[] = []
 afterEach(async () => {
   closeAll()
   await teardown()
-  for (const f of folders.splice(0)) await rm(f, { recursive: true, force: true })
 })
-const network = async (...args: Parameters<typeof makeNetwork>): Promise<Network> => {
-  const n = await makeNetwork(...args)
-  folders.push(n.dir)
-  return n
-}
 
 async function tarOf (entries: { name: string, type?: 'file' | 'symlink' | 'directory', data?: string, linkname?: string }[]): Promise<Buffer> {
   const pack = tar.pack()
@@ -70,7 +63,7 @@ async function fds (pid: number, dir: string): Promise<{ all: number, under: num
 
 describe('hostile transfers', () => {
   it('refuses ../, absolute paths, links in a tar and a sender over its quota', async () => {
-    const netw = await network(['beta', 'mallory'], { peer: { 'beta>mallory': { address: null, extra: 'inbox_quota_bytes = 100000' } } })
+    const netw = await makeNetwork(['beta', 'mallory'], { peer: { 'beta>mallory': { address: null, extra: 'inbox_quota_bytes = 100000' } } })
     const b = new Daemon(netw.node('beta'))
     await b.start()
     const { link, answer } = await malloryLink(netw)
@@ -104,7 +97,7 @@ describe('hostile transfers', () => {
   })
 
   it('3,000 offers never finished leave the fd count where it was and no partial once the link closes', async () => {
-    const netw = await network(['beta', 'mallory'], { peer: { 'beta>mallory': { address: null } } })
+    const netw = await makeNetwork(['beta', 'mallory'], { peer: { 'beta>mallory': { address: null } } })
     const b = new Daemon(netw.node('beta'))
     await b.start()
     const partial = `${netw.node('beta').dir}/state/partial/mallory`

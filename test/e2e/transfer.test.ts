@@ -7,18 +7,10 @@ import { EventRecorder } from '../helpers/events.js'
 import { Daemon, eventually, makeNetwork, readText, sh, startNetwork, teardown, tempDir, type Network, waitState } from '../helpers/net.js'
 import { FaultProxy } from '../helpers/proxy.js'
 
-/** Each test's network folder holds hundreds of MB: removed after its daemons. */
-const folders: string[] = []
 afterEach(async () => {
   EventRecorder.stopAll()
   await teardown()
-  for (const f of folders.splice(0)) await rm(f, { recursive: true, force: true })
 })
-const network = async (...args: Parameters<typeof makeNetwork>): Promise<Network> => {
-  const n = await makeNetwork(...args)
-  folders.push(n.dir)
-  return n
-}
 
 const sha = async (file: string): Promise<string> => createHash('sha256').update(await readFile(file)).digest('hex')
 const exists = async (file: string): Promise<boolean> => (await sh(`test -e '${file}'`)).code === 0
@@ -44,7 +36,7 @@ async function bigFile (netw: Network, mib: number): Promise<string> {
 
 describe('outbox to inbox', () => {
   it('delivers a 64 MiB cp with the same SHA-256, and the outbox empties', async () => {
-    const netw = await network(['alpha', 'beta'])
+    const netw = await makeNetwork(['alpha', 'beta'])
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
     await waitState(a, 'beta')
@@ -64,7 +56,7 @@ describe('outbox to inbox', () => {
   })
 
   it('delivers rsync -a of 300 files in nested folders with their bytes, modes and mtimes', async () => {
-    const netw = await network(['alpha', 'beta'])
+    const netw = await makeNetwork(['alpha', 'beta'])
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
     await waitState(a, 'beta')
@@ -93,7 +85,7 @@ for i in range(300):
 
   for (const victim of ['alpha', 'beta']) {
     it(`finishes a 256 MiB transfer after kill -9 of the ${victim === 'alpha' ? 'sender' : 'receiver'} mid-way, resuming`, async () => {
-      const netw = await network(['alpha', 'beta'], { extra: { alpha: 'window_bytes = 4194304\n' } })
+      const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: 'window_bytes = 4194304\n' } })
       const ds = await startNetwork(netw)
       const a = ds.get('alpha') as Daemon
       await waitState(a, 'beta')
@@ -117,7 +109,7 @@ for i in range(300):
   }
 
   it('delivers exactly through a proxy that cuts the link every few MB', async () => {
-    const netw = await network(['alpha', 'beta'], { peer: { 'beta>alpha': { address: null } } })
+    const netw = await makeNetwork(['alpha', 'beta'], { peer: { 'beta>alpha': { address: null } } })
     const proxy = new FaultProxy({ host: '127.0.0.1', port: netw.node('beta').port })
     await proxy.start()
     try {
@@ -147,7 +139,7 @@ for i in range(300):
   }, 120_000)
 
   it('rm of a half-sent file cancels it and nothing partial appears at the receiver', async () => {
-    const netw = await network(['alpha', 'beta'], { extra: { alpha: 'window_bytes = 1048576\n' } })
+    const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: 'window_bytes = 1048576\n' } })
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
     await waitState(a, 'beta')
@@ -161,7 +153,7 @@ for i in range(300):
   }, 120_000)
 
   it('rm while the link is down cancels the transfer once the link is back: no partial and no fd left at the receiver', async () => {
-    const netw = await network(['alpha', 'beta'], { extra: { alpha: 'window_bytes = 1048576\ntransfer_retry_ms = 500\n' } })
+    const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: 'window_bytes = 1048576\ntransfer_retry_ms = 500\n' } })
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
     await waitState(a, 'beta')
@@ -186,12 +178,12 @@ for i in range(300):
   }, 120_000)
 
   it('a full inbox disk holds back only the file that does not fit: the one behind it arrives, the big one once there is room, each reported sent', async () => {
+    // Not under the network's folder: the inbox is mounted before the network is made.
     const parent = await tempDir()
-    folders.push(parent)
     const inbox = `${parent}/inbox`
     await sh(`mkdir -p ${inbox} && mount -t tmpfs -o size=8m peerfs-test ${inbox}`)
     try {
-      const netw = await network(['alpha', 'beta'], {
+      const netw = await makeNetwork(['alpha', 'beta'], {
         extra: { alpha: 'transfer_retry_ms = 200\ntransfer_retry_max_ms = 1000\n' },
         peer: { 'beta>alpha': { extra: `inbox = "${inbox}"` } }
       })
@@ -217,11 +209,12 @@ for i in range(300):
     } finally {
       await teardown()
       await sh(`umount -l ${inbox}`)
+      await rm(parent, { recursive: true, force: true })
     }
   }, 120_000)
 
   it('sends files queued before SIGTERM after the restart', async () => {
-    const netw = await network(['alpha', 'beta'])
+    const netw = await makeNetwork(['alpha', 'beta'])
     let a = new Daemon(netw.node('alpha'))
     await a.start()
     await sh(`mkdir -p ${a.path('peers/beta/outbox/q')} && for i in 1 2 3; do echo file-$i > ${a.path('peers/beta/outbox/q')}/f$i; done`)
