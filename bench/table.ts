@@ -19,6 +19,8 @@ interface Row {
 const ROWS: Row[] = [
   { what: `${GIB_MB} MiB file, cp to complete in the inbox`, peerfs: 'peerfs.big', anchor: 'rsync.big', anchorName: 'rsync -a over ssh', unit: 's', goal: 0.6, kind: 'ratio' },
   { what: '  the same, cp to a local folder', peerfs: 'peerfs.big', anchor: 'local.big', anchorName: 'cp to a local folder', unit: 's', goal: NaN, kind: 'ratio' },
+  { what: '  CPU of the sending daemon meanwhile', peerfs: 'cpu.big.sender', unit: 's', goal: NaN, kind: 'max' },
+  { what: '  CPU of the receiving daemon meanwhile', peerfs: 'cpu.big.receiver', unit: 's', goal: NaN, kind: 'max' },
   { what: `${SMALL} x 4 KiB, cp -r to complete in the inbox`, peerfs: 'peerfs.tree', anchor: 'rsync.tree', anchorName: 'rsync -a over ssh', unit: 's', goal: 1.5, kind: 'ratio' },
   { what: '  the same, cp -r to a local folder', peerfs: 'peerfs.tree', anchor: 'local.tree', anchorName: 'cp -r to a local folder', unit: 's', goal: NaN, kind: 'ratio' },
   { what: `cp ${GIB_MB} MiB into the outbox, peer down`, peerfs: 'outbox.big.peerfs', anchor: 'outbox.big.pass', anchorName: 'minimal passthrough', unit: 's', goal: 1.2, kind: 'ratio' },
@@ -57,7 +59,7 @@ export function printIssueTable (samples: Samples, notes: string[]): void {
       }
     } else {
       const v = r.kind === 'below' ? Math.max(...p) : median(p)
-      verdict = r.kind === 'below' ? v < r.goal : v <= r.goal
+      if (!Number.isNaN(r.goal)) verdict = r.kind === 'below' ? v < r.goal : v <= r.goal
     }
     const goal = Number.isNaN(r.goal) ? '' : r.kind === 'ratio' ? `<= ${r.goal}x` : r.kind === 'max' ? `<= ${r.goal} ${r.unit}` : `< ${r.goal} ${r.unit} (max of rounds)`
     const mark = verdict === undefined ? '' : verdict ? '  met' : '  NOT met'

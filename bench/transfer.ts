@@ -15,7 +15,7 @@ import { existsSync } from 'node:fs'
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { Daemon, ROOT, freePort, makeNetwork, py, sh, startNetwork, teardown, tempDir, waitState } from '../test/helpers/net.js'
-import { ROUNDS, SMALL, benchSources, must, nthEvent, peakRss, record, removeAtEnd, resetPeakRss, timedSh, type Samples } from './util.js'
+import { ROUNDS, SMALL, benchSources, cpuSeconds, must, nthEvent, peakRss, record, removeAtEnd, resetPeakRss, timedSh, type Samples } from './util.js'
 
 interface Sshd { rsync: (src: string, dest: string) => string, stop: () => void }
 
@@ -98,6 +98,7 @@ export async function transferBench (samples: Samples): Promise<{ skipped?: stri
       const got = nthEvent(b.path('events'), ` alpha recv ${name.replace('.', '\\.')}$`, 1, 600_000)
       await got.opened
       await must('sync')
+      const cpu0 = [await cpuSeconds(a.pid), await cpuSeconds(b.pid)]
       const t0 = Date.now()
       const cp = must(`cp ${src.big} ${outbox}/${name}`)
       const echo = py(ECHO_DURING, [a.path('peers/beta/svc/01'), b.path('peers/alpha/inbox', name)], 600_000)
@@ -105,6 +106,8 @@ export async function transferBench (samples: Samples): Promise<{ skipped?: stri
       const done = await got.stamp
       if (done === undefined) throw new Error(`${name} never arrived`)
       record(samples, 'peerfs.big', (done - t0) / 1000)
+      record(samples, 'cpu.big.sender', await cpuSeconds(a.pid) - cpu0[0])
+      record(samples, 'cpu.big.receiver', await cpuSeconds(b.pid) - cpu0[1])
       const [n, p50, p99] = (await echo).stdout.trim().split(' ').map(Number)
       record(samples, 'echo.n', n)
       record(samples, 'echo.p50', p50)
@@ -126,7 +129,7 @@ export async function transferBench (samples: Samples): Promise<{ skipped?: stri
       record(samples, 'rss.sender', await peakRss(a.pid))
       record(samples, 'rss.receiver', await peakRss(b.pid))
       const f = (k: string): string => samples.get(k)?.[r]?.toFixed(2) ?? '-'
-      console.log(`transfer round ${r + 1}: 1 file peerfs ${f('peerfs.big')} s, rsync ${f('rsync.big')} s; small files peerfs ${f('peerfs.tree')} s, rsync ${f('rsync.tree')} s; echo p99 ${f('echo.p99')} ms; RSS ${f('rss.sender')}/${f('rss.receiver')} MB`)
+      console.log(`transfer round ${r + 1}: 1 file peerfs ${f('peerfs.big')} s, rsync ${f('rsync.big')} s; small files peerfs ${f('peerfs.tree')} s, rsync ${f('rsync.tree')} s; echo p99 ${f('echo.p99')} ms; CPU ${f('cpu.big.sender')}/${f('cpu.big.receiver')} s; RSS ${f('rss.sender')}/${f('rss.receiver')} MB`)
     }
     return { skipped: typeof found === 'string' ? `${found}; rsync anchor skipped (BENCH_SSHD=<sshd> names one)` : undefined }
   } catch (err) {

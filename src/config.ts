@@ -190,6 +190,8 @@ function transferConfig (r: Reader): TransferConfig {
     largeFileBytes,
     bundleMaxBytes: r.int('bundle_max_bytes', Math.max(largeFileBytes, 32 << 20), 1, 2 ** 40),
     ackEveryBytes: r.int('ack_every_bytes', Math.min(4 << 20, Math.max(packetBytes, windowBytes >> 2)), 1 << 10, 1 << 30),
+    checkpointBytes: r.int('checkpoint_bytes', 64 << 20, 64 << 10, 2 ** 40),
+    checkpointMs: r.int('checkpoint_ms', 2000, 10, 3_600_000),
     retryMs,
     retryMaxMs: r.int('transfer_retry_max_ms', Math.max(retryMs, 300_000), retryMs, 24 * 3600_000),
     timeoutMs: r.int('transfer_timeout_ms', 30_000, 100, 3_600_000),

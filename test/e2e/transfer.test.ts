@@ -153,21 +153,22 @@ for i in range(300):
   }, 120_000)
 
   it('rm while the link is down cancels the transfer once the link is back: no partial and no fd left at the receiver', async () => {
-    const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: 'window_bytes = 1048576\ntransfer_retry_ms = 500\n' } })
+    const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: 'window_bytes = 1048576\ntransfer_retry_ms = 500\n', beta: 'checkpoint_bytes = 1048576\n' } })
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
     await waitState(a, 'beta')
     await waitState(b, 'alpha')
     const partial = `${netw.node('beta').dir}/state/partial/alpha`
+    const checkpointed = async (): Promise<boolean> => (await readdir(partial).catch(() => [] as string[])).some(n => n.endsWith('.json'))
     const before = await fds(b.pid, partial)
     const src = await bigFile(netw, 128)
     await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`, 60_000)
-    await eventually(async () => (await fds(b.pid, partial)).under === 1 && await acked(a, 'beta') > 0, 'receiving', 30_000, 10)
+    await eventually(async () => (await fds(b.pid, partial)).under === 1 && await acked(a, 'beta') > 0 && await checkpointed(), 'receiving', 30_000, 10)
     expect((await sh(`echo disconnect > ${a.path('peers/beta/ctl')}`)).code).toBe(0)
     await waitState(b, 'alpha', 'down')
     await eventually(async () => (await fds(b.pid, partial)).under === 0, 'partial closed with the link')
     expect((await sh(`rm ${a.path('peers/beta/outbox/big-128.bin')}`)).code).toBe(0)
-    // What was acknowledged stays until the cancel arrives.
+    // What was made durable stays until the cancel arrives.
     expect((await readdir(partial)).length).toBeGreaterThan(0)
     expect((await sh(`echo reconnect > ${a.path('peers/beta/ctl')}`)).code).toBe(0)
     await waitState(a, 'beta')

@@ -21,7 +21,7 @@ import { eventually, tempDir } from '../helpers/net.js'
 
 const settings: TransferSettings = {
   batchFiles: 10, batchMs: 10, packetBytes: 64 << 10, windowBytes: 256 << 10,
-  largeFileBytes: 1 << 20, bundleMaxBytes: 4 << 20, ackEveryBytes: 4 << 20,
+  largeFileBytes: 1 << 20, bundleMaxBytes: 4 << 20, ackEveryBytes: 4 << 20, checkpointBytes: 256 << 10, checkpointMs: 3600_000,
   retryMs: 50, retryMaxMs: 200, timeoutMs: 5000, maxTransfers: 8, maxPartials: 4, maxAgeMs: 3600_000
 }
 
@@ -183,7 +183,7 @@ describe('transfer', () => {
     expect(r.sent).toEqual(['big'])
   })
 
-  it('resumes from the last acknowledged offset after the link goes down mid-way', async () => {
+  it('resumes from the last checkpoint after the link goes down mid-way', async () => {
     const r = await rig()
     const data = randomBytes(4 << 20)
     await writeFile(path.join(r.outbox, '.big'), data)
@@ -200,8 +200,33 @@ describe('transfer', () => {
     await r.reveal('big')
     await eventually(async () => (await r.inboxFile('big')).equals(data), 'delivered')
     expect(r.offers.length).toBe(2)
-    expect(r.offers[1].offset).toBeGreaterThan(1 << 20)
+    // The first checkpoint (due at 256 KiB) is done before the link's loss closes the transfer.
+    expect(r.offers[1].offset).toBeGreaterThanOrEqual(256 << 10)
+    expect(r.offers[1].offset).toBeLessThanOrEqual(2 << 20)
     expect(r.offers[1].offset % (64 << 10)).toBe(0)
+  })
+
+  it('acknowledges data once written, not once durable: only a checkpoint is resumed from', async () => {
+    // No checkpoint before the end: a cut mid-way resumes from 0, though 2.5 MiB were acknowledged.
+    const r = await rig({ settings: { ackEveryBytes: 64 << 10, checkpointBytes: 64 << 20 } })
+    const data = randomBytes(4 << 20)
+    await writeFile(path.join(r.outbox, '.big'), data)
+    let cut = false
+    let ackedBeforeCut = 0
+    r.dropWhere((m) => {
+      if (!cut && m.type === 'xdata' && m.offset >= (5 << 19)) {
+        cut = true
+        ackedBeforeCut = Math.max(...r.toSender.map(a => a.type === 'xack' ? a.offset : 0))
+        r.setUp(false)
+        setTimeout(() => r.setUp(true), 50)
+        return true
+      }
+      return false
+    })
+    await r.reveal('big')
+    await eventually(async () => (await r.inboxFile('big')).equals(data), 'delivered')
+    expect(ackedBeforeCut).toBeGreaterThanOrEqual((5 << 19) - (256 << 10))
+    expect(r.offers.map(o => o.offset)).toEqual([0, 0])
   })
 
   it('discards a transfer whose data was corrupted and sends it again', async () => {
@@ -477,7 +502,7 @@ describe('transfer', () => {
   it('reads the transfer policy from the config, with defaults', () => {
     const base = 'id = "alpha"\nkey = "k"\nstate = "s"\n'
     expect(parseConfig('/x/a.toml', base).transfer).toMatchObject({
-      bundleMaxBytes: 32 << 20, ackEveryBytes: 2 << 20, retryMs: 5000, retryMaxMs: 300_000, timeoutMs: 30_000, maxTransfers: 8, maxPartials: 16, maxAgeMs: 7 * 24 * 3600_000
+      bundleMaxBytes: 32 << 20, ackEveryBytes: 2 << 20, checkpointBytes: 64 << 20, checkpointMs: 2000, retryMs: 5000, retryMaxMs: 300_000, timeoutMs: 30_000, maxTransfers: 8, maxPartials: 16, maxAgeMs: 7 * 24 * 3600_000
     })
     expect(parseConfig('/x/a.toml', base + 'transfer_retry_ms = 100\ntransfer_retry_max_ms = 1000\ninbox_max_partials = 2\npartial_max_age_ms = 60000\n').transfer)
       .toMatchObject({ retryMs: 100, retryMaxMs: 1000, maxPartials: 2, maxAgeMs: 60_000 })

@@ -9,6 +9,9 @@ import type { Stats } from 'node:fs'
 import type { SentRecord } from './sender-store.js'
 import { Progress, hashRange } from './shared.js'
 
+/** The source is read this much at a time and cut into packets: a thread-pool round trip per packet cost more than the packet's sending. */
+const READ_BYTES = 1 << 20
+
 export class Attempt {
   readonly xid: Buffer
   readonly hash = createHash('sha256')
@@ -19,6 +22,8 @@ export class Attempt {
   pumping = false
   private fh: FileHandle | undefined
   private closed = false
+  /** What was read from the source at pos and not yet sent. */
+  private ahead: Buffer = Buffer.alloc(0)
 
   constructor (readonly rec: SentRecord, now: number) {
     this.xid = Buffer.from(rec.xid, 'hex')
@@ -42,12 +47,16 @@ export class Attempt {
     return !this.closed
   }
 
-  /** The next packet of at most n bytes, hashed; empty if the source got shorter. */
+  /** The next packet (at pos) of at most n bytes, hashed; empty if the source got shorter. */
   async read (n: number): Promise<Buffer> {
-    const data = Buffer.allocUnsafe(Math.min(n, this.size - this.pos))
-    const { bytesRead } = await (this.fh as FileHandle).read(data, 0, data.length, this.pos)
-    const chunk = data.subarray(0, bytesRead)
-    if (!this.closed) this.hash.update(chunk)
+    if (this.ahead.length === 0) {
+      const data = Buffer.allocUnsafe(Math.min(Math.max(n, READ_BYTES), this.size - this.pos))
+      const { bytesRead } = await (this.fh as FileHandle).read(data, 0, data.length, this.pos)
+      this.ahead = data.subarray(0, bytesRead)
+      if (!this.closed) this.hash.update(this.ahead)
+    }
+    const chunk = this.ahead.subarray(0, n)
+    this.ahead = this.ahead.subarray(chunk.length)
     return chunk
   }
 

@@ -13,6 +13,12 @@ export interface TransferSettings {
   largeFileBytes: number
   bundleMaxBytes: number
   ackEveryBytes: number
+  /**
+   * Receiver: a partial is made durable and recorded every this many bytes,
+   * or this often on a slow link: what a crash may make the sender send again.
+   */
+  checkpointBytes: number
+  checkpointMs: number
   /** First wait before offering again a transfer the receiver could not take; doubles up to retryMaxMs. */
   retryMs: number
   retryMaxMs: number
