@@ -9,6 +9,8 @@ import { ConfigError } from './lib/errors.js'
 import { parsePublicKey, type PublicKey } from './lib/keys.js'
 import { DEFAULT_IGNORE } from './services/files/names.js'
 import { MAX_PACKET_LIMIT } from './transport/messages/pkt.js'
+import { DEFAULT_MAX_BULK_IN_FLIGHT_BYTES } from './transport/link.js'
+import { CREDIT_EVERY } from './transport/records.js'
 
 export interface HostPort { host: string, port: number }
 
@@ -31,6 +33,8 @@ export type TransferConfig = TransferSettings
 export interface LinkLimits {
   /** Bytes a peer must drain before we read from it again (high-water mark; low is half). */
   queueBytes: number
+  /** Bulk bytes sent that the peer has not read yet; transactions wait behind no more than this in socket buffers. */
+  bulkInFlightBytes: number
   handshakeTimeoutMs: number
   /** Unauthenticated connections held at once, in all and per source address. */
   maxUnauthenticated: number
@@ -226,6 +230,7 @@ export function configFromToml (file: string, toml: Table): Config {
     backoffMaxMs: r.int('backoff_max_ms', 10_000, 1, 3_600_000),
     limits: {
       queueBytes: r.int('link_queue_bytes', 16 << 20, 256 << 10, 1 << 30),
+      bulkInFlightBytes: r.int('link_bulk_in_flight_bytes', DEFAULT_MAX_BULK_IN_FLIGHT_BYTES, CREDIT_EVERY + 1, 1 << 30),
       handshakeTimeoutMs: r.int('handshake_timeout_ms', 5000, 100, 600_000),
       maxUnauthenticated: r.int('max_unauthenticated', 64, 1, 100_000),
       maxUnauthenticatedPerAddress: r.int('max_unauthenticated_per_address', 8, 1, 100_000),

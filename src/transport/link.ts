@@ -6,7 +6,11 @@
 // the reason. close() is idempotent and the 'closed' event fires once.
 // Writes go through three lanes (control, transactions, bulk), one fragment
 // at a time and only while the socket accepts more, so a transaction never
-// waits behind more than one bulk fragment.
+// waits in our queue behind more than one bulk fragment. Nor behind much
+// bulk in the kernel's socket buffers (on loopback they grow to megabytes,
+// tens of milliseconds at wire speed): bulk records the peer has not yet
+// read are bounded by maxBulkInFlightBytes; the peer credits what it reads
+// on the control lane, and the rest of the bulk waits in its lane here.
 //
 // The initiator is 'up' only once the responder has accepted its key: the
 // responder's first record after the Noise handshake is a ping (accepted)
@@ -19,7 +23,10 @@
 // maxQueuedBytes we stop reading its socket, so its requests cannot make
 // us queue more, and read again under half. A peer that takes none of our
 // bytes for downAfterMs is dropped whatever it sends us. close() releases
-// every queue and buffer the link holds.
+// every queue and buffer the link holds. While we do not read the peer,
+// its credits cannot reach us, so bulk then goes out as the socket takes it
+// (else we would wait on each other); a peer that credits none of our bulk
+// for downAfterMs is dropped like one that takes no bytes.
 import { EventEmitter } from 'node:events'
 import type { Duplex } from 'node:stream'
 import type { Clock, Timer } from '../lib/clock.js'
@@ -28,8 +35,8 @@ import { byeError, LinkError, Refusal } from './errors.js'
 import { decodeHello, encodeHello, keyText } from './hello.js'
 import { CipherState, HandshakeState, NoiseError, type KeyPair } from './noise.js'
 import {
-  MAGIC, PROLOGUE, PROTOCOL, LANES, LANE_CONTROL, MAX_FRAGMENT_DATA, Reassembler, RecordDecoder,
-  decodeFragment, encodeRecord, sealFragment
+  MAGIC, PROLOGUE, PROTOCOL, LANES, LANE_BULK, LANE_CONTROL, MAX_FRAGMENT_DATA, CREDIT_EVERY, Reassembler, RecordDecoder,
+  decodeFragment, encodeRecord, recordBytes, sealFragment
 } from './records.js'
 import { decodeMessage, encodeMessage, laneOf, type ByeReason, type Message } from './messages/index.js'
 
@@ -41,6 +48,9 @@ export type Role = 'initiator' | 'responder'
 
 /** Default for maxQueuedBytes: a few of the largest requests. */
 export const DEFAULT_MAX_QUEUED_BYTES = 16 << 20
+
+/** Default for maxBulkInFlightBytes: a few milliseconds at wire speed, a few records to keep the wire busy. */
+export const DEFAULT_MAX_BULK_IN_FLIGHT_BYTES = 256 << 10
 
 export interface LinkOptions {
   role: Role
@@ -64,6 +74,8 @@ export interface LinkOptions {
   handshakeTimeoutMs: number
   /** High-water mark of bytes the peer must drain before we read from it again. */
   maxQueuedBytes?: number
+  /** Bulk-lane bytes written and not yet credited by the peer; more than CREDIT_EVERY. */
+  maxBulkInFlightBytes?: number
 }
 
 /** owed: counts against maxQueuedBytes (everything but our own requests). */
@@ -100,6 +112,13 @@ export class Link extends EventEmitter {
   private queued = 0
   private owed = 0
   private readonly maxQueued: number
+  private readonly maxBulkInFlight: number
+  /** Bulk-lane record bytes written that the peer has not credited yet. */
+  private bulkInFlight = 0
+  /** Bulk-lane record bytes read from the peer that we have not credited yet. */
+  private bulkUncredited = 0
+  /** Since when bulk has waited for the peer's credit. */
+  private creditWaitSince: number | undefined
   private send_: CipherState | undefined
   private recv_: CipherState | undefined
   private magicSeen: boolean
@@ -117,6 +136,8 @@ export class Link extends EventEmitter {
     this.hs = new HandshakeState({ protocolName: PROTOCOL, initiator: opts.role === 'initiator', prologue: PROLOGUE, s: opts.staticKey })
     this.magicSeen = opts.role === 'initiator'
     this.maxQueued = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES
+    this.maxBulkInFlight = opts.maxBulkInFlightBytes ?? DEFAULT_MAX_BULK_IN_FLIGHT_BYTES
+    if (this.maxBulkInFlight <= CREDIT_EVERY) throw new RangeError(`maxBulkInFlightBytes must be more than ${CREDIT_EVERY}`)
     this.lastRx = opts.clock.now()
     socket.on('data', (chunk: Buffer) => this.onData(chunk))
     socket.on('error', (err: Error) => this.close(new LinkError(E.ECONNRESET, `socket: ${err.message}`)))
@@ -142,6 +163,9 @@ export class Link extends EventEmitter {
 
   /** Of those, the bytes that count against maxQueuedBytes. */
   get owedBytes (): number { return this.owed }
+
+  /** Bulk-lane bytes handed to the socket that the peer has not credited yet. */
+  get bulkInFlightBytes (): number { return this.bulkInFlight }
 
   /**
    * Queues a message. ours: a message this side originated and whose
@@ -229,6 +253,9 @@ export class Link extends EventEmitter {
     if (!this.paused && this.owed > this.maxQueued) {
       this.paused = true
       this.socket.pause()
+      // Credits wait unread now: bulk goes out as the socket takes it.
+      this.creditWaitSince = undefined
+      this.pump()
     } else if (this.paused && this.owed <= this.maxQueued / 2) {
       this.paused = false
       // We heard nothing while not listening; silence counts from now.
@@ -253,6 +280,12 @@ export class Link extends EventEmitter {
         // Noise done, keys split: the initiator waits for the responder's verdict as a transport record.
         if (this.state === 'handshake' && this.recv_ === undefined) this.onHandshake(rec)
         else this.onRecord(rec)
+      }
+      // One credit for what this chunk brought, not one per record.
+      if (this.bulkUncredited >= CREDIT_EVERY && this.state === 'up') {
+        const bytes = this.bulkUncredited
+        this.bulkUncredited = 0
+        this.send({ type: 'credit', bytes })
       }
     } catch (err) {
       this.close(err instanceof NoiseError ? new ProtocolError(err.message) : err as Error)
@@ -315,7 +348,9 @@ export class Link extends EventEmitter {
 
   private onRecord (rec: Buffer): void {
     const plain = (this.recv_ as CipherState).decryptWithAd(Buffer.alloc(0), rec)
-    const msgBytes = this.reassembler.push(decodeFragment(plain))
+    const f = decodeFragment(plain)
+    if (f.lane === LANE_BULK) this.bulkUncredited += 2 + rec.length
+    const msgBytes = this.reassembler.push(f)
     if (msgBytes === undefined) return
     const m = decodeMessage(msgBytes)
     if (m.type === 'bye') {
@@ -334,6 +369,11 @@ export class Link extends EventEmitter {
     }
     if (m.type === 'ping') {
       this.send({ type: 'pong', id: m.id })
+    } else if (m.type === 'credit') {
+      if (m.bytes > this.bulkInFlight) throw new ProtocolError(`credit for ${m.bytes} bulk bytes, ${this.bulkInFlight} in flight`)
+      this.bulkInFlight -= m.bytes
+      this.creditWaitSince = undefined
+      this.pump()
     } else if (m.type === 'pong') {
       const sent = this.pingSentAt.get(m.id)
       if (sent !== undefined) {
@@ -357,9 +397,10 @@ export class Link extends EventEmitter {
     this.timer = this.opts.clock.setTimeout(() => {
       if (this.state !== 'up') return
       const now = this.opts.clock.now()
-      if (this.stalledSince !== undefined && now - this.stalledSince >= this.opts.downAfterMs) {
+      const stalledSince = Math.min(this.stalledSince ?? now, this.creditWaitSince ?? now)
+      if (now - stalledSince >= this.opts.downAfterMs) {
         const waiting = this.queued + this.socket.writableLength
-        this.close(new LinkError(E.EHOSTUNREACH, `peer is not reading: ${waiting} bytes waiting, none taken for ${now - this.stalledSince} ms`))
+        this.close(new LinkError(E.EHOSTUNREACH, `peer is not reading: ${waiting} bytes waiting, none taken for ${now - stalledSince} ms`))
         return
       }
       // While we do not read, silence says nothing; the stall check above still runs.
@@ -377,6 +418,10 @@ export class Link extends EventEmitter {
     while (!this.waitingDrain && this.state === 'up') {
       const lane = this.lanes.findIndex(l => l.length > 0)
       if (lane < 0) break
+      if (lane === LANE_BULK && !this.paused && this.bulkInFlight >= this.maxBulkInFlight) {
+        this.creditWaitSince ??= this.opts.clock.now()
+        break
+      }
       const out = this.lanes[lane][0]
       const n = Math.min(MAX_FRAGMENT_DATA, out.data.length - out.off)
       const data = out.data.subarray(out.off, out.off + n)
@@ -385,6 +430,7 @@ export class Link extends EventEmitter {
       if (out.owed) this.owed -= n
       const last = out.off === out.data.length
       if (last) this.lanes[lane].shift()
+      if (lane === LANE_BULK) this.bulkInFlight += recordBytes(n)
       if (!this.writeRaw(this.seal(lane, last, data))) this.waitingDrain = true
     }
     this.checkPressure()

@@ -135,7 +135,8 @@ export class PeerManager extends EventEmitter {
       keepaliveMs: this.config.keepaliveMs,
       downAfterMs: this.config.downAfterMs,
       handshakeTimeoutMs: this.config.limits.handshakeTimeoutMs,
-      maxQueuedBytes: this.config.limits.queueBytes
+      maxQueuedBytes: this.config.limits.queueBytes,
+      maxBulkInFlightBytes: this.config.limits.bulkInFlightBytes
     }
   }
 

@@ -6,7 +6,7 @@ import type { Logger } from '../../src/lib/log.js'
 import { Admission } from '../../src/transport/admission.js'
 import { FakeClock } from '../helpers/clock.js'
 
-const LIMITS: LinkLimits = { queueBytes: 1 << 20, handshakeTimeoutMs: 5000, maxUnauthenticated: 4, maxUnauthenticatedPerAddress: 2, handshakesPerS: 10, refusalLogMs: 10_000 }
+const LIMITS: LinkLimits = { queueBytes: 1 << 20, bulkInFlightBytes: 256 << 10, handshakeTimeoutMs: 5000, maxUnauthenticated: 4, maxUnauthenticatedPerAddress: 2, handshakesPerS: 10, refusalLogMs: 10_000 }
 
 function make (limits: Partial<LinkLimits> = {}): { adm: Admission, clock: FakeClock, lines: Array<{ obj: Record<string, unknown>, msg: string }> } {
   const clock = new FakeClock()
@@ -76,14 +76,15 @@ describe('link limits in the config', () => {
   const parse = (text: string) => parseConfig('/etc/peerfs/alpha.toml', text)
 
   it('has defaults', () => {
-    expect(parse(BASE).limits).toEqual({ queueBytes: 16 << 20, handshakeTimeoutMs: 5000, maxUnauthenticated: 64, maxUnauthenticatedPerAddress: 8, handshakesPerS: 20, refusalLogMs: 10_000 })
+    expect(parse(BASE).limits).toEqual({ queueBytes: 16 << 20, bulkInFlightBytes: 256 << 10, handshakeTimeoutMs: 5000, maxUnauthenticated: 64, maxUnauthenticatedPerAddress: 8, handshakesPerS: 20, refusalLogMs: 10_000 })
   })
 
   it('reads every key and refuses inconsistent ones, naming them', () => {
-    const c = parse(`${BASE}link_queue_bytes = 33554432\nhandshake_timeout_ms = 2000\nmax_unauthenticated = 10\nmax_unauthenticated_per_address = 3\nhandshakes_per_s = 5\nrefusal_log_ms = 1000\n`)
-    expect(c.limits).toEqual({ queueBytes: 32 << 20, handshakeTimeoutMs: 2000, maxUnauthenticated: 10, maxUnauthenticatedPerAddress: 3, handshakesPerS: 5, refusalLogMs: 1000 })
+    const c = parse(`${BASE}link_queue_bytes = 33554432\nlink_bulk_in_flight_bytes = 1048576\nhandshake_timeout_ms = 2000\nmax_unauthenticated = 10\nmax_unauthenticated_per_address = 3\nhandshakes_per_s = 5\nrefusal_log_ms = 1000\n`)
+    expect(c.limits).toEqual({ queueBytes: 32 << 20, bulkInFlightBytes: 1 << 20, handshakeTimeoutMs: 2000, maxUnauthenticated: 10, maxUnauthenticatedPerAddress: 3, handshakesPerS: 5, refusalLogMs: 1000 })
     expect(() => parse(`${BASE}max_unauthenticated = 4\n`)).toThrow(/max_unauthenticated_per_address: must not be larger than max_unauthenticated \(4\)/)
     expect(() => parse(`${BASE}link_queue_bytes = 1048576\n`)).toThrow(/link_queue_bytes: must not be smaller than window_bytes/)
+    expect(() => parse(`${BASE}link_bulk_in_flight_bytes = 65536\n`)).toThrow(/link_bulk_in_flight_bytes: must be between/)
     expect(() => parse(`${BASE}handshake_timeout_ms = 1\n`)).toThrow(/handshake_timeout_ms: must be between/)
   })
 })

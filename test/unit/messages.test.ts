@@ -10,6 +10,7 @@ import { decodeMessage, encodeMessage, type Message } from '../../src/transport/
 const message = fc.oneof(
   fc.record({ type: fc.constant('ping' as const), id: fc.nat({ max: 0xffffffff }) }),
   fc.record({ type: fc.constant('pong' as const), id: fc.nat({ max: 0xffffffff }) }),
+  fc.record({ type: fc.constant('credit' as const), bytes: fc.nat({ max: 0xffffffff }) }),
   fc.record({ type: fc.constant('req' as const), tx: fc.nat({ max: 0xffffffff }), svc: fc.integer({ min: 1, max: 63 }), payload: fc.uint8Array({ maxLength: 300 }).map(a => Buffer.from(a)) }),
   fc.record({ type: fc.constant('rep' as const), tx: fc.nat({ max: 0xffffffff }), status: fc.nat({ max: 255 }), payload: fc.uint8Array({ maxLength: 300 }).map(a => Buffer.from(a)) }),
   fc.record({ type: fc.constant('bye' as const), reason: fc.constantFrom('shutdown' as const, 'superseded' as const) }),

@@ -1,5 +1,5 @@
-// Control family: keepalives and goodbye, answered by the link itself.
-// They ride the control lane, ahead of everything else.
+// Control family: keepalives, goodbye and bulk credit, answered by the
+// link itself. They ride the control lane, ahead of everything else.
 import { LANE_CONTROL } from '../records.js'
 import type { Family } from './codec.js'
 
@@ -16,6 +16,8 @@ export type ControlMessage =
   | { type: 'ping', id: number }
   | { type: 'pong', id: number }
   | { type: 'bye', reason: ByeReason }
+  /** Bytes of bulk-lane records the sender of this message has read since its last credit. */
+  | { type: 'credit', bytes: number }
 
 export const control: Family<ControlMessage> = {
   ping: {
@@ -35,5 +37,11 @@ export const control: Family<ControlMessage> = {
     lane: LANE_CONTROL,
     encode: (w, m) => w.u8(BYE_REASONS.indexOf(m.reason)),
     decode: (r) => ({ type: 'bye', reason: r.pick(BYE_REASONS, 'bye reason') })
+  },
+  credit: {
+    code: 15,
+    lane: LANE_CONTROL,
+    encode: (w, m) => w.u32(m.bytes),
+    decode: (r) => ({ type: 'credit', bytes: r.u32('credit bytes') })
   }
 }
