@@ -9,8 +9,7 @@ import { ConfigError } from './lib/errors.js'
 import { parsePublicKey, type PublicKey } from './lib/keys.js'
 import { DEFAULT_IGNORE } from './services/files/names.js'
 import { MAX_PACKET_LIMIT } from './transport/messages/pkt.js'
-import { DEFAULT_MAX_BULK_IN_FLIGHT_BYTES } from './transport/link.js'
-import { CREDIT_EVERY } from './transport/records.js'
+import { CREDIT_EVERY, DEFAULT_MAX_BULK_IN_FLIGHT_BYTES } from './transport/credit.js'
 
 export interface HostPort { host: string, port: number }
 

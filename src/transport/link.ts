@@ -35,9 +35,10 @@ import { byeError, LinkError, Refusal } from './errors.js'
 import { decodeHello, encodeHello, keyText } from './hello.js'
 import { CipherState, HandshakeState, NoiseError, type KeyPair } from './noise.js'
 import {
-  MAGIC, PROLOGUE, PROTOCOL, LANES, LANE_BULK, LANE_CONTROL, MAX_FRAGMENT_DATA, CREDIT_EVERY, Reassembler, RecordDecoder,
+  MAGIC, PROLOGUE, PROTOCOL, LANES, LANE_BULK, LANE_CONTROL, MAX_FRAGMENT_DATA, Reassembler, RecordDecoder,
   decodeFragment, encodeRecord, recordBytes, sealFragment
 } from './records.js'
+import { BulkCredit, DEFAULT_MAX_BULK_IN_FLIGHT_BYTES } from './credit.js'
 import { decodeMessage, encodeMessage, laneOf, type ByeReason, type Message } from './messages/index.js'
 
 export { isRefusal, LinkError, Refusal } from './errors.js'
@@ -48,9 +49,6 @@ export type Role = 'initiator' | 'responder'
 
 /** Default for maxQueuedBytes: a few of the largest requests. */
 export const DEFAULT_MAX_QUEUED_BYTES = 16 << 20
-
-/** Default for maxBulkInFlightBytes: a few milliseconds at wire speed, a few records to keep the wire busy. */
-export const DEFAULT_MAX_BULK_IN_FLIGHT_BYTES = 256 << 10
 
 export interface LinkOptions {
   role: Role
@@ -112,13 +110,7 @@ export class Link extends EventEmitter {
   private queued = 0
   private owed = 0
   private readonly maxQueued: number
-  private readonly maxBulkInFlight: number
-  /** Bulk-lane record bytes written that the peer has not credited yet. */
-  private bulkInFlight = 0
-  /** Bulk-lane record bytes read from the peer that we have not credited yet. */
-  private bulkUncredited = 0
-  /** Since when bulk has waited for the peer's credit. */
-  private creditWaitSince: number | undefined
+  private readonly credit: BulkCredit
   private send_: CipherState | undefined
   private recv_: CipherState | undefined
   private magicSeen: boolean
@@ -136,8 +128,7 @@ export class Link extends EventEmitter {
     this.hs = new HandshakeState({ protocolName: PROTOCOL, initiator: opts.role === 'initiator', prologue: PROLOGUE, s: opts.staticKey })
     this.magicSeen = opts.role === 'initiator'
     this.maxQueued = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES
-    this.maxBulkInFlight = opts.maxBulkInFlightBytes ?? DEFAULT_MAX_BULK_IN_FLIGHT_BYTES
-    if (this.maxBulkInFlight <= CREDIT_EVERY) throw new RangeError(`maxBulkInFlightBytes must be more than ${CREDIT_EVERY}`)
+    this.credit = new BulkCredit(opts.maxBulkInFlightBytes ?? DEFAULT_MAX_BULK_IN_FLIGHT_BYTES)
     this.lastRx = opts.clock.now()
     socket.on('data', (chunk: Buffer) => this.onData(chunk))
     socket.on('error', (err: Error) => this.close(new LinkError(E.ECONNRESET, `socket: ${err.message}`)))
@@ -165,7 +156,7 @@ export class Link extends EventEmitter {
   get owedBytes (): number { return this.owed }
 
   /** Bulk-lane bytes handed to the socket that the peer has not credited yet. */
-  get bulkInFlightBytes (): number { return this.bulkInFlight }
+  get bulkInFlightBytes (): number { return this.credit.inFlight }
 
   /**
    * Queues a message. ours: a message this side originated and whose
@@ -254,7 +245,7 @@ export class Link extends EventEmitter {
       this.paused = true
       this.socket.pause()
       // Credits wait unread now: bulk goes out as the socket takes it.
-      this.creditWaitSince = undefined
+      this.credit.waitingSince = undefined
       this.pump()
     } else if (this.paused && this.owed <= this.maxQueued / 2) {
       this.paused = false
@@ -282,11 +273,8 @@ export class Link extends EventEmitter {
         else this.onRecord(rec)
       }
       // One credit for what this chunk brought, not one per record.
-      if (this.bulkUncredited >= CREDIT_EVERY && this.state === 'up') {
-        const bytes = this.bulkUncredited
-        this.bulkUncredited = 0
-        this.send({ type: 'credit', bytes })
-      }
+      const bytes = this.state === 'up' ? this.credit.take() : undefined
+      if (bytes !== undefined) this.send({ type: 'credit', bytes })
     } catch (err) {
       this.close(err instanceof NoiseError ? new ProtocolError(err.message) : err as Error)
     }
@@ -349,7 +337,7 @@ export class Link extends EventEmitter {
   private onRecord (rec: Buffer): void {
     const plain = (this.recv_ as CipherState).decryptWithAd(Buffer.alloc(0), rec)
     const f = decodeFragment(plain)
-    if (f.lane === LANE_BULK) this.bulkUncredited += 2 + rec.length
+    if (f.lane === LANE_BULK) this.credit.read(2 + rec.length)
     const msgBytes = this.reassembler.push(f)
     if (msgBytes === undefined) return
     const m = decodeMessage(msgBytes)
@@ -370,9 +358,7 @@ export class Link extends EventEmitter {
     if (m.type === 'ping') {
       this.send({ type: 'pong', id: m.id })
     } else if (m.type === 'credit') {
-      if (m.bytes > this.bulkInFlight) throw new ProtocolError(`credit for ${m.bytes} bulk bytes, ${this.bulkInFlight} in flight`)
-      this.bulkInFlight -= m.bytes
-      this.creditWaitSince = undefined
+      this.credit.credited(m.bytes)
       this.pump()
     } else if (m.type === 'pong') {
       const sent = this.pingSentAt.get(m.id)
@@ -397,7 +383,7 @@ export class Link extends EventEmitter {
     this.timer = this.opts.clock.setTimeout(() => {
       if (this.state !== 'up') return
       const now = this.opts.clock.now()
-      const stalledSince = Math.min(this.stalledSince ?? now, this.creditWaitSince ?? now)
+      const stalledSince = Math.min(this.stalledSince ?? now, this.credit.waitingSince ?? now)
       if (now - stalledSince >= this.opts.downAfterMs) {
         const waiting = this.queued + this.socket.writableLength
         this.close(new LinkError(E.EHOSTUNREACH, `peer is not reading: ${waiting} bytes waiting, none taken for ${now - stalledSince} ms`))
@@ -418,10 +404,7 @@ export class Link extends EventEmitter {
     while (!this.waitingDrain && this.state === 'up') {
       const lane = this.lanes.findIndex(l => l.length > 0)
       if (lane < 0) break
-      if (lane === LANE_BULK && !this.paused && this.bulkInFlight >= this.maxBulkInFlight) {
-        this.creditWaitSince ??= this.opts.clock.now()
-        break
-      }
+      if (lane === LANE_BULK && !this.paused && !this.credit.mayWrite(this.opts.clock.now())) break
       const out = this.lanes[lane][0]
       const n = Math.min(MAX_FRAGMENT_DATA, out.data.length - out.off)
       const data = out.data.subarray(out.off, out.off + n)
@@ -430,7 +413,7 @@ export class Link extends EventEmitter {
       if (out.owed) this.owed -= n
       const last = out.off === out.data.length
       if (last) this.lanes[lane].shift()
-      if (lane === LANE_BULK) this.bulkInFlight += recordBytes(n)
+      if (lane === LANE_BULK) this.credit.wrote(recordBytes(n))
       if (!this.writeRaw(this.seal(lane, last, data))) this.waitingDrain = true
     }
     this.checkPressure()

@@ -26,14 +26,6 @@ export const FRAGMENT_HEADER = 2
 export const MAX_FRAGMENT_DATA = MAX_MESSAGE - TAGLEN - FRAGMENT_HEADER
 const FLAG_LAST = 1
 
-/**
- * A receiver credits the bulk-lane records it has read once they add up to
- * this many bytes (with their length prefix), so a sender's bound on bulk
- * in flight must be larger than this, or it would wait for a credit that
- * never comes.
- */
-export const CREDIT_EVERY = 64 << 10
-
 /** Bytes a record of a fragment carrying n data bytes takes on the wire. */
 export const recordBytes = (n: number): number => 2 + FRAGMENT_HEADER + n + TAGLEN
 
