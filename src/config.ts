@@ -229,7 +229,7 @@ export function configFromToml (file: string, toml: Table): Config {
     backoffMaxMs: r.int('backoff_max_ms', 10_000, 1, 3_600_000),
     limits: {
       queueBytes: r.int('link_queue_bytes', 16 << 20, 256 << 10, 1 << 30),
-      bulkInFlightBytes: r.int('link_bulk_in_flight_bytes', DEFAULT_MAX_BULK_IN_FLIGHT_BYTES, CREDIT_EVERY + 1, 1 << 30),
+      bulkInFlightBytes: r.int('link_bulk_in_flight_bytes', DEFAULT_MAX_BULK_IN_FLIGHT_BYTES, 2 * CREDIT_EVERY, 1 << 30),
       handshakeTimeoutMs: r.int('handshake_timeout_ms', 5000, 100, 600_000),
       maxUnauthenticated: r.int('max_unauthenticated', 64, 1, 100_000),
       maxUnauthenticatedPerAddress: r.int('max_unauthenticated_per_address', 8, 1, 100_000),

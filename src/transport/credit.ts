@@ -12,10 +12,10 @@
 import { ProtocolError } from '../lib/errors.js'
 
 /** A receiver credits what it read once it adds up to this many bytes (records with their length prefix). */
-export const CREDIT_EVERY = 64 << 10
+export const CREDIT_EVERY = 128 << 10
 
 /** Default bound: a few milliseconds at wire speed, yet a few records to keep the wire busy. */
-export const DEFAULT_MAX_BULK_IN_FLIGHT_BYTES = 256 << 10
+export const DEFAULT_MAX_BULK_IN_FLIGHT_BYTES = 512 << 10
 
 export class BulkCredit {
   /** Bulk record bytes written that the peer has not credited yet. */

@@ -76,7 +76,7 @@ describe('link limits in the config', () => {
   const parse = (text: string) => parseConfig('/etc/peerfs/alpha.toml', text)
 
   it('has defaults', () => {
-    expect(parse(BASE).limits).toEqual({ queueBytes: 16 << 20, bulkInFlightBytes: 256 << 10, handshakeTimeoutMs: 5000, maxUnauthenticated: 64, maxUnauthenticatedPerAddress: 8, handshakesPerS: 20, refusalLogMs: 10_000 })
+    expect(parse(BASE).limits).toEqual({ queueBytes: 16 << 20, bulkInFlightBytes: 512 << 10, handshakeTimeoutMs: 5000, maxUnauthenticated: 64, maxUnauthenticatedPerAddress: 8, handshakesPerS: 20, refusalLogMs: 10_000 })
   })
 
   it('reads every key and refuses inconsistent ones, naming them', () => {
@@ -84,7 +84,7 @@ describe('link limits in the config', () => {
     expect(c.limits).toEqual({ queueBytes: 32 << 20, bulkInFlightBytes: 1 << 20, handshakeTimeoutMs: 2000, maxUnauthenticated: 10, maxUnauthenticatedPerAddress: 3, handshakesPerS: 5, refusalLogMs: 1000 })
     expect(() => parse(`${BASE}max_unauthenticated = 4\n`)).toThrow(/max_unauthenticated_per_address: must not be larger than max_unauthenticated \(4\)/)
     expect(() => parse(`${BASE}link_queue_bytes = 1048576\n`)).toThrow(/link_queue_bytes: must not be smaller than window_bytes/)
-    expect(() => parse(`${BASE}link_bulk_in_flight_bytes = 65536\n`)).toThrow(/link_bulk_in_flight_bytes: must be between/)
+    expect(() => parse(`${BASE}link_bulk_in_flight_bytes = 131072\n`)).toThrow(/link_bulk_in_flight_bytes: must be between/)
     expect(() => parse(`${BASE}handshake_timeout_ms = 1\n`)).toThrow(/handshake_timeout_ms: must be between/)
   })
 })
