@@ -39,7 +39,7 @@ import {
   decodeFragment, encodeRecord, recordBytes, sealFragment
 } from './records.js'
 import { BulkCredit, DEFAULT_MAX_BULK_IN_FLIGHT_BYTES } from './credit.js'
-import { decodeMessage, encodeMessage, laneOf, type ByeReason, type Message } from './messages/index.js'
+import { decodeMessage, encodeMessage, encodePieces, laneOf, type ByeReason, type Message } from './messages/index.js'
 
 export { isRefusal, LinkError, Refusal } from './errors.js'
 export { keyText } from './hello.js'
@@ -76,8 +76,27 @@ export interface LinkOptions {
   maxBulkInFlightBytes?: number
 }
 
-/** owed: counts against maxQueuedBytes (everything but our own requests). */
-interface Outgoing { data: Buffer, off: number, owed: boolean }
+/** A message being sent: the pieces not yet sent, of length bytes in all. owed: counts against maxQueuedBytes (everything but our own requests). */
+interface Outgoing { pieces: Buffer[], length: number, sent: number, owed: boolean }
+
+/** The next n bytes of a message, as pieces (no copy). */
+function take (out: Outgoing, n: number): Buffer[] {
+  const got: Buffer[] = []
+  out.sent += n
+  while (n > 0) {
+    const p = out.pieces[0]
+    if (p.length <= n) {
+      got.push(p)
+      out.pieces.shift()
+      n -= p.length
+    } else {
+      got.push(p.subarray(0, n))
+      out.pieces[0] = p.subarray(n)
+      n = 0
+    }
+  }
+  return got
+}
 
 export declare interface Link {
   on(event: 'up', fn: () => void): this
@@ -161,15 +180,23 @@ export class Link extends EventEmitter {
   /**
    * Queues a message. ours: a message this side originated and whose
    * sender bounds itself (the Peer's request window); it does not count
-   * against the bound that pauses reading.
+   * against the bound that pauses reading. A bulk-lane message's large
+   * fields are held, not copied, until written: their buffers must not be
+   * reused meanwhile.
    */
   send (m: Message, opts: { ours?: boolean } = {}): void {
     if (this.state !== 'up') throw new LinkError(E.EHOSTUNREACH, `link is ${this.state}`)
-    const data = encodeMessage(m)
+    const lane = laneOf(m)
+    // Bulk data is sent from the caller's buffers, not a copy: bulk producers
+    // (transfer and files packets) read each packet into a fresh buffer.
+    // Other lanes may carry buffers their producer reuses (a FUSE write's).
+    const pieces = lane === LANE_BULK ? encodePieces(m) : [encodeMessage(m)]
+    let length = 0
+    for (const p of pieces) length += p.length
     const owed = opts.ours !== true
-    this.lanes[laneOf(m)].push({ data, off: 0, owed })
-    this.queued += data.length
-    if (owed) this.owed += data.length
+    this.lanes[lane].push({ pieces, length, sent: 0, owed })
+    this.queued += length
+    if (owed) this.owed += length
     this.peakOwedBytes = Math.max(this.peakOwedBytes, this.owed)
     this.pump()
   }
@@ -234,8 +261,8 @@ export class Link extends EventEmitter {
     return ok
   }
 
-  private seal (lane: number, last: boolean, data: Buffer): Buffer[] {
-    return sealFragment(this.send_ as CipherState, { lane: lane as 0 | 1 | 2, last, data })
+  private seal (lane: number, last: boolean, data: Buffer[]): Buffer[] {
+    return sealFragment(this.send_ as CipherState, lane as 0 | 1 | 2, last, data)
   }
 
   /** Pauses reading over the high-water mark, resumes under half of it. */
@@ -309,7 +336,7 @@ export class Link extends EventEmitter {
         this.peerId = this.opts.authorize(rs, hello.id, keyText(rs, hello.key))
       } catch (err) {
         if (err instanceof Refusal) {
-          this.writeRaw(this.seal(LANE_CONTROL, true, encodeMessage({ type: 'bye', reason: err.reason })))
+          this.writeRaw(this.seal(LANE_CONTROL, true, [encodeMessage({ type: 'bye', reason: err.reason })]))
           this.socket.end()
         }
         throw err
@@ -406,12 +433,11 @@ export class Link extends EventEmitter {
       if (lane < 0) break
       if (lane === LANE_BULK && !this.paused && !this.credit.mayWrite(this.opts.clock.now())) break
       const out = this.lanes[lane][0]
-      const n = Math.min(MAX_FRAGMENT_DATA, out.data.length - out.off)
-      const data = out.data.subarray(out.off, out.off + n)
-      out.off += n
+      const n = Math.min(MAX_FRAGMENT_DATA, out.length - out.sent)
+      const data = take(out, n)
       this.queued -= n
       if (out.owed) this.owed -= n
-      const last = out.off === out.data.length
+      const last = out.sent === out.length
       if (last) this.lanes[lane].shift()
       if (lane === LANE_BULK) this.credit.wrote(recordBytes(n))
       if (!this.writeRaw(this.seal(lane, last, data))) this.waitingDrain = true

@@ -50,9 +50,11 @@ export class RecordDecoder {
   /** The next whole record's body, or undefined until it has arrived. */
   next (): Buffer | undefined {
     if (this.buffered < 2) return undefined
-    const len = this.peek(2).readUInt16BE(0)
+    const first = this.chunks[0]
+    const len = first.length >= 2 ? first.readUInt16BE(0) : (first[0] << 8) | this.chunks[1][0]
     if (this.buffered < 2 + len) return undefined
-    return this.take(2 + len).subarray(2)
+    this.skip(2)
+    return this.take(len)
   }
 
   /** Takes n raw bytes (the magic), or undefined if not yet there. */
@@ -60,23 +62,43 @@ export class RecordDecoder {
     return this.buffered < n ? undefined : this.take(n)
   }
 
-  /** The first chunk, joined with as many following ones as make n bytes. */
-  private peek (n: number): Buffer {
-    if (this.chunks[0].length < n) {
-      let have = 0
-      let k = 0
-      while (have < n) have += this.chunks[k++].length
-      this.chunks.splice(0, k, Buffer.concat(this.chunks.slice(0, k), have))
+  private skip (n: number): void {
+    this.buffered -= n
+    while (n > 0) {
+      const c = this.chunks[0]
+      if (c.length > n) {
+        this.chunks[0] = c.subarray(n)
+        return
+      }
+      this.chunks.shift()
+      n -= c.length
     }
-    return this.chunks[0]
   }
 
+  /**
+   * n bytes from the front: a view of the first chunk if they are all in
+   * it, else a copy of exactly those bytes (records straddle 64 KiB reads;
+   * joining whole chunks would copy up to half a record more each time).
+   */
   private take (n: number): Buffer {
-    const all = this.peek(n)
-    const out = all.subarray(0, n)
-    const rest = all.subarray(n)
-    if (rest.length > 0) this.chunks[0] = rest
-    else this.chunks.shift()
+    if (n === 0) return Buffer.alloc(0)
+    const first = this.chunks[0]
+    if (first.length >= n) {
+      if (first.length === n) this.chunks.shift()
+      else this.chunks[0] = first.subarray(n)
+      this.buffered -= n
+      return first.subarray(0, n)
+    }
+    const out = Buffer.allocUnsafe(n)
+    let off = 0
+    while (off < n) {
+      const c = this.chunks[0]
+      const k = Math.min(c.length, n - off)
+      c.copy(out, off, 0, k)
+      off += k
+      if (k === c.length) this.chunks.shift()
+      else this.chunks[0] = c.subarray(k)
+    }
     this.buffered -= n
     return out
   }
@@ -105,14 +127,16 @@ const NO_AD = Buffer.alloc(0)
 /**
  * A fragment sealed into one record, encodeRecord(encrypt(encodeFragment(f))),
  * as the pieces to write in order: without the intermediate copies (bulk
- * data passes here once per 64 KiB).
+ * data passes here once per 64 KiB). The fragment's data may come in pieces.
  */
-export function sealFragment (cs: CipherState, f: Fragment): Buffer[] {
-  const body = FRAGMENT_HEADER + f.data.length + TAGLEN
+export function sealFragment (cs: CipherState, lane: Lane, last: boolean, data: Buffer[]): Buffer[] {
+  let n = 0
+  for (const d of data) n += d.length
+  const body = FRAGMENT_HEADER + n + TAGLEN
   if (body > MAX_MESSAGE) throw new RangeError(`record body of ${body} bytes exceeds ${MAX_MESSAGE}`)
   const prefix = Buffer.allocUnsafe(2)
   prefix.writeUInt16BE(body, 0)
-  return [prefix, ...cs.encryptParts(NO_AD, [Buffer.from([f.lane, f.last ? FLAG_LAST : 0]), f.data])]
+  return [prefix, ...cs.encryptParts(NO_AD, [Buffer.from([lane, last ? FLAG_LAST : 0]), ...data])]
 }
 
 export function decodeFragment (b: Buffer): Fragment {

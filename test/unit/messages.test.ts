@@ -5,7 +5,7 @@ import {
   LANE_LIMITS, MAX_FRAGMENT_DATA, Reassembler, RecordDecoder, decodeFragment,
   encodeFragment, encodeRecord
 } from '../../src/transport/records.js'
-import { decodeMessage, encodeMessage, type Message } from '../../src/transport/messages/index.js'
+import { decodeMessage, encodeMessage, encodePieces, type Message } from '../../src/transport/messages/index.js'
 
 const message = fc.oneof(
   fc.record({ type: fc.constant('ping' as const), id: fc.nat({ max: 0xffffffff }) }),
@@ -25,6 +25,15 @@ const message = fc.oneof(
 )
 
 describe('messages', () => {
+  it('keep bulk data out of the copy when encoded in pieces', () => {
+    const data = Buffer.alloc(65_000, 3)
+    const m: Message = { type: 'xdata', xid: Buffer.alloc(16, 1), offset: 7, data }
+    const pieces = encodePieces(m)
+    expect(pieces.length).toBe(2)
+    expect(pieces[1]).toBe(data)
+    expect(Buffer.concat(pieces).equals(encodeMessage(m))).toBe(true)
+  })
+
   it('round-trip', () => {
     fc.assert(fc.property(message, (m: Message) => {
       expect(decodeMessage(encodeMessage(m))).toEqual(m)
@@ -58,6 +67,20 @@ describe('records', () => {
       expect(out.map(b => b.toString('hex'))).toEqual(bodies.map(b => Buffer.from(b).toString('hex')))
       expect(d.takeRaw(1)).toBeUndefined()
     }))
+  })
+
+  it('copy a record only when it straddles reads, and then only its own bytes', () => {
+    const a = encodeRecord(Buffer.alloc(40_000, 1))
+    const b = encodeRecord(Buffer.alloc(40_000, 2))
+    const stream = Buffer.concat([a, b])
+    const d = new RecordDecoder()
+    d.push(stream.subarray(0, 65_536))
+    d.push(stream.subarray(65_536))
+    const first = d.next() as Buffer
+    expect(first.buffer).toBe(stream.buffer)
+    const second = d.next() as Buffer
+    expect(second.equals(Buffer.alloc(40_000, 2))).toBe(true)
+    expect(second.buffer.byteLength).toBe(40_000)
   })
 
   it('refuse to encode a body over the Noise message limit', () => {

@@ -56,7 +56,31 @@ export class Writer {
   json (x: unknown): this { return this.bytes(Buffer.from(JSON.stringify(x))) }
 
   done (): Buffer { return this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts, this.size) }
+
+  /**
+   * The message as pieces to send in order: runs of small fields joined,
+   * large fields (bulk data) as given, so they are not copied on the way
+   * to the cipher.
+   */
+  pieces (): Buffer[] {
+    const out: Buffer[] = []
+    let run: Buffer[] = []
+    for (const p of this.parts) {
+      if (p.length < LARGE_FIELD) {
+        run.push(p)
+        continue
+      }
+      if (run.length > 0) out.push(Buffer.concat(run))
+      run = []
+      out.push(p)
+    }
+    if (run.length > 0) out.push(Buffer.concat(run))
+    return out
+  }
 }
+
+/** A field this large is worth a piece of its own rather than a copy. */
+const LARGE_FIELD = 4096
 
 /** A cursor over one received message that refuses to read past its end. */
 export class Reader {

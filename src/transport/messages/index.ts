@@ -53,6 +53,12 @@ export function encodeMessage (m: Message): Buffer {
   return spec.encode(new Writer(spec.code), m).done()
 }
 
+/** As encodeMessage, in pieces: bulk data is not copied (Writer.pieces). */
+export function encodePieces (m: Message): Buffer[] {
+  const { spec } = entryOf(m)
+  return spec.encode(new Writer(spec.code), m).pieces()
+}
+
 export function decodeMessage (b: Buffer): Message {
   if (b.length < 1) throw new ProtocolError('empty message')
   const e = byCode.get(b[0])
