@@ -76,7 +76,7 @@ describe('link limits in the config', () => {
   const parse = (text: string) => parseConfig('/etc/peerfs/alpha.toml', text)
 
   it('has defaults', () => {
-    expect(parse(BASE).limits).toEqual({ queueBytes: 16 << 20, bulkInFlightBytes: 512 << 10, handshakeTimeoutMs: 5000, maxUnauthenticated: 64, maxUnauthenticatedPerAddress: 8, handshakesPerS: 20, refusalLogMs: 10_000 })
+    expect(parse(BASE).limits).toEqual({ queueBytes: 16 << 20, bulkInFlightBytes: 2 << 20, handshakeTimeoutMs: 5000, maxUnauthenticated: 64, maxUnauthenticatedPerAddress: 8, handshakesPerS: 20, refusalLogMs: 10_000 })
   })
 
   it('reads every key and refuses inconsistent ones, naming them', () => {

@@ -92,7 +92,7 @@ describe('bulk in flight', () => {
     a.send({ type: 'req', tx: 1, svc: 1, payload: Buffer.from('ping') }, { ours: true })
     // The wire took only the bound of bulk (and the request); the rest waits in the link.
     expect(ab.heldBytes).toBeLessThan(DEFAULT_MAX_BULK_IN_FLIGHT_BYTES + RECORD + 100)
-    expect(a.queuedBytes).toBeGreaterThan(7 << 20)
+    expect(a.queuedBytes).toBeGreaterThan(128 * PACKET - DEFAULT_MAX_BULK_IN_FLIGHT_BYTES - RECORD)
     ab.release()
     await until(() => got.length === 129, 'every message arrives')
     const before = got.findIndex(m => m.type === 'req')
@@ -121,7 +121,7 @@ describe('bulk in flight', () => {
     const clock = new FakeClock()
     const { a, ab } = await pair({}, clock)
     ab.held = true
-    sendBulk(a, 16)
+    sendBulk(a, Math.ceil(2 * DEFAULT_MAX_BULK_IN_FLIGHT_BYTES / PACKET))
     let reason: Error | undefined
     a.on('closed', (err) => { reason = err })
     // bob's keepalives reach alice, so she hears him; he reads nothing of hers.
