@@ -40,7 +40,7 @@ class PeerViewImpl implements PeerView {
     // Looked up per call: a reload may replace the sender.
     const sender = (): ReturnType<PeerServices['outboxes']['get']> => this.env.services.outboxes.get(this.peer.id)
     return {
-      ready: (rel) => sender()?.ready(rel),
+      ready: (rel, st) => sender()?.ready(rel, st),
       gone: (rel) => sender()?.gone(rel),
       writing: (rel, delta) => sender()?.writing(rel, delta)
     }

@@ -1,10 +1,13 @@
 // The sender's book of its saved transfers and what each waits for: to be
 // sent (maybe set aside until a backoff ends), its cancel to be answered,
 // or, once delivered, its files to leave the outbox ('clear') and then its
-// xforget to be answered ('confirm'): never the forget before the files. Which cancels and
+// xforget to be answered ('confirm'): never the forget before the files.
+// It indexes which record claims each file, so a hook's question costs
+// O(1) (a folder's, rarer, a pass over the records). Which cancels and
 // forgets were sent on the current link is kept here too, so each goes
 // once per link, and again each retryMs until answered.
 import type { SentRecord } from './sender-store.js'
+import { isUnder } from '../../lib/names.js'
 import { label } from './shared.js'
 
 export type Standing = 'send' | 'cancel' | 'clear' | 'confirm'
@@ -20,14 +23,25 @@ export class TransferBook {
   private readonly delivered = new Map<string, boolean>()
   /** When an xcancel or xforget was last sent on this link. */
   private readonly asked = new Map<string, number>()
+  /** Each file of a record, until its files are cleared or it is removed: the record it is in. */
+  private readonly claims = new Map<string, string>()
 
   constructor (private readonly retryMs: number, private readonly retryMaxMs: number) {}
 
   get size (): number { return this.records.size }
   get (xid: string): SentRecord | undefined { return this.records.get(xid) }
-  add (rec: SentRecord): void { this.records.set(rec.xid, rec) }
+  add (rec: SentRecord): void {
+    this.records.set(rec.xid, rec)
+    for (const it of rec.items) this.claims.set(it.rel, rec.xid)
+  }
+
+  private release (rec: SentRecord): void {
+    for (const it of rec.items) if (this.claims.get(it.rel) === rec.xid) this.claims.delete(it.rel)
+  }
 
   remove (xid: string): void {
+    const rec = this.records.get(xid)
+    if (rec !== undefined) this.release(rec)
     this.records.delete(xid)
     this.aside.delete(xid)
     this.delivered.delete(xid)
@@ -47,9 +61,25 @@ export class TransferBook {
     return this.toSend().filter(r => (this.aside.get(r.xid)?.until ?? 0) <= now)
   }
 
-  /** Files in some record: no other takes them. */
-  claimed (): Set<string> {
-    return new Set([...this.records.values()].flatMap(r => r.items.map(it => it.rel)))
+  /** The file is in a record whose files are not cleared yet: no other takes it. */
+  claimed (rel: string): boolean { return this.claims.has(rel) }
+
+  /** The record holding the file at rel, or those holding files under the folder rel. */
+  holding (rel: string): SentRecord[] {
+    const xid = this.claims.get(rel)
+    if (xid !== undefined) return [this.records.get(xid) as SentRecord]
+    return [...this.records.values()].filter(r => r.items.some(it => isUnder(it.rel, rel)))
+  }
+
+  /** Files and their bytes in records still to be sent (status). */
+  unsent (): { files: number, bytes: number } {
+    let files = 0
+    let bytes = 0
+    for (const r of this.toSend()) {
+      files += r.items.length
+      for (const it of r.items) bytes += it.size
+    }
+    return { files, bytes }
   }
 
   /** Marks it delivered, its files to be cleared; false if it was already. */
@@ -60,9 +90,10 @@ export class TransferBook {
     return true
   }
 
-  /** Its files are cleared: the forget may go. */
+  /** Its files are cleared: the forget may go, and files of the same names are new ones. */
   cleared (rec: SentRecord): void {
     if (this.delivered.has(rec.xid)) this.delivered.set(rec.xid, true)
+    this.release(rec)
   }
 
   cancelled (rec: SentRecord): void {

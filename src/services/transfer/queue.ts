@@ -1,62 +1,183 @@
-// The outbox folder as the sender's queue: which files wait (visible, not
-// being written, not refused as they are), when a batch of them is due,
-// how they are cut into
-// transfers (one large file alone, or small ones in one tar bundle), and
-// clearing the files of a delivered transfer: only those unchanged since
-// they were read leave the outbox, with the folders that empties.
+// The sender's queue: the files of the outbox folder that wait to be sent
+// (visible, not being written, in no saved transfer, not refused as they
+// are), held in memory and fed by the folder's hooks, so a file costs O(1)
+// when it becomes ready and when it is taken (Syncthing's watcher). A full
+// scan of the folder fills it at start, after an overflow, after a folder
+// came into view, and as a rare consistency check (a file that reached the
+// folder behind the tree's back).
+//
+// Invariants:
+// - Bounded: at most maxQueued files are held. Past it the queue is
+//   overflowed: further files are not held (they wait on disk) and, once
+//   the queue has drained, a full scan takes the next maxQueued in path
+//   order. Status then counts what that scan saw.
+// - A file is held here or claimed (in a saved transfer, or being packed
+//   into one), never both: a ready() of a claimed file is dropped, because
+//   whoever ends the claim looks at the file again (clear() keeps and
+//   requeues a file changed since it was read; a dropped transfer's files
+//   are requeued).
+// - A batch is due when full (batchFiles or bundleMaxBytes), when a large
+//   file waits, or batchMs after the oldest small file it holds.
 import { randomBytes } from 'node:crypto'
-import { rmdir, stat, unlink } from 'node:fs/promises'
+import { lstatSync, unlinkSync } from 'node:fs'
+import { rm, rmdir, stat } from 'node:fs/promises'
 import path from 'node:path'
-import { isHidden } from '../../lib/names.js'
+import { isHidden, isUnder } from '../../lib/names.js'
 import { walkFiles } from '../../lib/walk.js'
 import { XID_BYTES } from '../../transport/messages/xfer.js'
 import { packBundle, type Item } from './bundle.js'
 import type { SenderStore, SentRecord } from './sender-store.js'
 import type { TransferSettings } from './shared.js'
 
+/** What a hook knows of a file it reports ready. */
+export interface FileFacts { size: number, mtimeMs: number, isFile: () => boolean }
+
+interface Held { item: Item, at: number }
+
 export class OutboxQueue {
   /** Open handles writing each file: not ready meanwhile. */
   private readonly writers = new Map<string, number>()
   /** Refused files and their mtime: not offered again until they change. */
   private readonly refused = new Map<string, number>()
-  /** What the last scan found waiting. */
-  queued = { files: 0, bytes: 0 }
-  /** Files reported ready since the last pick: a batch leaves when full, or batchMs after its first. */
-  private batch = { first: undefined as number | undefined, count: 0 }
+  /** Waiting files in the order they became ready, small and large apart. */
+  private readonly small = new Map<string, Held>()
+  private readonly large = new Map<string, Held>()
+  private smallBytes = 0
+  private largeBytes = 0
+  /** Being packed into a transfer: claimed. */
+  private readonly packing = new Set<string>()
+  /** A full scan is due before the next pick. */
+  private stale = true
+  /** Files seen waiting beyond the bound at the last scan (status only). */
+  private beyond = { files: 0, bytes: 0 }
+  /** Folders delivery emptied, removed once the outbox is quiet (bounded like the queue). */
+  private readonly emptied = new Set<string>()
+  /** Last time a file was created, written or reported: folders are not removed under a writer. */
+  lastActivity = 0
 
-  constructor (private readonly outbox: string, private readonly store: SenderStore, private readonly settings: TransferSettings) {}
+  constructor (
+    private readonly outbox: string,
+    private readonly store: SenderStore,
+    private readonly settings: TransferSettings,
+    /** In a saved transfer. */
+    private readonly claimed: (rel: string) => boolean
+  ) {}
 
-  writing (rel: string, delta: number): void {
+  get held (): number { return this.small.size + this.large.size }
+
+  /** What waits to be sent, known here (the sender adds its saved transfers). */
+  get queued (): { files: number, bytes: number } {
+    return { files: this.held + this.beyond.files, bytes: this.smallBytes + this.largeBytes + this.beyond.bytes }
+  }
+
+  get needsScan (): boolean { return this.stale }
+
+  writing (rel: string, delta: number, now: number): void {
+    this.lastActivity = now
     const n = (this.writers.get(rel) ?? 0) + delta
     if (n <= 0) this.writers.delete(rel)
     else this.writers.set(rel, n)
   }
 
-  /** A file is ready to send: in how many ms to pick (now for a large file or a full batch). */
-  async ready (rel: string, now: () => number): Promise<number> {
-    const s = this.settings
+  get writersOpen (): number { return this.writers.size }
+
+  /** A file (or a folder, whose files a scan finds) is ready: held, unless being written, claimed or refused as it is. */
+  ready (rel: string, st: FileFacts | undefined, now: number): void {
+    this.lastActivity = now
     this.refused.delete(rel)
-    this.batch.count++
-    const first = this.batch.first ??= now()
-    const st = await stat(path.join(this.outbox, rel)).catch(() => undefined)
-    if (st === undefined) return s.batchMs
-    return st.size >= s.largeFileBytes || this.batch.count >= s.batchFiles ? 0 : Math.max(0, first + s.batchMs - now())
+    if (st === undefined || !st.isFile()) {
+      this.stale = true
+      return
+    }
+    this.add(rel, st, now)
   }
 
-  newBatch (): void { this.batch = { first: undefined, count: 0 } }
+  private add (rel: string, st: { size: number, mtimeMs: number }, now: number): void {
+    if (this.writers.has(rel) || this.claimed(rel) || this.packing.has(rel) || this.refused.get(rel) === st.mtimeMs) return
+    this.forget(rel)
+    if (this.held >= this.settings.maxQueued) {
+      // Waits on disk; the scan after the queue drains finds it.
+      this.stale = true
+      return
+    }
+    const item = { rel, size: st.size, mtimeMs: st.mtimeMs }
+    if (st.size >= this.settings.largeFileBytes) {
+      this.large.set(rel, { item, at: now })
+      this.largeBytes += st.size
+    } else {
+      this.small.set(rel, { item, at: now })
+      this.smallBytes += st.size
+    }
+  }
+
+  private forget (rel: string): void {
+    const s = this.small.get(rel)
+    if (s !== undefined) {
+      this.small.delete(rel)
+      this.smallBytes -= s.item.size
+    }
+    const l = this.large.get(rel)
+    if (l !== undefined) {
+      this.large.delete(rel)
+      this.largeBytes -= l.item.size
+    }
+  }
+
+  /** The file or folder at rel went away; true if rel was a file held here (no saved transfer needs a look). */
+  gone (rel: string, now: number): boolean {
+    this.lastActivity = now
+    this.refused.delete(rel)
+    const had = this.small.has(rel) || this.large.has(rel)
+    if (had) {
+      this.forget(rel)
+      return true
+    }
+    for (const m of [this.small, this.large]) for (const k of m.keys()) if (isUnder(k, rel)) this.forget(k)
+    return false
+  }
+
+  /** Files a transfer no longer claims that are in the outbox still (changed, or not taken): looked at afresh. */
+  requeue (items: Item[], now: number): void {
+    for (const it of items) {
+      // Synchronous: microseconds each in the daemon's own folder.
+      const st = lstatSync(path.join(this.outbox, it.rel), { throwIfNoEntry: false })
+      if (st?.isFile() === true && !isHidden(it.rel)) this.add(it.rel, st, now)
+    }
+  }
+
+  /** In how many ms a pick is worth making; undefined if nothing waits. */
+  dueIn (now: number): number | undefined {
+    const s = this.settings
+    if (this.large.size > 0 || this.small.size >= s.batchFiles || this.smallBytes >= s.bundleMaxBytes || (this.stale && this.held === 0)) return 0
+    const first = this.small.values().next()
+    return first.done === true ? undefined : Math.max(0, first.value.at + s.batchMs - now)
+  }
 
   refuse (items: Item[]): void {
     for (const it of items) this.refused.set(it.rel, it.mtimeMs)
   }
 
-  /** Files waiting, in path order. */
-  async scan (): Promise<Item[]> {
-    const out: Item[] = []
+  /**
+   * The full scan: the folder's files that wait, in path order, become the
+   * queue (those held already keep their place), up to the bound.
+   */
+  async scan (now: () => number): Promise<void> {
+    this.stale = false
+    const found = new Map<string, Item>()
+    let over = { files: 0, bytes: 0 }
     for await (const { rel, st } of walkFiles(this.outbox, { skipHidden: true })) {
-      if (!this.writers.has(rel) && this.refused.get(rel) !== st.mtimeMs) out.push({ rel, size: st.size, mtimeMs: st.mtimeMs })
+      if (this.writers.has(rel) || this.claimed(rel) || this.packing.has(rel) || this.refused.get(rel) === st.mtimeMs) continue
+      if (found.size < this.settings.maxQueued) found.set(rel, { rel, size: st.size, mtimeMs: st.mtimeMs })
+      else over = { files: over.files + 1, bytes: over.bytes + st.size }
     }
-    this.queued = { files: out.length, bytes: out.reduce((n, it) => n + it.size, 0) }
-    return out
+    for (const m of [this.small, this.large]) for (const k of [...m.keys()]) if (!found.has(k)) this.forget(k)
+    const t = now()
+    for (const it of found.values()) {
+      const h = this.small.get(it.rel) ?? this.large.get(it.rel)
+      if (h === undefined || h.item.size !== it.size || h.item.mtimeMs !== it.mtimeMs) this.add(it.rel, it, t)
+    }
+    this.beyond = over
+    if (over.files > 0) this.stale = true
   }
 
   /** The source is still what the record was made from. */
@@ -66,57 +187,111 @@ export class OutboxQueue {
     return rec.kind === 'tar' || st.mtimeMs === rec.items[0].mtimeMs
   }
 
-  /** A new transfer, saved, from files in no other; undefined if none (or one changed while packed). */
-  async build (free: Item[], now: number): Promise<SentRecord | undefined> {
-    if (free.length === 0) return undefined
+  /**
+   * A new transfer from the files that wait, saved and handed to claim
+   * before anything could report its files again; undefined if none. The
+   * oldest waiting goes first: a large file alone, else a batch of small
+   * ones. A file that changed since it was reported is left out of the
+   * batch and held again as it is now.
+   */
+  async build (now: () => number, claim: (rec: SentRecord) => void): Promise<SentRecord | undefined> {
     const s = this.settings
-    const base = { xid: randomBytes(XID_BYTES).toString('hex'), phase: 'send' as const, created: now }
-    const large = free.find(it => it.size >= s.largeFileBytes)
-    let rec: SentRecord
-    if (large !== undefined) {
-      rec = { ...base, kind: 'file', name: large.rel, size: large.size, items: [large] }
+    const base = { xid: randomBytes(XID_BYTES).toString('hex'), phase: 'send' as const, created: now() }
+    const l = this.large.values().next()
+    const f = this.small.values().next()
+    let batch: Item[] = []
+    if (l.done !== true && (f.done === true || l.value.at <= f.value.at)) {
+      batch = [l.value.item]
     } else {
-      const batch: Item[] = []
       let bytes = 0
-      for (const it of free) {
-        if (batch.length >= s.batchFiles || (batch.length > 0 && bytes + it.size > s.bundleMaxBytes)) break
-        batch.push(it)
-        bytes += it.size
+      for (const { item } of this.small.values()) {
+        if (batch.length >= s.batchFiles || (batch.length > 0 && bytes + item.size > s.bundleMaxBytes)) break
+        batch.push(item)
+        bytes += item.size
       }
-      rec = { ...base, kind: 'tar', name: `${batch.length} files`, size: 0, items: batch }
-      const size = await packBundle(this.outbox, batch, this.store.bundle(rec.xid))
-      if (size === undefined) {
-        // Its close reports the changed file ready again.
-        await this.store.dropBundle(rec)
-        return undefined
-      }
-      rec.size = size
     }
-    await this.store.save(rec)
+    if (batch.length === 0) return undefined
+    for (const it of batch) {
+      this.forget(it.rel)
+      this.packing.add(it.rel)
+    }
+    let rec: SentRecord | undefined
+    const left: Item[] = []
+    try {
+      if (batch[0].size >= s.largeFileBytes) {
+        rec = { ...base, kind: 'file', name: batch[0].rel, size: batch[0].size, items: batch }
+      } else {
+        const packed = await packBundle(this.outbox, batch, this.store.bundle(base.xid))
+        const taken = new Set(packed.items)
+        left.push(...batch.filter(it => !taken.has(it)))
+        if (packed.items.length > 0) rec = { ...base, kind: 'tar', name: `${packed.items.length} files`, size: packed.size, items: packed.items }
+        else await rm(this.store.bundle(base.xid), { force: true })
+      }
+      if (rec !== undefined) {
+        await this.store.save(rec)
+        claim(rec)
+      }
+    } catch (err) {
+      // Nothing was saved: every file waits again.
+      rec = undefined
+      left.splice(0, left.length, ...batch)
+      throw err
+    } finally {
+      for (const it of batch) this.packing.delete(it.rel)
+      this.requeue(left, now())
+    }
     return rec
   }
 
-  /** Removes a delivered transfer's files that are unchanged since they were read, and its bundle. */
+  /**
+   * Removes a delivered transfer's files that are unchanged since they
+   * were read, and its bundle; a changed one stays (requeued once the
+   * transfer no longer claims it). The folders this empties go later,
+   * when the outbox is quiet (see prune).
+   */
   async clear (rec: SentRecord): Promise<void> {
-    for (const it of rec.items) {
+    for (let i = 0; i < rec.items.length; i++) {
+      const it = rec.items[i]
+      // Synchronous: a stat and an unlink in the daemon's own folder take
+      // microseconds; a thread hop each cost more than both.
       const file = path.join(this.outbox, it.rel)
-      const st = await stat(file).catch(() => undefined)
-      if (st === undefined || st.size !== it.size || st.mtimeMs !== it.mtimeMs) continue
-      await unlink(file).catch(() => {})
-      await this.prune(path.dirname(it.rel))
+      try {
+        const st = lstatSync(file, { throwIfNoEntry: false })
+        if (st === undefined) continue
+        if (st.size !== it.size || st.mtimeMs !== it.mtimeMs) continue
+        unlinkSync(file)
+      } catch {
+        continue
+      }
+      const dir = path.dirname(it.rel)
+      if (dir !== '.' && this.emptied.size < this.settings.maxQueued) this.emptied.add(dir)
+      if (i % 256 === 255) await new Promise(resolve => setImmediate(resolve))
     }
     await this.store.dropBundle(rec)
   }
 
-  /** Removes folders the delivery emptied, up to the outbox itself. */
-  private async prune (rel: string): Promise<void> {
-    while (rel !== '.' && rel !== '' && !isHidden(rel)) {
-      try {
-        await rmdir(path.join(this.outbox, rel))
-      } catch {
-        return
+  /** Folders delivery emptied wait for this. */
+  get pruneDue (): boolean { return this.emptied.size > 0 }
+
+  /**
+   * Removes the folders delivery emptied, up to the outbox itself, unless
+   * something was written in the outbox within quietMs: a folder emptied
+   * while cp -r is still filling it must stay for the file it creates next.
+   */
+  async prune (now: number, quietMs: number): Promise<boolean> {
+    if (this.writers.size > 0 || now - this.lastActivity < quietMs) return false
+    const dirs = [...this.emptied].sort().reverse()
+    this.emptied.clear()
+    for (let rel of dirs) {
+      while (rel !== '.' && rel !== '' && !isHidden(rel)) {
+        try {
+          await rmdir(path.join(this.outbox, rel))
+        } catch {
+          break
+        }
+        rel = path.dirname(rel)
       }
-      rel = path.dirname(rel)
     }
+    return true
   }
 }

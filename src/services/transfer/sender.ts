@@ -22,16 +22,18 @@ import { mkdir } from 'node:fs/promises'
 import type { Clock, Timer } from '../../lib/clock.js'
 import { SerialLock } from '../../lib/lock.js'
 import type { Logger } from '../../lib/log.js'
-import { isUnder } from '../../lib/names.js'
 import type { Handler } from '../../transport/messages/codec.js'
 import type { XferMessage, XferToSender } from '../../transport/messages/xfer.js'
 import { Attempt } from './attempt.js'
 import { TransferBook, describe } from './book.js'
-import { OutboxQueue } from './queue.js'
+import { OutboxQueue, type FileFacts } from './queue.js'
 import { SenderStore, type SentRecord } from './sender-store.js'
 import type { StatusPairs, TransferSettings, XferLink } from './shared.js'
 
 type Phase = 'idle' | 'preparing' | 'offering' | 'sending' | 'ending' | 'stopped'
+
+/** With nothing to send, the outbox is scanned this often (a file that came behind the tree's back). */
+const RESCAN_MS = 60_000
 type Msg<T extends XferMessage['type']> = Extract<XferMessage, { type: T }>
 
 export interface SenderOptions {
@@ -55,6 +57,10 @@ export class OutboxSender {
   private answerTimer: Timer | undefined
   /** step() was asked for while an attempt was being prepared. */
   private again = false
+  /** The next transfer is being packed while the current one is sent. */
+  private prefetching = false
+  private pruneTimer: Timer | undefined
+  private lastScan = 0
 
   /** The router's entry: the receiver's answers. */
   readonly answers: Handler<XferToSender> = {
@@ -73,8 +79,8 @@ export class OutboxSender {
     private readonly opts: SenderOptions
   ) {
     this.store = new SenderStore(spool, outbox)
-    this.queue = new OutboxQueue(outbox, this.store, opts.settings)
     this.book = new TransferBook(opts.settings.retryMs, opts.settings.retryMaxMs)
+    this.queue = new OutboxQueue(outbox, this.store, opts.settings, (rel) => this.book.claimed(rel))
   }
 
   async start (): Promise<void> {
@@ -82,6 +88,8 @@ export class OutboxSender {
     await mkdir(this.store.dir, { recursive: true, mode: 0o700 })
     const bad = (file: string, err: Error): void => this.opts.log.error({ peer: this.peerId, file, err: err.message }, 'unreadable transfer record; its files are sent again')
     for (const rec of await this.store.load(bad)) this.book.add(rec)
+    // What waits, for status while the link is down, and for the first pick.
+    await this.lock.run(async () => await this.scan())
     this.kick(0)
   }
 
@@ -89,18 +97,25 @@ export class OutboxSender {
     this.endAttempt()
     this.phase = 'stopped'
     this.opts.clock.clearTimeout(this.kickTimer)
+    this.opts.clock.clearTimeout(this.pruneTimer)
   }
 
-  // Hooks from the outbox folder.
+  // Hooks from the outbox folder: O(1) per file (the queue is in memory).
 
-  writing (rel: string, delta: number): void { this.queue.writing(rel, delta) }
+  writing (rel: string, delta: number): void { this.queue.writing(rel, delta, this.opts.clock.now()) }
 
-  ready (rel: string): void {
-    void this.queue.ready(rel, () => this.opts.clock.now()).then((ms) => this.kick(ms))
+  /** st: the file's stat as the hook saw it; without it (a folder), a scan looks. */
+  ready (rel: string, st?: FileFacts): void {
+    const now = this.opts.clock.now()
+    this.queue.ready(rel, st, now)
+    // While the link is down nothing is picked (linkUp kicks): no timer per file.
+    const ms = this.link.isUp() ? this.queue.dueIn(now) : undefined
+    if (ms !== undefined) this.kick(ms)
   }
 
   gone (rel: string): void {
-    for (const rec of this.book.toSend()) if (rec.items.some(it => isUnder(it.rel, rel))) this.cancel(rec, 'removed from the outbox')
+    if (this.queue.gone(rel, this.opts.clock.now())) return
+    for (const rec of this.book.holding(rel)) if (this.book.standing(rec) === 'send') this.cancel(rec, 'removed from the outbox')
   }
 
   linkUp (): void {
@@ -116,9 +131,11 @@ export class OutboxSender {
   status (): StatusPairs {
     const att = this.att
     const now = this.opts.clock.now()
+    const q = this.queue.queued
+    const u = this.book.unsent()
     return [
-      ['outbox_files', this.queue.queued.files],
-      ['outbox_bytes', this.queue.queued.bytes],
+      ['outbox_files', q.files + u.files],
+      ['outbox_bytes', q.bytes + u.bytes],
       ['transfer', att === undefined ? '-' : describe(att.rec)],
       ['transfer_progress', att === undefined ? '-' : att.progress.text()],
       ['transfer_bytes_per_s', att === undefined ? 0 : att.progress.bytesPerS(now)],
@@ -141,19 +158,16 @@ export class OutboxSender {
 
   private step (): void {
     if (this.phase !== 'idle') {
-      // What changed may have come after the running scan: look again after it.
+      // What changed may have come after the running pick: look again after it.
       this.again = true
+      if (this.phase !== 'preparing') this.prefetch()
       return
     }
-    if (!this.link.isUp()) {
-      // Nothing to send now, but status counts what waits.
-      void this.queue.scan().catch(() => {})
-      return
-    }
+    // Nothing to send now; the queue in memory counts what waits.
+    if (!this.link.isUp()) return
     for (const { rec, type } of this.book.toTell(this.opts.clock.now())) this.tell(rec, type)
     this.phase = 'preparing'
     this.again = false
-    this.queue.newBatch()
     const gen = this.gen
     this.lock.run(async () => await this.next()).then((rec) => this.offer(gen, rec), (err: unknown) => {
       this.opts.log.error({ peer: this.peerId, err }, 'cannot prepare an outbox transfer; retrying')
@@ -163,19 +177,44 @@ export class OutboxSender {
     })
   }
 
+  /** A full scan of the outbox; under the lock. */
+  private async scan (): Promise<void> {
+    this.lastScan = this.opts.clock.now()
+    await this.queue.scan(() => this.opts.clock.now())
+  }
+
   /** The transfer to try now: a saved one whose wait is over, else a new one; under the lock. */
   private async next (): Promise<SentRecord | undefined> {
-    const items = await this.queue.scan()
-    const now = this.opts.clock.now()
-    for (const rec of this.book.due(now)) {
+    const { settings, clock } = this.opts
+    // A scan once the queue cannot fill a batch (it overflowed, or a folder
+    // came into view), and now and then when all is sent (a file that came
+    // behind the tree's back).
+    const idle = this.queue.held === 0 && this.book.toSend().length === 0
+    if ((this.queue.needsScan && this.queue.held < settings.batchFiles) || (idle && clock.now() - this.lastScan >= RESCAN_MS)) await this.scan()
+    for (const rec of this.book.due(clock.now())) {
       if (await this.queue.intact(rec)) return rec
       if (this.mark(rec, 'changed or gone before it was sent')) await this.saveCancel(rec)
     }
-    if (this.book.size >= this.opts.settings.maxTransfers) return undefined
-    const claimed = this.book.claimed()
-    const rec = await this.queue.build(items.filter(it => !claimed.has(it.rel)), now)
-    if (rec !== undefined) this.book.add(rec)
-    return rec
+    if (this.book.size >= settings.maxTransfers) return undefined
+    return await this.queue.build(() => clock.now(), (rec) => this.book.add(rec))
+  }
+
+  /**
+   * Packs the next transfer while the current one is sent, once a batch is
+   * due, so it is offered as soon as the current one ends; at most one
+   * waits so.
+   */
+  private prefetch (): void {
+    const now = this.opts.clock.now()
+    if (this.prefetching || !this.link.isUp() || this.queue.dueIn(now) !== 0 || this.queue.needsScan) return
+    if (this.book.size >= this.opts.settings.maxTransfers || this.book.due(now).some(r => r !== this.att?.rec)) return
+    this.prefetching = true
+    this.lock.run(async () => await this.queue.build(() => this.opts.clock.now(), (rec) => this.book.add(rec)))
+      .catch((err: unknown) => this.opts.log.error({ peer: this.peerId, err }, 'cannot prepare an outbox transfer'))
+      .finally(() => {
+        this.prefetching = false
+        if (this.phase === 'idle') this.kick(0)
+      })
   }
 
   private offer (gen: number, rec: SentRecord | undefined): void {
@@ -184,8 +223,11 @@ export class OutboxSender {
     if (rec === undefined) {
       const now = this.opts.clock.now()
       const wake = this.book.nextWake(now)
+      const due = this.queue.dueIn(now)
       if (this.again) this.kick(0)
+      else if (due !== undefined && this.book.size < this.opts.settings.maxTransfers) this.kick(due)
       else if (wake !== undefined) this.kick(wake - now)
+      else this.kick(RESCAN_MS)
       return
     }
     const att = this.att = new Attempt(rec, this.opts.clock.now())
@@ -249,6 +291,8 @@ export class OutboxSender {
       this.opts.log.error({ peer: this.peerId, files: rec.items.map(i => i.rel), reason: m.reason }, 'peer refused the transfer; the files stay in the outbox until they change')
       this.queue.refuse(rec.items)
       this.book.remove(xid)
+      // Those changed since they were read are new versions.
+      this.queue.requeue(rec.items, this.opts.clock.now())
       void this.lock.run(async () => await this.store.drop(rec))
     }
     this.kick(0)
@@ -260,22 +304,40 @@ export class OutboxSender {
     if (rec === undefined) return
     if (this.att?.rec === rec) this.endAttempt()
     if (this.book.deliver(rec)) {
-      this.lock.run(async () => {
+      // Not under the lock: its files are its own (claimed), so the next
+      // transfer is picked meanwhile instead of after.
+      void (async () => {
         await this.queue.clear(rec)
         for (const it of rec.items) this.opts.onSent?.(it.rel)
         this.opts.log.info({ peer: this.peerId, files: rec.items.length, bytes: rec.size }, 'transfer delivered')
         this.book.cleared(rec)
+        // A file of the same name written meanwhile is a new one.
+        this.queue.requeue(rec.items, this.opts.clock.now())
         this.tell(rec, 'xforget')
-      }).catch((err: unknown) => this.opts.log.error({ peer: this.peerId, err }, 'cannot clear delivered files from the outbox'))
+        this.prune()
+      })().catch((err: unknown) => this.opts.log.error({ peer: this.peerId, err }, 'cannot clear delivered files from the outbox'))
     }
     this.kick(0)
+  }
+
+  /** Removes the folders delivery emptied once the outbox is quiet (a cp -r may still be filling them). */
+  private prune (): void {
+    if (this.pruneTimer !== undefined || !this.queue.pruneDue || this.phase === 'stopped') return
+    const quietMs = Math.max(1000, this.opts.settings.batchMs)
+    this.pruneTimer = this.opts.clock.setTimeout(() => {
+      this.pruneTimer = undefined
+      void this.queue.prune(this.opts.clock.now(), quietMs).then((done) => { if (!done) this.prune() })
+    }, quietMs)
   }
 
   private onForgot (m: Msg<'xforgot'>): void {
     const xid = m.xid.toString('hex')
     const rec = this.book.get(xid)
-    if (rec === undefined || (this.book.standing(rec) !== 'cancel' && this.book.standing(rec) !== 'confirm')) return
+    const standing = rec === undefined ? undefined : this.book.standing(rec)
+    if (rec === undefined || (standing !== 'cancel' && standing !== 'confirm')) return
     this.book.remove(xid)
+    // A cancelled transfer's files still in the outbox wait again.
+    if (standing === 'cancel') this.queue.requeue(rec.items, this.opts.clock.now())
     void this.lock.run(async () => await this.store.drop(rec))
     this.kick(0)
   }

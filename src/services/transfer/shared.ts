@@ -26,6 +26,8 @@ export interface TransferSettings {
   timeoutMs: number
   /** Sender: saved transfers at once (current, set aside, cancelling, confirming). */
   maxTransfers: number
+  /** Sender: outbox files held in memory as waiting; past it they wait on disk for a later scan. */
+  maxQueued: number
   /** Receiver: transfers one peer may have in progress here, open or resumable on disk. */
   maxPartials: number
   /** Receiver: partial transfers and delivery records untouched this long are removed. */
