@@ -5,7 +5,7 @@
 // cancels wait for the link, nothing is left open, and a transfer the
 // receiver cannot take now does not hold up the others.
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, readFile, readdir, readlink, rename, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, readdir, readlink, rename, rm, stat, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { parseConfig } from '../../src/config.js'
@@ -438,6 +438,44 @@ describe('transfer', () => {
     const saved = (await readdir(r.spool)).filter(n => n.endsWith('.json'))
     expect(saved).toHaveLength(3)
     expect(new Set(r.toReceiver.filter(m => m.type === 'xoffer').map(m => m.type === 'xoffer' ? m.name : '')).size).toBe(3)
+  })
+
+  it('holds at most maxQueued outbox files in memory: the rest wait on disk, are counted, and go after a later scan, each once', async () => {
+    const r = await rig({ settings: { maxQueued: 4, batchFiles: 3 } })
+    r.setUp(false)
+    const names = Array.from({ length: 10 }, (_, i) => `f${i}`)
+    for (const n of names) {
+      await writeFile(path.join(r.outbox, n), `file ${n}`)
+      r.sender.ready(n, await stat(path.join(r.outbox, n)))
+    }
+    const s = Object.fromEntries(r.sender.status())
+    expect([s.outbox_files, s.outbox_bytes]).toEqual([10, 70])
+    r.setUp(true)
+    await eventually(async () => (await r.leftovers()).length === 0, 'all sent, outbox and spool empty')
+    expect(r.received.sort()).toEqual(names)
+    const offers = r.toReceiver.filter(m => m.type === 'xoffer')
+    expect(offers.every(m => m.type === 'xoffer' && m.kind === 'tar' && Number(m.name.split(' ')[0]) <= 3)).toBe(true)
+  })
+
+  it('sends a file again that was rewritten while its transfer was in flight, once that transfer is delivered', async () => {
+    const r = await rig()
+    let hold = true
+    const held: Message[] = []
+    r.dropAnswers((m) => {
+      if (hold && m.type === 'xdone') held.push(m)
+      return hold && m.type === 'xdone'
+    })
+    await writeFile(path.join(r.outbox, 'a'), 'first')
+    r.sender.ready('a', await stat(path.join(r.outbox, 'a')))
+    await eventually(() => held.length === 1, 'placed, the sender not told yet')
+    // Rewritten and reported while its transfer still claims it.
+    await writeFile(path.join(r.outbox, 'a'), 'second version')
+    r.sender.ready('a', await stat(path.join(r.outbox, 'a')))
+    hold = false
+    r.sender.answers.xdone('alpha', held[0] as Extract<Message, { type: 'xdone' }>)
+    await eventually(async () => (await r.inboxFile('a')).toString() === 'second version', 'the new version delivered')
+    await eventually(async () => (await r.leftovers()).length === 0, 'outbox and spool empty')
+    expect(r.received).toEqual(['a', 'a'])
   })
 
   it('removes partials nobody came back for after maxAgeMs', async () => {

@@ -32,7 +32,8 @@ import type { TransferSettings } from './shared.js'
 /** What a hook knows of a file it reports ready. */
 export interface FileFacts { size: number, mtimeMs: number, isFile: () => boolean }
 
-interface Held { item: Item, at: number }
+/** seq: order of arrival, so a scan tells what came in while it walked. */
+interface Held { item: Item, at: number, seq: number }
 
 export class OutboxQueue {
   /** Open handles writing each file: not ready meanwhile. */
@@ -44,11 +45,12 @@ export class OutboxQueue {
   private readonly large = new Map<string, Held>()
   private smallBytes = 0
   private largeBytes = 0
+  private seq = 0
   /** Being packed into a transfer: claimed. */
   private readonly packing = new Set<string>()
   /** A full scan is due before the next pick. */
   private stale = true
-  /** Files seen waiting beyond the bound at the last scan (status only). */
+  /** Files waiting beyond the bound: seen by the last scan, or turned away since (status only). */
   private beyond = { files: 0, bytes: 0 }
   /** Folders delivery emptied, removed once the outbox is quiet (bounded like the queue). */
   private readonly emptied = new Set<string>()
@@ -98,14 +100,15 @@ export class OutboxQueue {
     if (this.held >= this.settings.maxQueued) {
       // Waits on disk; the scan after the queue drains finds it.
       this.stale = true
+      this.beyond = { files: this.beyond.files + 1, bytes: this.beyond.bytes + st.size }
       return
     }
-    const item = { rel, size: st.size, mtimeMs: st.mtimeMs }
+    const held = { item: { rel, size: st.size, mtimeMs: st.mtimeMs }, at: now, seq: ++this.seq }
     if (st.size >= this.settings.largeFileBytes) {
-      this.large.set(rel, { item, at: now })
+      this.large.set(rel, held)
       this.largeBytes += st.size
     } else {
-      this.small.set(rel, { item, at: now })
+      this.small.set(rel, held)
       this.smallBytes += st.size
     }
   }
@@ -163,6 +166,7 @@ export class OutboxQueue {
    */
   async scan (now: () => number): Promise<void> {
     this.stale = false
+    const from = this.seq
     const found = new Map<string, Item>()
     let over = { files: 0, bytes: 0 }
     for await (const { rel, st } of walkFiles(this.outbox, { skipHidden: true })) {
@@ -170,7 +174,8 @@ export class OutboxQueue {
       if (found.size < this.settings.maxQueued) found.set(rel, { rel, size: st.size, mtimeMs: st.mtimeMs })
       else over = { files: over.files + 1, bytes: over.bytes + st.size }
     }
-    for (const m of [this.small, this.large]) for (const k of [...m.keys()]) if (!found.has(k)) this.forget(k)
+    // What a hook reported while the walk went on stays, seen by the walk or not.
+    for (const m of [this.small, this.large]) for (const [k, h] of [...m]) if (h.seq <= from && !found.has(k)) this.forget(k)
     const t = now()
     for (const it of found.values()) {
       const h = this.small.get(it.rel) ?? this.large.get(it.rel)

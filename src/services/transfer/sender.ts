@@ -225,7 +225,8 @@ export class OutboxSender {
       const wake = this.book.nextWake(now)
       const due = this.queue.dueIn(now)
       if (this.again) this.kick(0)
-      else if (due !== undefined && this.book.size < this.opts.settings.maxTransfers) this.kick(due)
+      // Due, yet nothing was made (each file changed as it was packed): not again at once.
+      else if (due !== undefined && this.book.size < this.opts.settings.maxTransfers) this.kick(Math.max(due, this.opts.settings.batchMs))
       else if (wake !== undefined) this.kick(wake - now)
       else this.kick(RESCAN_MS)
       return

@@ -1,0 +1,56 @@
+// The outbox sends while it is still being written into, as cp -r does:
+// files closed go while another is open, and a folder their delivery
+// emptied stays for the next file the writer puts there.
+import { rm } from 'node:fs/promises'
+import { afterEach, describe, expect, it } from 'vitest'
+import { Daemon, eventually, makeNetwork, py, readText, sh, startNetwork, teardown, waitState } from '../helpers/net.js'
+
+const folders: string[] = []
+afterEach(async () => {
+  await teardown()
+  for (const f of folders.splice(0)) await rm(f, { recursive: true, force: true })
+})
+
+// Holds slow.bin open for writing the whole time; writes d/f0..f4, waits
+// (on the events file) until each is reported sent, then writes d/f5.
+const WRITER = `
+import os, sys, time
+mnt, out = sys.argv[1], sys.argv[2]
+ev = os.open(os.path.join(mnt, 'events'), os.O_RDONLY)
+slow = open(os.path.join(out, 'slow.bin'), 'wb')
+slow.write(b'x' * 1000); slow.flush()
+os.makedirs(os.path.join(out, 'd'))
+for i in range(5):
+    with open(os.path.join(out, 'd', 'f%d' % i), 'w') as f: f.write('file %d\\n' % i)
+want, buf, end = {'d/f%d' % i for i in range(5)}, b'', time.monotonic() + 30
+while want and time.monotonic() < end:
+    buf += os.read(ev, 65536)
+    *lines, buf = buf.split(b'\\n')
+    for l in lines:
+        p = l.decode().split(' ')
+        if len(p) >= 4 and p[2] == 'sent': want.discard(p[3])
+if want: sys.exit('not sent: %s' % sorted(want))
+with open(os.path.join(out, 'd', 'f5'), 'w') as f: f.write('file 5\\n')
+slow.write(b'y'); slow.close()
+print('ok')
+`
+
+describe('outbox while it is written', () => {
+  it('sends closed files while another is still open, and keeps the folder they emptied for the next file written there', async () => {
+    const netw = await makeNetwork(['alpha', 'beta'])
+    folders.push(netw.dir)
+    const ds = await startNetwork(netw)
+    const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
+    await waitState(a, 'beta')
+    const r = await py(WRITER, [a.path(), a.path('peers/beta/outbox')], 60_000)
+    expect(r.stderr).toBe('')
+    expect(r.stdout).toBe('ok\n')
+    const inbox = b.path('peers/alpha/inbox')
+    await eventually(async () => (await sh(`cat ${inbox}/d/f5`)).stdout === 'file 5\n', 'd/f5 delivered', 30_000)
+    await eventually(async () => (await sh(`stat -c %s ${inbox}/slow.bin`)).stdout === '1001\n', 'slow.bin delivered whole', 30_000)
+    expect((await sh(`cd ${inbox} && find . -type f | sort`)).stdout).toBe(['./d/f0', './d/f1', './d/f2', './d/f3', './d/f4', './d/f5', './slow.bin', ''].join('\n'))
+    // Once nothing is written, the folders the deliveries emptied go too.
+    await eventually(async () => (await sh(`find ${a.path('peers/beta/outbox')} -mindepth 1`)).stdout === '', 'outbox empty', 30_000)
+    expect(await readText(a.path('peers/beta/status'))).toMatch(/^outbox_files: 0$/m)
+  }, 120_000)
+})
