@@ -26,6 +26,9 @@ function then<T, U> (v: MaybePromise<T>, f: (t: T) => MaybePromise<U>): MaybePro
 // misses): one instance, so no stack is captured each time.
 const NO_ENTRY = new FsError(E.ENOENT, 'no such file or folder')
 
+/** An operation's result that answers ENOENT (the common miss, without an exception). */
+const MISSING = Symbol('missing')
+
 function found (n: FsNode | undefined): FsNode {
   if (n === undefined) throw NO_ENTRY
   return n
@@ -123,19 +126,24 @@ export class FuseAdapter {
   // static tree, the passthrough folders): an await per path component
   // cost a microtask each, on every getattr, create and open of cp -r.
   private resolve (path: string): MaybePromise<FsNode> {
+    return then(this.find(path), found)
+  }
+
+  /** The node at path, or undefined if a name on the way is missing. */
+  private find (path: string): MaybePromise<FsNode | undefined> {
     this.checkNames(path)
     return path === '/' ? this.root : this.walk(this.root, path.split('/').slice(1), 0, path)
   }
 
-  private walk (node: FsNode, names: string[], from: number, path: string): MaybePromise<FsNode> {
+  private walk (node: FsNode, names: string[], from: number, path: string): MaybePromise<FsNode | undefined> {
     for (let i = from; i < names.length; i++) {
       if (!isDir(node)) throw new FsError(E.ENOTDIR, `${path}: not a directory`)
       // A folder that resolves the rest at once (one stat of a real path) ends the walk.
       const rest = node.lookupPath !== undefined && i < names.length - 1
       const next: MaybePromise<FsNode | undefined> = rest ? (node.lookupPath as (n: string[]) => MaybePromise<FsNode | undefined>)(names.slice(i)) : node.lookup(names[i])
-      if (next instanceof Promise) return next.then((n) => rest ? found(n) : this.walk(found(n), names, i + 1, path))
-      if (rest) return found(next)
-      node = found(next)
+      if (next instanceof Promise) return next.then((n) => rest || n === undefined ? n : this.walk(n, names, i + 1, path))
+      if (rest || next === undefined) return next
+      node = next
     }
     return node
   }
@@ -158,8 +166,8 @@ export class FuseAdapter {
     return o
   }
 
-  /** Runs fn and answers cb exactly once with its result or its errno. */
-  private answer<T> (op: string, path: string, cb: (err: number, res?: T) => void, fn: () => T | Promise<T>): void {
+  /** Runs fn and answers cb exactly once with its result or its errno (MISSING: ENOENT). */
+  private answer<T> (op: string, path: string, cb: (err: number, res?: T) => void, fn: () => T | typeof MISSING | Promise<T | typeof MISSING>): void {
     let done = false
     const reply = (err: number, res?: T): void => {
       if (done) {
@@ -180,7 +188,8 @@ export class FuseAdapter {
     }
     try {
       const r = fn()
-      if (r instanceof Promise) r.then((v) => reply(0, v), fail)
+      if (r instanceof Promise) r.then((v) => v === MISSING ? reply(-E.ENOENT) : reply(0, v), fail)
+      else if (r === MISSING) reply(-E.ENOENT)
       else reply(0, r)
     } catch (err) {
       fail(err)
@@ -268,7 +277,8 @@ export class FuseAdapter {
   private allOps (): Ops {
     const refuse = (errno: number, what: string): ReturnType<FuseAdapter['refuse']> => this.refuse(errno, what, 'not supported here')
     return {
-      getattr: (path, cb) => this.answer('getattr', path, cb, () => then(this.resolve(path), (node) => this.stat(node))),
+      // A missing name is answered without a throw: every create looks its name up twice first.
+      getattr: (path, cb) => this.answer('getattr', path, cb, () => then(this.find(path), (node) => node === undefined ? MISSING : this.stat(node))),
 
       statfs: (path, cb) => this.answer('statfs', path, cb, async () => await this.statfs()),
 
