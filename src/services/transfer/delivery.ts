@@ -74,13 +74,14 @@ async function placeOne (f: Placement, inbox: string, known: Set<string>): Promi
   const dir = path.dirname(dest)
   const near = path.join(dir, `${RESERVED_PREFIX}${f.tag}`)
   const copied = `${f.src}.copied`
-  if (exists(copied)) {
-    // A crash on another filesystem's path, after the copy was complete.
+  if (!exists(f.src)) {
+    // Gone: placed before, or, on another filesystem's path, renamed to
+    // .copied once its copy was complete beside the destination.
+    if (!exists(copied)) return undefined
     if (exists(near)) renameSync(near, dest)
     unlinkSync(copied)
     return dir
   }
-  if (!exists(f.src)) return undefined
   folders(inbox, f.rel, known)
   const existing = lstatSync(dest, { throwIfNoEntry: false })
   if (existing !== undefined && !existing.isFile()) throw new Refusal(`${f.rel} exists in the inbox and is not a file`)

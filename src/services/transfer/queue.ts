@@ -240,9 +240,10 @@ export class OutboxQueue {
         claim(rec)
       }
     } catch (err) {
-      // Nothing was saved: every file waits again.
+      // Nothing was saved: every file waits again, and no bundle is left behind.
       rec = undefined
       left.splice(0, left.length, ...batch)
+      await rm(this.store.bundle(base.xid), { force: true }).catch(() => {})
       throw err
     } finally {
       for (const it of batch) this.packing.delete(it.rel)

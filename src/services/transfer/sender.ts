@@ -88,8 +88,9 @@ export class OutboxSender {
     await mkdir(this.store.dir, { recursive: true, mode: 0o700 })
     const bad = (file: string, err: Error): void => this.opts.log.error({ peer: this.peerId, file, err: err.message }, 'unreadable transfer record; its files are sent again')
     for (const rec of await this.store.load(bad)) this.book.add(rec)
-    // What waits, for status while the link is down, and for the first pick.
-    await this.lock.run(async () => await this.scan())
+    // What waits, for status while the link is down, and for the first pick
+    // (which queues behind it); a large outbox does not hold up the start.
+    this.lock.run(async () => await this.scan()).catch((err: unknown) => this.opts.log.error({ peer: this.peerId, err }, 'cannot scan the outbox'))
     this.kick(0)
   }
 
