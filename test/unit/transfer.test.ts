@@ -359,7 +359,8 @@ describe('transfer', () => {
   })
 
   it('keeps a cancel made while the link is down and sends it when it is back: no partial, no fd', async () => {
-    const r = await rig()
+    // An unanswered cancel goes again after retryMs: long enough here that a slow disk at the receiver does not make it two.
+    const r = await rig({ settings: { retryMs: 2000, retryMaxMs: 4000 } })
     await writeFile(path.join(r.outbox, '.big'), randomBytes(3 << 20))
     r.dropWhere((m) => {
       if (m.type === 'xdata' && m.offset >= (1 << 20)) {
