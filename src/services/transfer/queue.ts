@@ -20,9 +20,9 @@
 //   file waits, or batchMs after the oldest small file it holds.
 import { randomBytes } from 'node:crypto'
 import { lstatSync } from 'node:fs'
-import { rm, rmdir, stat, unlink } from 'node:fs/promises'
+import { readdir, rm, rmdir, stat, unlink } from 'node:fs/promises'
 import path from 'node:path'
-import { isHidden, isUnder } from '../../lib/names.js'
+import { isHidden, isUnder, joinRel } from '../../lib/names.js'
 import { walkFiles } from '../../lib/walk.js'
 import { XID_BYTES } from '../../transport/messages/xfer.js'
 import { packBundle, type Item } from './bundle.js'
@@ -57,6 +57,11 @@ export class OutboxQueue {
   private beyond = { files: 0, bytes: 0 }
   /** Folders delivery emptied, removed once the outbox is quiet (bounded like the queue). */
   private readonly emptied = new Set<string>()
+  /**
+   * Every empty folder goes at the first quiet moment after start: those a
+   * kill -9 left between a delivery and the prune it was waiting for.
+   */
+  private sweepAll = true
   /** Last time a file was created, written or reported: folders are not removed under a writer. */
   lastActivity = 0
 
@@ -279,7 +284,7 @@ export class OutboxQueue {
   }
 
   /** Folders delivery emptied wait for this. */
-  get pruneDue (): boolean { return this.emptied.size > 0 }
+  get pruneDue (): boolean { return this.sweepAll || this.emptied.size > 0 }
 
   /**
    * Removes the folders delivery emptied, up to the outbox itself, unless
@@ -288,6 +293,12 @@ export class OutboxQueue {
    */
   async prune (now: number, quietMs: number): Promise<boolean> {
     if (this.writers.size > 0 || now - this.lastActivity < quietMs) return false
+    if (this.sweepAll) {
+      this.sweepAll = false
+      this.emptied.clear()
+      await this.sweep('')
+      return true
+    }
     const dirs = [...this.emptied].sort().reverse()
     this.emptied.clear()
     for (let rel of dirs) {
@@ -302,4 +313,17 @@ export class OutboxQueue {
     }
     return true
   }
+
+  /** Removes the empty visible folders under rel (not rel itself if it is the outbox); true if rel is gone. */
+  private async sweep (rel: string): Promise<boolean> {
+    const entries = await readdir(path.join(this.outbox, rel), { withFileTypes: true }).catch(() => undefined)
+    if (entries === undefined) return false
+    let left = entries.length
+    for (const e of entries) {
+      if (e.isDirectory() && !e.name.startsWith('.') && await this.sweep(joinRel(rel, e.name))) left--
+    }
+    if (rel === '' || left > 0) return false
+    return await rmdir(path.join(this.outbox, rel)).then(() => true, () => false)
+  }
+
 }

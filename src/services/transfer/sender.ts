@@ -92,6 +92,8 @@ export class OutboxSender {
     // (which queues behind it); a large outbox does not hold up the start.
     this.lock.run(async () => await this.scan()).catch((err: unknown) => this.opts.log.error({ peer: this.peerId, err }, 'cannot scan the outbox'))
     this.kick(0)
+    // Folders a kill -9 left emptied: they go once the outbox is quiet.
+    this.prune()
   }
 
   stop (): void {
@@ -322,7 +324,7 @@ export class OutboxSender {
     this.kick(0)
   }
 
-  /** Removes the folders delivery emptied once the outbox is quiet (a cp -r may still be filling them). */
+  /** Removes the folders delivery emptied (after a start, every empty one) once the outbox is quiet: a cp -r may still be filling them. */
   private prune (): void {
     if (this.pruneTimer !== undefined || !this.queue.pruneDue || this.phase === 'stopped') return
     const quietMs = Math.max(1000, this.opts.settings.batchMs)
