@@ -1,15 +1,10 @@
 // The outbox sends while it is still being written into, as cp -r does:
 // files closed go while another is open, and a folder their delivery
 // emptied stays for the next file the writer puts there.
-import { rm } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Daemon, eventually, makeNetwork, py, readText, sh, startNetwork, teardown, waitState } from '../helpers/net.js'
 
-const folders: string[] = []
-afterEach(async () => {
-  await teardown()
-  for (const f of folders.splice(0)) await rm(f, { recursive: true, force: true })
-})
+afterEach(async () => { await teardown() })
 
 // Holds slow.bin open for writing the whole time; writes d/f0..f4, waits
 // (on the events file) until each is reported sent, then writes d/f5.
@@ -38,7 +33,6 @@ print('ok')
 describe('outbox while it is written', () => {
   it('sends closed files while another is still open, and keeps the folder they emptied for the next file written there', async () => {
     const netw = await makeNetwork(['alpha', 'beta'])
-    folders.push(netw.dir)
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
     await waitState(a, 'beta')
