@@ -13,15 +13,19 @@
 //   order. Status then counts what that scan saw.
 // - A file is held here or claimed (in a saved transfer, or being packed
 //   into one), never both: a ready() of a claimed file is dropped, because
-//   whoever ends the claim looks at the file again (clear() keeps and
-//   requeues a file changed since it was read; a dropped transfer's files
-//   are requeued).
+//   whoever ends the claim requeues its files (a delivered transfer's once
+//   cleared: what changed since it was read stayed and waits again; a
+//   refused or cancelled one's once it is dropped).
 // - A batch is due when full (batchFiles or bundleMaxBytes), when a large
 //   file waits, or batchMs after the oldest small file it holds.
+// - A delivered file leaves the outbox (unless it changed since it was
+//   read); the folders that empties go only once nothing was written in
+//   the outbox for a while, so a cp -r still filling one keeps it.
 import { randomBytes } from 'node:crypto'
 import { lstatSync } from 'node:fs'
 import { readdir, rm, rmdir, stat, unlink } from 'node:fs/promises'
 import path from 'node:path'
+import type { Clock, Timer } from '../../lib/clock.js'
 import { isHidden, isUnder, joinRel } from '../../lib/names.js'
 import { walkFiles } from '../../lib/walk.js'
 import { XID_BYTES } from '../../transport/messages/xfer.js'
@@ -31,6 +35,9 @@ import type { TransferSettings } from './shared.js'
 
 /** What a hook knows of a file it reports ready. */
 export interface FileFacts { size: number, mtimeMs: number, isFile: () => boolean }
+
+/** With nothing to send, the outbox is scanned this often (a file that came behind the tree's back). */
+export const RESCAN_MS = 60_000
 
 /** Unlinks in flight at once when a delivered transfer's files leave the outbox. */
 const UNLINK_AT_ONCE = 2
@@ -53,6 +60,7 @@ export class OutboxQueue {
   private readonly packing = new Set<string>()
   /** A full scan is due before the next pick. */
   private stale = true
+  private lastScan = 0
   /** Files waiting beyond the bound: seen by the last scan, or turned away since (status only). */
   private beyond = { files: 0, bytes: 0 }
   /** Folders delivery emptied, removed once the outbox is quiet (bounded like the queue). */
@@ -64,11 +72,14 @@ export class OutboxQueue {
   private sweepAll = true
   /** Last time a file was created, written or reported: folders are not removed under a writer. */
   lastActivity = 0
+  private pruneTimer: Timer | undefined
+  private stopped = false
 
   constructor (
     private readonly outbox: string,
     private readonly store: SenderStore,
     private readonly settings: TransferSettings,
+    private readonly clock: Clock,
     /** In a saved transfer. */
     private readonly claimed: (rel: string) => boolean
   ) {}
@@ -82,8 +93,17 @@ export class OutboxQueue {
 
   get needsScan (): boolean { return this.stale }
 
-  writing (rel: string, delta: number, now: number): void {
-    this.lastActivity = now
+  /**
+   * A scan is worth its walk: once the queue cannot fill a batch (it
+   * overflowed, or a folder came into view), and every RESCAN_MS while
+   * all is sent.
+   */
+  scanWanted (nothingUnsent: boolean): boolean {
+    return (this.stale && this.held < this.settings.batchFiles) || (nothingUnsent && this.held === 0 && this.clock.now() - this.lastScan >= RESCAN_MS)
+  }
+
+  writing (rel: string, delta: number): void {
+    this.lastActivity = this.clock.now()
     const n = (this.writers.get(rel) ?? 0) + delta
     if (n <= 0) this.writers.delete(rel)
     else this.writers.set(rel, n)
@@ -92,8 +112,8 @@ export class OutboxQueue {
   get writersOpen (): number { return this.writers.size }
 
   /** A file (or a folder, whose files a scan finds) is ready: held, unless being written, claimed or refused as it is. */
-  ready (rel: string, st: FileFacts | undefined, now: number): void {
-    this.lastActivity = now
+  ready (rel: string, st: FileFacts | undefined): void {
+    const now = this.lastActivity = this.clock.now()
     this.refused.delete(rel)
     if (st === undefined || !st.isFile()) {
       this.stale = true
@@ -135,8 +155,8 @@ export class OutboxQueue {
   }
 
   /** The file or folder at rel went away; true if rel was a file held here (no saved transfer needs a look). */
-  gone (rel: string, now: number): boolean {
-    this.lastActivity = now
+  gone (rel: string): boolean {
+    this.lastActivity = this.clock.now()
     this.refused.delete(rel)
     const had = this.small.has(rel) || this.large.has(rel)
     if (had) {
@@ -148,7 +168,8 @@ export class OutboxQueue {
   }
 
   /** Files a transfer no longer claims that are in the outbox still (changed, or not taken): looked at afresh. */
-  requeue (items: Item[], now: number): void {
+  requeue (items: Item[]): void {
+    const now = this.clock.now()
     for (const it of items) {
       // Synchronous: microseconds each in the daemon's own folder.
       const st = lstatSync(path.join(this.outbox, it.rel), { throwIfNoEntry: false })
@@ -172,8 +193,9 @@ export class OutboxQueue {
    * The full scan: the folder's files that wait, in path order, become the
    * queue (those held already keep their place), up to the bound.
    */
-  async scan (now: () => number): Promise<void> {
+  async scan (): Promise<void> {
     this.stale = false
+    this.lastScan = this.clock.now()
     const from = this.seq
     const found = new Map<string, Item>()
     let over = { files: 0, bytes: 0 }
@@ -184,7 +206,7 @@ export class OutboxQueue {
     }
     // What a hook reported while the walk went on stays, seen by the walk or not.
     for (const m of [this.small, this.large]) for (const [k, h] of [...m]) if (h.seq <= from && !found.has(k)) this.forget(k)
-    const t = now()
+    const t = this.clock.now()
     for (const it of found.values()) {
       const h = this.small.get(it.rel) ?? this.large.get(it.rel)
       if (h === undefined || h.item.size !== it.size || h.item.mtimeMs !== it.mtimeMs) this.add(it.rel, it, t)
@@ -207,9 +229,9 @@ export class OutboxQueue {
    * ones. A file that changed since it was reported is left out of the
    * batch and held again as it is now.
    */
-  async build (now: () => number, claim: (rec: SentRecord) => void): Promise<SentRecord | undefined> {
+  async build (claim: (rec: SentRecord) => void): Promise<SentRecord | undefined> {
     const s = this.settings
-    const base = { xid: randomBytes(XID_BYTES).toString('hex'), phase: 'send' as const, created: now() }
+    const base = { xid: randomBytes(XID_BYTES).toString('hex'), phase: 'send' as const, created: this.clock.now() }
     const l = this.large.values().next()
     const f = this.small.values().next()
     let batch: Item[] = []
@@ -252,7 +274,7 @@ export class OutboxQueue {
       throw err
     } finally {
       for (const it of batch) this.packing.delete(it.rel)
-      this.requeue(left, now())
+      this.requeue(left)
     }
     return rec
   }
@@ -283,15 +305,27 @@ export class OutboxQueue {
     await this.store.dropBundle(rec)
   }
 
-  /** Folders delivery emptied wait for this. */
-  get pruneDue (): boolean { return this.sweepAll || this.emptied.size > 0 }
+  /** Removes the folders delivery emptied (after a start, every empty one) once the outbox is quiet for quietMs. */
+  pruneSoon (): void {
+    if (this.pruneTimer !== undefined || this.stopped || (!this.sweepAll && this.emptied.size === 0)) return
+    const quietMs = Math.max(1000, this.settings.batchMs)
+    this.pruneTimer = this.clock.setTimeout(() => {
+      this.pruneTimer = undefined
+      void this.prune(this.clock.now(), quietMs).then((done) => { if (!done) this.pruneSoon() })
+    }, quietMs)
+  }
+
+  stop (): void {
+    this.stopped = true
+    this.clock.clearTimeout(this.pruneTimer)
+  }
 
   /**
    * Removes the folders delivery emptied, up to the outbox itself, unless
    * something was written in the outbox within quietMs: a folder emptied
    * while cp -r is still filling it must stay for the file it creates next.
    */
-  async prune (now: number, quietMs: number): Promise<boolean> {
+  private async prune (now: number, quietMs: number): Promise<boolean> {
     if (this.writers.size > 0 || now - this.lastActivity < quietMs) return false
     if (this.sweepAll) {
       this.sweepAll = false

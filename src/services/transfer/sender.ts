@@ -26,14 +26,11 @@ import type { Handler } from '../../transport/messages/codec.js'
 import type { XferMessage, XferToSender } from '../../transport/messages/xfer.js'
 import { Attempt } from './attempt.js'
 import { TransferBook, describe } from './book.js'
-import { OutboxQueue, type FileFacts } from './queue.js'
+import { OutboxQueue, RESCAN_MS, type FileFacts } from './queue.js'
 import { SenderStore, type SentRecord } from './sender-store.js'
 import type { StatusPairs, TransferSettings, XferLink } from './shared.js'
 
 type Phase = 'idle' | 'preparing' | 'offering' | 'sending' | 'ending' | 'stopped'
-
-/** With nothing to send, the outbox is scanned this often (a file that came behind the tree's back). */
-const RESCAN_MS = 60_000
 type Msg<T extends XferMessage['type']> = Extract<XferMessage, { type: T }>
 
 export interface SenderOptions {
@@ -59,8 +56,6 @@ export class OutboxSender {
   private again = false
   /** The next transfer is being packed while the current one is sent. */
   private prefetching = false
-  private pruneTimer: Timer | undefined
-  private lastScan = 0
 
   /** The router's entry: the receiver's answers. */
   readonly answers: Handler<XferToSender> = {
@@ -80,7 +75,7 @@ export class OutboxSender {
   ) {
     this.store = new SenderStore(spool, outbox)
     this.book = new TransferBook(opts.settings.retryMs, opts.settings.retryMaxMs)
-    this.queue = new OutboxQueue(outbox, this.store, opts.settings, (rel) => this.book.claimed(rel))
+    this.queue = new OutboxQueue(outbox, this.store, opts.settings, opts.clock, (rel) => this.book.claimed(rel))
   }
 
   async start (): Promise<void> {
@@ -90,34 +85,33 @@ export class OutboxSender {
     for (const rec of await this.store.load(bad)) this.book.add(rec)
     // What waits, for status while the link is down, and for the first pick
     // (which queues behind it); a large outbox does not hold up the start.
-    this.lock.run(async () => await this.scan()).catch((err: unknown) => this.opts.log.error({ peer: this.peerId, err }, 'cannot scan the outbox'))
+    this.lock.run(async () => await this.queue.scan()).catch((err: unknown) => this.opts.log.error({ peer: this.peerId, err }, 'cannot scan the outbox'))
     this.kick(0)
     // Folders a kill -9 left emptied: they go once the outbox is quiet.
-    this.prune()
+    this.queue.pruneSoon()
   }
 
   stop (): void {
     this.endAttempt()
     this.phase = 'stopped'
     this.opts.clock.clearTimeout(this.kickTimer)
-    this.opts.clock.clearTimeout(this.pruneTimer)
+    this.queue.stop()
   }
 
   // Hooks from the outbox folder: O(1) per file (the queue is in memory).
 
-  writing (rel: string, delta: number): void { this.queue.writing(rel, delta, this.opts.clock.now()) }
+  writing (rel: string, delta: number): void { this.queue.writing(rel, delta) }
 
   /** st: the file's stat as the hook saw it; without it (a folder), a scan looks. */
   ready (rel: string, st?: FileFacts): void {
-    const now = this.opts.clock.now()
-    this.queue.ready(rel, st, now)
+    this.queue.ready(rel, st)
     // While the link is down nothing is picked (linkUp kicks): no timer per file.
-    const ms = this.link.isUp() ? this.queue.dueIn(now) : undefined
+    const ms = this.link.isUp() ? this.queue.dueIn(this.opts.clock.now()) : undefined
     if (ms !== undefined) this.kick(ms)
   }
 
   gone (rel: string): void {
-    if (this.queue.gone(rel, this.opts.clock.now())) return
+    if (this.queue.gone(rel)) return
     for (const rec of this.book.holding(rel)) if (this.book.standing(rec) === 'send') this.cancel(rec, 'removed from the outbox')
   }
 
@@ -180,26 +174,16 @@ export class OutboxSender {
     })
   }
 
-  /** A full scan of the outbox; under the lock. */
-  private async scan (): Promise<void> {
-    this.lastScan = this.opts.clock.now()
-    await this.queue.scan(() => this.opts.clock.now())
-  }
-
   /** The transfer to try now: a saved one whose wait is over, else a new one; under the lock. */
   private async next (): Promise<SentRecord | undefined> {
     const { settings, clock } = this.opts
-    // A scan once the queue cannot fill a batch (it overflowed, or a folder
-    // came into view), and now and then when all is sent (a file that came
-    // behind the tree's back).
-    const idle = this.queue.held === 0 && this.book.toSend().length === 0
-    if ((this.queue.needsScan && this.queue.held < settings.batchFiles) || (idle && clock.now() - this.lastScan >= RESCAN_MS)) await this.scan()
+    if (this.queue.scanWanted(this.book.toSend().length === 0)) await this.queue.scan()
     for (const rec of this.book.due(clock.now())) {
       if (await this.queue.intact(rec)) return rec
       if (this.mark(rec, 'changed or gone before it was sent')) await this.saveCancel(rec)
     }
     if (this.book.size >= settings.maxTransfers) return undefined
-    return await this.queue.build(() => clock.now(), (rec) => this.book.add(rec))
+    return await this.queue.build((rec) => this.book.add(rec))
   }
 
   /**
@@ -212,7 +196,7 @@ export class OutboxSender {
     if (this.prefetching || !this.link.isUp() || this.queue.dueIn(now) !== 0 || this.queue.needsScan) return
     if (this.book.size >= this.opts.settings.maxTransfers || this.book.due(now).some(r => r !== this.att?.rec)) return
     this.prefetching = true
-    this.lock.run(async () => await this.queue.build(() => this.opts.clock.now(), (rec) => this.book.add(rec)))
+    this.lock.run(async () => await this.queue.build((rec) => this.book.add(rec)))
       .catch((err: unknown) => this.opts.log.error({ peer: this.peerId, err }, 'cannot prepare an outbox transfer'))
       .finally(() => {
         this.prefetching = false
@@ -296,7 +280,7 @@ export class OutboxSender {
       this.queue.refuse(rec.items)
       this.book.remove(xid)
       // Those changed since they were read are new versions.
-      this.queue.requeue(rec.items, this.opts.clock.now())
+      this.queue.requeue(rec.items)
       void this.lock.run(async () => await this.store.drop(rec))
     }
     this.kick(0)
@@ -316,22 +300,12 @@ export class OutboxSender {
         this.opts.log.info({ peer: this.peerId, files: rec.items.length, bytes: rec.size }, 'transfer delivered')
         this.book.cleared(rec)
         // A file of the same name written meanwhile is a new one.
-        this.queue.requeue(rec.items, this.opts.clock.now())
+        this.queue.requeue(rec.items)
         this.tell(rec, 'xforget')
-        this.prune()
+        this.queue.pruneSoon()
       })().catch((err: unknown) => this.opts.log.error({ peer: this.peerId, err }, 'cannot clear delivered files from the outbox'))
     }
     this.kick(0)
-  }
-
-  /** Removes the folders delivery emptied (after a start, every empty one) once the outbox is quiet: a cp -r may still be filling them. */
-  private prune (): void {
-    if (this.pruneTimer !== undefined || !this.queue.pruneDue || this.phase === 'stopped') return
-    const quietMs = Math.max(1000, this.opts.settings.batchMs)
-    this.pruneTimer = this.opts.clock.setTimeout(() => {
-      this.pruneTimer = undefined
-      void this.queue.prune(this.opts.clock.now(), quietMs).then((done) => { if (!done) this.prune() })
-    }, quietMs)
   }
 
   private onForgot (m: Msg<'xforgot'>): void {
@@ -341,7 +315,7 @@ export class OutboxSender {
     if (rec === undefined || (standing !== 'cancel' && standing !== 'confirm')) return
     this.book.remove(xid)
     // A cancelled transfer's files still in the outbox wait again.
-    if (standing === 'cancel') this.queue.requeue(rec.items, this.opts.clock.now())
+    if (standing === 'cancel') this.queue.requeue(rec.items)
     void this.lock.run(async () => await this.store.drop(rec))
     this.kick(0)
   }
