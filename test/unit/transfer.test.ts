@@ -458,6 +458,16 @@ describe('transfer', () => {
     expect(offers.every(m => m.type === 'xoffer' && m.kind === 'tar' && Number(m.name.split(' ')[0]) <= 3)).toBe(true)
   })
 
+  it('sends a batch once its writer pauses, without waiting batchMs', async () => {
+    const r = await rig({ settings: { batchMs: 600_000 } })
+    for (const n of ['a', 'b', 'c']) {
+      await writeFile(path.join(r.outbox, n), `file ${n}`)
+      r.sender.ready(n, await stat(path.join(r.outbox, n)))
+    }
+    await eventually(() => r.received.length === 3, 'delivered well before batchMs')
+    expect(r.toReceiver.filter(m => m.type === 'xoffer')).toHaveLength(1)
+  })
+
   it('sends a file again that was rewritten while its transfer was in flight, once that transfer is delivered', async () => {
     const r = await rig()
     let hold = true

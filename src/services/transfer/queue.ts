@@ -17,7 +17,11 @@
 //   cleared: what changed since it was read stayed and waits again; a
 //   refused or cancelled one's once it is dropped).
 // - A batch is due when full (batchFiles or bundleMaxBytes), when a large
-//   file waits, or batchMs after the oldest small file it holds.
+//   file waits, batchMs after the oldest small file it holds, or once
+//   nothing was written in the outbox for QUIET_MS: the writer paused or
+//   is done (the end of a cp -r), and waiting longer would only delay.
+//   While a transfer is in flight, what arrives meanwhile makes the next
+//   batch, so batches grow with the rate files come in.
 // - A delivered file leaves the outbox (unless it changed since it was
 //   read); the folders that empties go only once nothing was written in
 //   the outbox for a while, so a cp -r still filling one keeps it.
@@ -38,6 +42,9 @@ export interface FileFacts { size: number, mtimeMs: number, isFile: () => boolea
 
 /** With nothing to send, the outbox is scanned this often (a file that came behind the tree's back). */
 export const RESCAN_MS = 60_000
+
+/** A pause of the writers this long makes the small files waiting a batch due. */
+const QUIET_MS = 50
 
 /** Unlinks in flight at once when a delivered transfer's files leave the outbox. */
 const UNLINK_AT_ONCE = 2
@@ -182,7 +189,8 @@ export class OutboxQueue {
     const s = this.settings
     if (this.large.size > 0 || this.small.size >= s.batchFiles || this.smallBytes >= s.bundleMaxBytes || (this.stale && this.held === 0)) return 0
     const first = this.small.values().next()
-    return first.done === true ? undefined : Math.max(0, first.value.at + s.batchMs - now)
+    if (first.done === true) return undefined
+    return Math.max(0, Math.min(first.value.at + s.batchMs, this.lastActivity + Math.min(s.batchMs, QUIET_MS)) - now)
   }
 
   refuse (items: Item[]): void {
