@@ -460,10 +460,11 @@ describe('transfer', () => {
 
   it('sends a batch once its writer pauses, without waiting batchMs', async () => {
     const r = await rig({ settings: { batchMs: 600_000 } })
-    for (const n of ['a', 'b', 'c']) {
-      await writeFile(path.join(r.outbox, n), `file ${n}`)
-      r.sender.ready(n, await stat(path.join(r.outbox, n)))
-    }
+    const names = ['a', 'b', 'c']
+    for (const n of names) await writeFile(path.join(r.outbox, n), `file ${n}`)
+    // Reported together, as one writer's burst: one batch.
+    const sts = await Promise.all(names.map(async n => await stat(path.join(r.outbox, n))))
+    names.forEach((n, i) => r.sender.ready(n, sts[i]))
     await eventually(() => r.received.length === 3, 'delivered well before batchMs')
     expect(r.toReceiver.filter(m => m.type === 'xoffer')).toHaveLength(1)
   })
