@@ -123,6 +123,18 @@ async function rig (o: RigOptions = {}) {
       }
     },
     dropWhere (f: ((m: Message) => boolean) | undefined) { dropData = f },
+    /** Loses the first packet at or past offset with the link, which is back 50 ms later; then calls onCut. */
+    cutOnceAt (offset: number, onCut?: () => void) {
+      let cut = false
+      dropData = (m) => {
+        if (cut || m.type !== 'xdata' || m.offset < offset) return false
+        cut = true
+        onCut?.()
+        r.setUp(false)
+        setTimeout(() => r.setUp(true), 50)
+        return true
+      }
+    },
     dropAnswers (f: ((m: Message) => boolean) | undefined) { dropAnswer = f },
     /** A kill -9 of the sender: a new one over the same outbox and spool. */
     async restartSender () {
@@ -187,16 +199,7 @@ describe('transfer', () => {
     const r = await rig()
     const data = randomBytes(4 << 20)
     await writeFile(path.join(r.outbox, '.big'), data)
-    let cut = false
-    r.dropWhere((m) => {
-      if (!cut && m.type === 'xdata' && m.offset >= (2 << 20)) {
-        cut = true
-        r.setUp(false)
-        setTimeout(() => r.setUp(true), 50)
-        return true
-      }
-      return false
-    })
+    r.cutOnceAt(2 << 20)
     await r.reveal('big')
     await eventually(async () => (await r.inboxFile('big')).equals(data), 'delivered')
     expect(r.offers.length).toBe(2)
@@ -211,18 +214,8 @@ describe('transfer', () => {
     const r = await rig({ settings: { ackEveryBytes: 64 << 10, checkpointBytes: 64 << 20 } })
     const data = randomBytes(4 << 20)
     await writeFile(path.join(r.outbox, '.big'), data)
-    let cut = false
     let ackedBeforeCut = 0
-    r.dropWhere((m) => {
-      if (!cut && m.type === 'xdata' && m.offset >= (5 << 19)) {
-        cut = true
-        ackedBeforeCut = Math.max(...r.toSender.map(a => a.type === 'xack' ? a.offset : 0))
-        r.setUp(false)
-        setTimeout(() => r.setUp(true), 50)
-        return true
-      }
-      return false
-    })
+    r.cutOnceAt(5 << 19, () => { ackedBeforeCut = Math.max(...r.toSender.map(a => a.type === 'xack' ? a.offset : 0)) })
     await r.reveal('big')
     await eventually(async () => (await r.inboxFile('big')).equals(data), 'delivered')
     expect(ackedBeforeCut).toBeGreaterThanOrEqual((5 << 19) - (256 << 10))
