@@ -5,7 +5,7 @@
 // inboxes: hundreds of MB in transfer tests), so a failing test leaves
 // nothing behind. Call teardown from afterEach.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { mkdtemp, mkdir, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import os from 'node:os'
@@ -23,12 +23,31 @@ export const ROOT = ((): string => {
 })()
 export const CLI = path.join(ROOT, 'dist/src/cli.js')
 
+/**
+ * A port free now, picked below the kernel's ephemeral range: a port from
+ * that range (what listen(0) gives) can be taken, before the daemon binds
+ * it, by any outgoing connection, and some tests make thousands.
+ */
 export async function freePort (): Promise<number> {
+  const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])
+  const span = Math.max(0, Math.min(low, 65536) - 10_000)
+  for (let i = 0; i < 50 && span > 0; i++) {
+    const port = 10_000 + Math.floor(Math.random() * span)
+    if (await bindable(port)) return port
+  }
+  return await bindable(0)
+}
+
+/** Binds and releases the port (0: any); the port bound, or 0 if it is taken. */
+async function bindable (port: number): Promise<number> {
   const srv = net.createServer()
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const port = (srv.address() as net.AddressInfo).port
+  const got = await new Promise<number>((resolve) => {
+    srv.once('error', () => resolve(-1))
+    srv.listen(port, '127.0.0.1', () => resolve((srv.address() as net.AddressInfo).port))
+  })
+  if (got < 0) return 0
   await new Promise<void>((resolve) => srv.close(() => resolve()))
-  return port
+  return got
 }
 
 export async function tempDir (prefix = 'peerfs-test-'): Promise<string> {
