@@ -4,6 +4,7 @@
 import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, openSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
+import { DAEMON_NODE_FLAGS } from '../dist/src/cli/node-flags.js'
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..')
 const cli = path.join(root, 'dist', 'src', 'cli.js')
@@ -50,7 +51,7 @@ process.on('SIGTERM', () => stopAll(0))
 
 const mounted = nodes.map(n => new Promise((resolve, reject) => {
   const log = openSync(path.join(dir, `${n.id}.log`), 'a')
-  const c = spawn(process.execPath, [cli, 'mount', '--mkdir', '-c', path.join(dir, `${n.id}.toml`)], { stdio: ['ignore', 'pipe', log] })
+  const c = spawn(process.execPath, [...DAEMON_NODE_FLAGS, cli, 'mount', '--mkdir', '-c', path.join(dir, `${n.id}.toml`)], { stdio: ['ignore', 'pipe', log] })
   children.push(c)
   let out = ''
   c.stdout.on('data', d => {

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=64
 // peerfs command line: keygen, pubkey, mount, unmount, status; and the
 // mount-helper form mount(8) and mount.fuse3 use, `peerfs <config> <mnt>
 // [-o opts]` (also as mount.fuse.peerfs), which starts the daemon in the

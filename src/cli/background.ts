@@ -9,6 +9,7 @@ import { closeSync, fstatSync, openSync, readSync, renameSync, statSync } from '
 import { mkdir } from 'node:fs/promises'
 import path from 'node:path'
 import { loadConfig } from '../config.js'
+import { DAEMON_NODE_FLAGS } from './node-flags.js'
 
 /** The daemon's stdout and stderr at start; a log this large is moved to peerfs.log.1 first. */
 const ROTATE_BYTES = 16 << 20
@@ -36,7 +37,7 @@ export async function mountInBackground (o: BackgroundOptions): Promise<{ code: 
   }
   const fd = openSync(logFile, 'a', 0o600)
   const from = fstatSync(fd).size
-  const child = spawn(process.execPath, [o.cli, 'mount', mnt, '-c', config.file, ...o.args], {
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, o.cli, 'mount', mnt, '-c', config.file, ...o.args], {
     cwd: '/',
     detached: true,
     stdio: ['ignore', fd, fd, 'pipe'],

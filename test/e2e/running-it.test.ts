@@ -11,6 +11,7 @@ import { promisify } from 'node:util'
 import { afterEach, describe, expect, it } from 'vitest'
 import { CLI, Daemon, eventually, freePort, isMounted, makeNetwork, py, readText, ROOT, sh, startNetwork, teardown, tempDir, waitState } from '../helpers/net.js'
 import { parsePrometheusText } from '../helpers/prom.js'
+import { DAEMON_NODE_FLAGS } from '../../src/cli/node-flags.js'
 
 const run = promisify(execFile)
 const isRoot = process.getuid?.() === 0
@@ -207,6 +208,8 @@ describe('running it', () => {
       expect(line).toMatch(/^peerfs \S+ fuse\.peerfs rw,.*allow_other/)
       daemonPid = Number(/"pid":(\d+)/.exec(await readFile(path.join(a.dir, 'state/peerfs.log'), 'utf8'))?.[1])
       expect(existsSync(`/proc/${daemonPid}`)).toBe(true)
+      // The background daemon runs with the daemon's node flags, as the launcher's would.
+      expect((await readFile(`/proc/${daemonPid}/cmdline`, 'utf8')).split('\0')).toEqual(expect.arrayContaining([...DAEMON_NODE_FLAGS]))
       await eventually(async () => (await readText(path.join(a.mnt, 'peers/beta/state'))) === 'up\n', 'alpha sees beta up')
 
       await run('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', user])

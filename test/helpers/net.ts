@@ -12,6 +12,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { DAEMON_NODE_FLAGS } from '../../src/cli/node-flags.js'
 import { encodePublicKey, writeNewKeyFile } from '../../src/lib/keys.js'
 
 const run = promisify(execFile)
@@ -148,7 +149,7 @@ export class Daemon {
     this.stdout = ''
     this.stderr = ''
     const [cmd, ...pre] = [...this.wrapper, process.execPath]
-    const proc = spawn(cmd, [...pre, CLI, 'mount', '-c', this.spec.config, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const proc = spawn(cmd, [...pre, ...DAEMON_NODE_FLAGS, CLI, 'mount', '-c', this.spec.config, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     this.proc = proc
     running.add(this)
     proc.stderr?.on('data', (d: Buffer) => { this.stderr += d.toString() })

@@ -12,7 +12,9 @@ import { applyConfigLevel, configureLogs, formatText, silentLogger } from '../..
 import { EventsFile, FOLLOW_BASE } from '../../src/fs/events-file.js'
 import { TextFile } from '../../src/fs/text.js'
 import type { Handle } from '../../src/fs/types.js'
-import { existsSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
+import { DAEMON_NODE_FLAGS } from '../../src/cli/node-flags.js'
 
 describe('mount options', () => {
   it('takes peerfs\'s own, drops mount(8)\'s, passes FUSE\'s', () => {
@@ -146,5 +148,20 @@ describe('text files', () => {
     content = 'up\n'
     now = 30
     expect(await f.attr()).toMatchObject({ size: 3, mtimeMs: 30 })
+  })
+})
+
+describe('node flags', () => {
+  const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..')
+  it('the launcher and cli.js\'s #! line start node with the daemon\'s flags, and the #! line runs', async () => {
+    const flags = DAEMON_NODE_FLAGS.join(' ')
+    expect(readFileSync(path.join(root, 'packaging/peerfs.in'), 'utf8')).toContain(`exec @NODE@ ${flags} "$here/`)
+    const cli = path.join(root, 'dist/src/cli.js')
+    expect(readFileSync(cli, 'utf8').split('\n')[0]).toBe(`#!/usr/bin/env -S node ${flags}`)
+    // As the kernel runs a #! line (cli.js is not executable in dist/):
+    // env gets the rest of the line as one argument and -S splits it.
+    const r = spawnSync('/usr/bin/env', [`-S node ${flags}`, cli, '--version'], { encoding: 'utf8', env: { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` } })
+    expect(r.stderr).toBe('')
+    expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/)
   })
 })
