@@ -7,6 +7,9 @@
 //   BENCH_GIB_MB, BENCH_SMALL    size of the big file (MiB), number of small files
 //   BENCH_SSHD                   the sshd to run for the rsync anchor (default:
 //                                the system's, else bench/sshd.sh fetches one)
+//   PEERFS_NODE_ARGS             more node flags for every daemon, e.g. to profile:
+//                                "--cpu-prof --cpu-prof-dir=/tmp/prof" (the daemons
+//                                then get SIGTERM at the end, so the profiles are written)
 import { statfs } from 'node:fs/promises'
 import os from 'node:os'
 import { filesBench } from './files.js'

@@ -23,6 +23,8 @@ export const ROOT = ((): string => {
   return dir
 })()
 export const CLI = path.join(ROOT, 'dist/src/cli.js')
+/** More node flags for every daemon (bench/run.ts: PEERFS_NODE_ARGS, for profiling). */
+const EXTRA_NODE_ARGS = (process.env.PEERFS_NODE_ARGS ?? '').split(' ').filter(a => a !== '')
 
 /**
  * A port free now, picked below the kernel's ephemeral range: a port from
@@ -149,7 +151,7 @@ export class Daemon {
     this.stdout = ''
     this.stderr = ''
     const [cmd, ...pre] = [...this.wrapper, process.execPath]
-    const proc = spawn(cmd, [...pre, ...DAEMON_NODE_FLAGS, CLI, 'mount', '-c', this.spec.config, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const proc = spawn(cmd, [...pre, ...DAEMON_NODE_FLAGS, ...EXTRA_NODE_ARGS, CLI, 'mount', '-c', this.spec.config, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     this.proc = proc
     running.add(this)
     proc.stderr?.on('data', (d: Buffer) => { this.stderr += d.toString() })
@@ -189,7 +191,8 @@ export async function startNetwork (netw: Network, ids = [...netw.nodes.keys()])
 
 export async function teardown (): Promise<void> {
   for (const d of running) {
-    await d.kill('SIGKILL')
+    // A profiled daemon writes its profile only on a clean exit.
+    await d.kill(EXTRA_NODE_ARGS.length > 0 ? 'SIGTERM' : 'SIGKILL')
     await run('fusermount', ['-uz', d.spec.mnt]).catch(() => {})
   }
   running.clear()
