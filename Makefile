@@ -30,6 +30,8 @@ setup:
 
 build: setup
 	./node_modules/.bin/tsc -p .
+	@# Its #! line starts node with the daemon's flags (src/cli/node-flags.ts).
+	chmod +x dist/src/cli.js
 
 run: build
 	node scripts/demo.mjs

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { Command, Option } from 'commander'
 import { mountInBackground, READY_FD_ENV } from './cli/background.js'
+import { missingNodeFlags } from './cli/node-flags.js'
 import { findMountpoint, statusJson, statusText } from './cli/status.js'
 import { MountOptionError, parseMountOptions } from './daemon/mount-options.js'
 import { MountpointError } from './daemon/mountpoint.js'
@@ -56,6 +57,8 @@ async function mountForeground (mountpoint: string | undefined, opts: MountFlags
   } catch (err) {
     fail(err)
   }
+  const missing = missingNodeFlags(process.execArgv)
+  if (missing.length > 0) daemon.log.warn({ missing }, 'node was started without the daemon\'s flags (run peerfs, or dist/src/cli.js itself): bulk transfers cost more CPU in garbage collection')
   const stop = (sig: string): void => {
     daemon.log.info({ signal: sig }, 'stopping')
     daemon.stop().then(() => process.exit(0), (err: unknown) => {

@@ -14,3 +14,8 @@
 // echo p99 61-78 ms -> 42-46 ms, and peak RSS 5-8 MB lower. It is a floor,
 // not a cap: a larger live heap still gets V8's own limit above it.
 export const DAEMON_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=64']
+
+/** The daemon's flags this node was not started with (`node dist/src/cli.js` runs without them). */
+export function missingNodeFlags (execArgv: readonly string[]): string[] {
+  return DAEMON_NODE_FLAGS.filter(f => !execArgv.includes(f))
+}

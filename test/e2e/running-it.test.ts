@@ -173,6 +173,8 @@ describe('running it', () => {
     await a.start(20_000, ['--log-format', 'text'])
     expect(a.stderr).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} INFO  alpha mounted mountpoint=\S+ /m)
     await waitState(a, 'beta')
+    // Started as the launcher starts it: no warning about node's flags.
+    expect(a.stderr).not.toContain('started without the daemon')
     // b logs JSON (not a terminal): a reload to debug shows in its record.
     await writeFile(netw.node('beta').config, (await readFile(netw.node('beta').config, 'utf8')).replace('state = "state"', 'state = "state"\nlog_level = "debug"'))
     process.kill(b.pid, 'SIGHUP')

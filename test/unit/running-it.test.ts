@@ -14,7 +14,7 @@ import { TextFile } from '../../src/fs/text.js'
 import type { Handle } from '../../src/fs/types.js'
 import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
-import { DAEMON_NODE_FLAGS } from '../../src/cli/node-flags.js'
+import { DAEMON_NODE_FLAGS, missingNodeFlags } from '../../src/cli/node-flags.js'
 
 describe('mount options', () => {
   it('takes peerfs\'s own, drops mount(8)\'s, passes FUSE\'s', () => {
@@ -163,5 +163,10 @@ describe('node flags', () => {
     const r = spawnSync('/usr/bin/env', [`-S node ${flags}`, cli, '--version'], { encoding: 'utf8', env: { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` } })
     expect(r.stderr).toBe('')
     expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/)
+  })
+
+  it('names the flags a node was started without, for the daemon\'s warning', () => {
+    expect(missingNodeFlags(['--inspect'])).toEqual([...DAEMON_NODE_FLAGS])
+    expect(missingNodeFlags(['--inspect', ...DAEMON_NODE_FLAGS])).toEqual([])
   })
 })
