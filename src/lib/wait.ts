@@ -1,6 +1,16 @@
 // A wait that ends in exactly one way: notify() (check again), or the
-// caller's abort signal (EINTR). Blocking reads are built on it.
+// caller's abort signal (EINTR). Blocking reads are built on it. And the
+// one way a long loop lets the event loop run between its slices.
 import { E, FsError } from './errors.js'
+
+/**
+ * Lets what waits on the event loop run (FUSE operations, a transaction)
+ * before a long loop goes on: one turn of the daemon's only thread is
+ * added to the wait of every operation that arrives during it.
+ */
+export async function yieldLoop (): Promise<void> {
+  await new Promise(resolve => setImmediate(resolve))
+}
 
 export class Waiters {
   private readonly waiting = new Set<() => void>()

@@ -195,6 +195,31 @@ describe('transfer', () => {
     expect(r.sent).toEqual(['big'])
   })
 
+  it('sends at most 256 KiB per turn of the event loop, so FUSE operations and transactions get in between', async () => {
+    // The default window: the slices, not the window, keep the turns short.
+    const r = await rig({ settings: { windowBytes: 8 << 20, ackEveryBytes: 2 << 20 } })
+    // One tick per turn: every packet is counted against the turn it went in.
+    let turn = 0
+    let ticking = true
+    const tick = (): void => {
+      turn++
+      if (ticking) setImmediate(tick)
+    }
+    setImmediate(tick)
+    const perTurn = new Map<number, number>()
+    const push = r.toReceiver.push.bind(r.toReceiver)
+    r.toReceiver.push = (...ms: Message[]) => {
+      for (const m of ms) if (m.type === 'xdata') perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1)
+      return push(...ms)
+    }
+    const data = randomBytes(3 << 20)
+    await r.put('big', data)
+    await eventually(async () => (await r.inboxFile('big')).equals(data), 'delivered')
+    ticking = false
+    // The source is read 1 MiB at a time: without slices, 16 packets in one turn.
+    expect(Math.max(...perTurn.values())).toBe(4)
+  })
+
   it('resumes from the last checkpoint after the link goes down mid-way', async () => {
     const r = await rig()
     const data = randomBytes(4 << 20)

@@ -19,6 +19,7 @@
 // as one summary line per advert.
 import type { Clock, Timer } from '../../lib/clock.js'
 import type { Logger } from '../../lib/log.js'
+import { yieldLoop } from '../../lib/wait.js'
 import { MAX_ADVERT, MAX_SUM_NODES, MAX_WANT, type FilesMessage, type SumId, type SumNode, type WireManifest } from '../../transport/messages/files.js'
 import { ManifestVerifier, fromWire, newer, toWire, type Manifest } from './manifest.js'
 import type { Summary } from './summary.js'
@@ -59,8 +60,6 @@ class Session {
   pumping = false
   get quiet (): boolean { return this.outgoing.size === 0 && this.unacked === 0 && this.intake.length === 0 && !this.running }
 }
-
-const yieldLoop = async (): Promise<void> => await new Promise(resolve => setImmediate(resolve))
 
 export class Gossip {
   private readonly sessions = new Map<string, Session>()

@@ -8,6 +8,7 @@
 import { open, readFile, type FileHandle } from 'node:fs/promises'
 import type { Logger } from '../../lib/log.js'
 import { fsErrorOf, fsyncDir, writeDurable } from '../../lib/durable.js'
+import { yieldLoop } from '../../lib/wait.js'
 import type { Manifest } from './manifest.js'
 
 /** What a managed file on disk looked like when we last wrote or hashed it. */
@@ -102,7 +103,7 @@ export class Journal {
         await this.write(lines)
         // What each waiter does next runs between these slices, not in one long turn.
         for (let i = 0; i < waiters.length; i += WAKE_SLICE) {
-          if (i > 0) await new Promise(resolve => setImmediate(resolve))
+          if (i > 0) await yieldLoop()
           for (const w of waiters.slice(i, i + WAKE_SLICE)) w.resolve()
         }
       } catch (err) {
@@ -126,7 +127,7 @@ export class Journal {
       let n = 0
       for (const r of this.snapshot.records()) {
         out.push(JSON.stringify(r) + '\n')
-        if (++n % 500 === 0) await new Promise(resolve => setImmediate(resolve))
+        if (++n % 500 === 0) await yieldLoop()
       }
       await writeDurable(this.file, out.join(''), 0o600)
       await fh.close()

@@ -9,6 +9,7 @@
 import type { Clock, Timer } from '../../lib/clock.js'
 import { writeDurable } from '../../lib/durable.js'
 import type { Logger } from '../../lib/log.js'
+import { yieldLoop } from '../../lib/wait.js'
 import { escapeName } from './names.js'
 import type { Entry } from './store.js'
 
@@ -107,7 +108,7 @@ export class StatusFile {
       parts.push(Buffer.from(lines.join('')))
       if (i + SLICE < this.sorted.length) {
         cost += performance.now() - t0
-        await new Promise(resolve => setImmediate(resolve))
+        await yieldLoop()
         t0 = performance.now()
       }
     }

@@ -53,10 +53,11 @@ export class Attempt {
       const data = Buffer.allocUnsafe(Math.min(Math.max(n, READ_BYTES), this.size - this.pos))
       const { bytesRead } = await (this.fh as FileHandle).read(data, 0, data.length, this.pos)
       this.ahead = data.subarray(0, bytesRead)
-      if (!this.closed) this.hash.update(this.ahead)
     }
     const chunk = this.ahead.subarray(0, n)
     this.ahead = this.ahead.subarray(chunk.length)
+    // Packet by packet, not per read: the sender's turns stay short.
+    if (!this.closed) this.hash.update(chunk)
     return chunk
   }
 

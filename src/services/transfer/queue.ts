@@ -31,6 +31,7 @@ import { readdir, rm, rmdir, stat, unlink } from 'node:fs/promises'
 import path from 'node:path'
 import type { Clock, Timer } from '../../lib/clock.js'
 import { isHidden, isUnder, joinRel } from '../../lib/names.js'
+import { yieldLoop } from '../../lib/wait.js'
 import { walkFiles } from '../../lib/walk.js'
 import { XID_BYTES } from '../../transport/messages/xfer.js'
 import { packBundle, type Item } from './bundle.js'
@@ -48,6 +49,9 @@ const QUIET_MS = 50
 
 /** Unlinks in flight at once when a delivered transfer's files leave the outbox. */
 const UNLINK_AT_ONCE = 2
+
+/** Delivered files checked per turn of the event loop (a few microseconds each), so a cp -r's FUSE operations get in between. */
+const STAT_SLICE = 256
 
 /** seq: order of arrival, so a scan tells what came in while it walked. */
 interface Held { item: Item, at: number, seq: number }
@@ -295,7 +299,8 @@ export class OutboxQueue {
    */
   async clear (rec: SentRecord): Promise<void> {
     const doomed: string[] = []
-    for (const it of rec.items) {
+    for (const [i, it] of rec.items.entries()) {
+      if (i > 0 && i % STAT_SLICE === 0) await yieldLoop()
       // The stat is synchronous (microseconds); the unlink is not: on ext4
       // it frees blocks and inodes, 0.1-0.2 ms each here, and on this thread
       // it would hold up the FUSE operations of a cp -r still running.

@@ -22,6 +22,7 @@ import { mkdir } from 'node:fs/promises'
 import type { Clock, Timer } from '../../lib/clock.js'
 import { SerialLock } from '../../lib/lock.js'
 import type { Logger } from '../../lib/log.js'
+import { yieldLoop } from '../../lib/wait.js'
 import type { Handler } from '../../transport/messages/codec.js'
 import type { XferMessage, XferToSender } from '../../transport/messages/xfer.js'
 import { Attempt } from './attempt.js'
@@ -29,6 +30,9 @@ import { TransferBook, describe } from './book.js'
 import { OutboxQueue, RESCAN_MS, type FileFacts } from './queue.js'
 import { SenderStore, type SentRecord } from './sender-store.js'
 import type { StatusPairs, TransferSettings, XferLink } from './shared.js'
+
+/** Data sent per turn of the event loop: about half a millisecond of hashing and sealing. */
+const SEND_SLICE_BYTES = 256 << 10
 
 type Phase = 'idle' | 'preparing' | 'offering' | 'sending' | 'ending' | 'stopped'
 type Msg<T extends XferMessage['type']> = Extract<XferMessage, { type: T }>
@@ -249,12 +253,19 @@ export class OutboxSender {
     const gen = this.gen
     const { packetBytes, windowBytes } = this.opts.settings
     void (async () => {
+      let turn = 0
       while (this.gen === gen && att.pos < att.size && att.pos - att.acked < windowBytes) {
         const chunk = await att.read(packetBytes)
         if (this.gen !== gen) return
         if (chunk.length === 0) return this.cancel(att.rec, 'shortened while it was sent')
         if (!this.trySend({ type: 'xdata', xid: att.xid, offset: att.pos, data: chunk })) return
         att.pos += chunk.length
+        // Packets read ahead come without I/O; hashed and sealed in one turn
+        // they would hold a FUSE operation or a transaction for milliseconds.
+        if ((turn += chunk.length) >= SEND_SLICE_BYTES) {
+          turn = 0
+          await yieldLoop()
+        }
       }
       if (this.gen !== gen || att.pos < att.size) return
       const st = await att.stat()
