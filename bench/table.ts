@@ -25,6 +25,8 @@ const ROWS: Row[] = [
   { what: `${SMALL} x 4 KiB, cp -r to complete in the inbox`, peerfs: 'peerfs.tree', anchor: 'rsync.tree', anchorName: 'rsync -a over ssh', unit: 's', goal: 1.5, kind: 'ratio' },
   { what: '  the same, cp -r to a local folder', peerfs: 'peerfs.tree', anchor: 'local.tree', anchorName: 'cp -r to a local folder', unit: 's', goal: NaN, kind: 'ratio' },
   { what: '  of which the cp -r into the outbox', peerfs: 'peerfs.tree.cp', unit: 's', goal: NaN, kind: 'max' },
+  { what: '  CPU of the sending daemon meanwhile', peerfs: 'cpu.tree.sender', unit: 's', goal: NaN, kind: 'max' },
+  { what: '  CPU of the receiving daemon meanwhile', peerfs: 'cpu.tree.receiver', unit: 's', goal: NaN, kind: 'max' },
   { what: `cp ${GIB_MB} MiB into the outbox, peer down`, peerfs: 'outbox.big.peerfs', anchor: 'outbox.big.pass', anchorName: 'minimal passthrough', unit: 's', goal: 1.2, kind: 'ratio' },
   { what: '  the same, anchor with direct_io', peerfs: 'outbox.big.peerfs', anchor: 'outbox.big.direct', anchorName: 'minimal, direct_io', unit: 's', goal: NaN, kind: 'ratio' },
   { what: '  CPU of the filesystem process meanwhile', peerfs: 'outbox.big.peerfs.cpu', anchor: 'outbox.big.pass.cpu', anchorName: 'minimal passthrough', unit: 's', goal: NaN, kind: 'ratio' },

@@ -123,12 +123,15 @@ export async function transferBench (samples: Samples): Promise<{ skipped?: stri
       const all = nthEvent(b.path('events'), ` alpha recv ${tree}/`, SMALL, 600_000)
       await all.opened
       await must('sync')
+      const cpu1 = [await cpuSeconds(a.pid), await cpuSeconds(b.pid)]
       const t1 = Date.now()
       await must(`cp -r ${src.tree} ${outbox}/${tree}`)
       record(samples, 'peerfs.tree.cp', (Date.now() - t1) / 1000)
       const last = await all.stamp
       if (last === undefined) throw new Error(`${tree}: not every file arrived`)
       record(samples, 'peerfs.tree', (last - t1) / 1000)
+      record(samples, 'cpu.tree.sender', await cpuSeconds(a.pid) - cpu1[0])
+      record(samples, 'cpu.tree.receiver', await cpuSeconds(b.pid) - cpu1[1])
       record(samples, 'rss.sender', await peakRss(a.pid))
       record(samples, 'rss.receiver', await peakRss(b.pid))
       const f = (k: string): string => samples.get(k)?.[r]?.toFixed(2) ?? '-'
