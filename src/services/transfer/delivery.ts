@@ -14,6 +14,7 @@ import { statfs, stat, chmod, copyFile, open, rename, rm, unlink } from 'node:fs
 import path from 'node:path'
 import { fsyncDir, setTimes, setTimesSync } from '../../lib/durable.js'
 import { RESERVED_PREFIX, badRelPath } from '../../lib/names.js'
+import { yieldLoop } from '../../lib/wait.js'
 import { Refusal } from './shared.js'
 
 export interface Placement {
@@ -58,7 +59,7 @@ export async function placeAll (files: Placement[], inbox: string): Promise<Plac
       await rm(f.src, { force: true })
       out.skipped.push({ rel: f.rel, why: err.message })
     }
-    if (i % PLACE_AT_ONCE === PLACE_AT_ONCE - 1) await new Promise(resolve => setImmediate(resolve))
+    if (i % PLACE_AT_ONCE === PLACE_AT_ONCE - 1) await yieldLoop()
   }
   await Promise.all([...dirs].map(async d => { await fsyncDir(d) }))
   return out

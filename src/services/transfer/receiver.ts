@@ -54,7 +54,6 @@ interface Incoming {
   touched: number
 }
 
-
 export interface InboxOptions {
   clock: Clock
   log: Logger
@@ -289,7 +288,7 @@ export class InboxReceiver {
         await this.close(peer, xid)
       }
       if (inc.kind === 'file') {
-        // Its record of all its bytes is on disk (the last acknowledgement wrote it; an empty
+        // Its record of all its bytes is on disk (the final checkpoint wrote it; an empty
         // file's is written now): once the .part is renamed in, that record reads as delivered.
         if (inc.size === 0) await this.store.save(peer, { ...rec, phase: 'receiving' })
         rec.files = [{ rel: inc.name, mode: m.mode, mtimeMs: m.mtimeMs }]
