@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Daemon, ROOT, eventually, makeNetwork, readText, sh, startNetwork, teardown, waitState } from '../helpers/net.js'
+import { Daemon, ROOT, eventually, makeNetwork, readText, sh, startNetwork, startPair, teardown } from '../helpers/net.js'
 
 const procs = new Set<ChildProcess>()
 afterEach(async () => {
@@ -30,10 +30,7 @@ async function waitStderr (p: ChildProcess, text: string): Promise<void> {
 
 describe('examples', () => {
   it('shell-server.sh and upper-server.py answer requests from another node', async () => {
-    const netw = await makeNetwork(['alpha', 'beta'])
-    const ds = await startNetwork(netw)
-    const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
-    await waitState(a, 'beta')
+    const { a, b } = await startPair()
     const shell = run('sh', [path.join(ROOT, 'examples/shell-server.sh'), b.spec.mnt, '11'])
     const upper = run('python3', [path.join(ROOT, 'examples/upper-server.py'), b.spec.mnt, '12'])
     await Promise.all([waitStderr(shell, 'serving'), waitStderr(upper, 'serving')])

@@ -2,7 +2,7 @@
 // files closed go while another is open, and a folder their delivery
 // emptied stays for the next file the writer puts there.
 import { afterEach, describe, expect, it } from 'vitest'
-import { Daemon, eventually, makeNetwork, py, readText, sh, startNetwork, teardown, waitState } from '../helpers/net.js'
+import { eventually, py, readText, sh, startPair, teardown } from '../helpers/net.js'
 
 afterEach(async () => { await teardown() })
 
@@ -32,10 +32,7 @@ print('ok')
 
 describe('outbox while it is written', () => {
   it('sends closed files while another is still open, and keeps the folder they emptied for the next file written there', async () => {
-    const netw = await makeNetwork(['alpha', 'beta'])
-    const ds = await startNetwork(netw)
-    const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
-    await waitState(a, 'beta')
+    const { a, b } = await startPair()
     const r = await py(WRITER, [a.path(), a.path('peers/beta/outbox')], 60_000)
     expect(r.stderr).toBe('')
     expect(r.stdout).toBe('ok\n')

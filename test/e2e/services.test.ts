@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Daemon, ROOT, eventually, makeNetwork, py, readText, sh, startNetwork, teardown, waitState } from '../helpers/net.js'
+import { Daemon, ROOT, eventually, makeNetwork, py, readText, sh, startNetwork, startPair, teardown, waitState } from '../helpers/net.js'
 
 const SERVER = path.join(ROOT, 'test/fixtures/server.py')
 const servers = new Set<ChildProcess>()
@@ -42,10 +42,7 @@ def call(f, data, read=True):
 
 describe('services', () => {
   it('a Python server upper-cases requests and sees the header "alpha 6"', async () => {
-    const netw = await makeNetwork(['alpha', 'beta'])
-    const ds = await startNetwork(netw)
-    const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
-    await waitState(a, 'beta')
+    const { netw, a, b } = await startPair()
     const log = path.join(netw.dir, 'server.log')
     await startServer(b, '09', log)
     const r = await sh(`cd ${a.path('peers/beta/svc')} && printf hello! > 09; cat 09`)
@@ -55,10 +52,7 @@ describe('services', () => {
   })
 
   it('passes binary payloads unchanged both ways', async () => {
-    const netw = await makeNetwork(['alpha', 'beta'])
-    const ds = await startNetwork(netw)
-    const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
-    await waitState(a, 'beta')
+    const { a, b } = await startPair()
     const echo = spawn('python3', ['-c', `
 import os, sys
 fd = os.open(sys.argv[1], os.O_RDWR)
@@ -88,10 +82,7 @@ print(got == data[::-1], len(got))
   })
 
   it('shares the load of one service among two servers, each reply to its own caller', async () => {
-    const netw = await makeNetwork(['alpha', 'beta'])
-    const ds = await startNetwork(netw)
-    const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
-    await waitState(a, 'beta')
+    const { netw, a, b } = await startPair()
     const logs = [path.join(netw.dir, 's1.log'), path.join(netw.dir, 's2.log')]
     await startServer(b, '20', logs[0], ['--tag', 'one:', '--delay', '0.01'])
     await startServer(b, '20', logs[1], ['--tag', 'two:', '--delay', '0.01'])

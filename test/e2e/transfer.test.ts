@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto'
 import { readdir, readFile, readlink, rm } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
 import { EventRecorder } from '../helpers/events.js'
-import { Daemon, eventually, makeNetwork, readText, sh, startNetwork, teardown, tempDir, type Network, waitState } from '../helpers/net.js'
+import { Daemon, eventually, makeNetwork, readText, sh, startNetwork, startPair, teardown, tempDir, type Network, waitState } from '../helpers/net.js'
 import { FaultProxy } from '../helpers/proxy.js'
 
 afterEach(async () => {
@@ -36,10 +36,7 @@ async function bigFile (netw: Network, mib: number): Promise<string> {
 
 describe('outbox to inbox', () => {
   it('delivers a 64 MiB cp with the same SHA-256, and the outbox empties', async () => {
-    const netw = await makeNetwork(['alpha', 'beta'])
-    const ds = await startNetwork(netw)
-    const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
-    await waitState(a, 'beta')
+    const { netw, a, b } = await startPair()
     const src = await bigFile(netw, 64)
     const [recv, sent] = await Promise.all([EventRecorder.open(b.path('events')), EventRecorder.open(a.path('events'))])
     expect((await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`)).code).toBe(0)

@@ -189,6 +189,15 @@ export async function startNetwork (netw: Network, ids = [...netw.nodes.keys()])
   return ds
 }
 
+/** The most common start: alpha and beta mounted, and alpha's link to beta up. */
+export async function startPair (): Promise<{ netw: Network, a: Daemon, b: Daemon }> {
+  const netw = await makeNetwork(['alpha', 'beta'])
+  const ds = await startNetwork(netw)
+  const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
+  await waitState(a, 'beta')
+  return { netw, a, b }
+}
+
 export async function teardown (): Promise<void> {
   for (const d of running) {
     // A profiled daemon writes its profile only on a clean exit.
