@@ -272,12 +272,18 @@ describe('managed files between nodes (in process)', () => {
     net?.link('a', 'b')
     const big = Buffer.alloc(12 << 20)
     for (let i = 0; i < big.length; i += 4096) big.writeUInt32BE(i, i)
+    // Set once the link is down, not when the cut is asked for: the link
+    // below must come after the cut, never before it.
+    let cutting = false
     let cut = false
     const n = net as TestNet
     n.onDeliver = (_from, to) => {
-      if (!cut && to === 'b' && (n.dataBytes.get('b') ?? 0) >= 5 << 20) {
-        cut = true
-        setImmediate(() => n.cut('a', 'b'))
+      if (!cutting && to === 'b' && (n.dataBytes.get('b') ?? 0) >= 5 << 20) {
+        cutting = true
+        setImmediate(() => {
+          n.cut('a', 'b')
+          cut = true
+        })
       }
     }
     await a.write('big.bin', big)

@@ -1,9 +1,18 @@
+import { createHash } from 'node:crypto'
+import { writeFile } from 'node:fs/promises'
+import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { parseConfig } from '../../src/config.js'
 import { identityFromSeed } from '../../src/lib/keys.js'
+import { silentLogger } from '../../src/lib/log.js'
+import { yieldLoop } from '../../src/lib/wait.js'
 import { ManifestVerifier, fieldsError, fromWire, newer, signManifest, toWire, type Manifest } from '../../src/services/files/manifest.js'
 import { IgnoreList, escapeName, managedNameError } from '../../src/services/files/names.js'
-import { decodeMessage, encodeMessage } from '../../src/transport/messages/index.js'
+import { CHUNK, Fetcher, WINDOW } from '../../src/services/files/fetch.js'
+import { ContentServer } from '../../src/services/files/serve.js'
+import { decodeMessage, encodeMessage, type FilesMessage } from '../../src/transport/messages/index.js'
+import { FakeClock } from '../helpers/clock.js'
+import { eventually, tempDir } from '../helpers/net.js'
 
 const alice = identityFromSeed(new Uint8Array(32).fill(1))
 const bob = identityFromSeed(new Uint8Array(32).fill(2))
@@ -79,5 +88,80 @@ describe('managed-file settings', () => {
     expect(() => parse('files_ignore = ["a/b"]\n')).toThrow(/files_ignore: "a\/b": a pattern matches one name component/)
     expect(() => parse('files_ignore = [""]\n')).toThrow(/files_ignore/)
     expect(() => parse('files_max_bytes = 0\n')).toThrow(/files_max_bytes: must be between 1/)
+  })
+})
+
+describe('serving managed-file content', () => {
+  it('answers on a new link only what was asked on it: a stale "none" would drop us as a source', async () => {
+    const file = path.join(await tempDir(), 'held')
+    await writeFile(file, 'held content')
+    const held = Buffer.alloc(32, 1)
+    const sent: FilesMessage[] = []
+    let up = true
+    let cuts = 1
+    const server: ContentServer = new ContentServer({
+      contentPath: (sha) => {
+        // The link goes and is back while the first range is looked up and read.
+        if (cuts-- > 0) {
+          up = false
+          server.linkDown('b')
+          up = true
+          server.linkUp('b')
+        }
+        return sha === held.toString('hex') ? file : undefined
+      },
+      send: (_peer, m) => {
+        if (!up) throw new Error('link down')
+        sent.push(m)
+      },
+      log: silentLogger
+    })
+    server.linkUp('b')
+    server.onGet('b', [{ name: 'gone', sha256: Buffer.alloc(32, 2), offset: 0, len: 4 }, { name: 'held', sha256: held, offset: 0, len: 4 }])
+    for (let i = 0; i < 5; i++) await yieldLoop()
+    expect(sent).toEqual([])
+    server.onGet('b', [{ name: 'held', sha256: held, offset: 5, len: 7 }])
+    await eventually(() => sent.length > 0, 'the answer on the new link')
+    expect(sent).toMatchObject([{ type: 'fdata', offset: 5, data: Buffer.from('content') }])
+  })
+})
+
+describe('fetching managed-file content', () => {
+  it('a link lost and back while a fetched file is written: it arrives once, and the peer\'s window is whole again', async () => {
+    const dir = await tempDir()
+    const content = Buffer.alloc(3 * CHUNK, 7)
+    const sha = createHash('sha256').update(content).digest('hex')
+    const asked: FilesMessage[] = []
+    const arrived: string[] = []
+    const f = new Fetcher({
+      host: { objectPath: (s) => path.join(dir, s), partialPath: (s) => path.join(dir, `${s}.part`), addObject: () => {} },
+      send: (_peer, m) => { asked.push(m) },
+      upPeers: () => ['a'],
+      clock: new FakeClock(),
+      log: silentLogger,
+      onContent: (s) => { arrived.push(s) }
+    })
+    const answer = (): void => {
+      for (const m of asked.splice(0)) {
+        if (m.type === 'fget') for (const r of m.ranges) f.onData('a', r.sha256, r.offset, content.subarray(r.offset, r.offset + r.len))
+      }
+    }
+    f.linkUp('a')
+    f.want(sha, content.length, 'big', 'a')
+    await eventually(() => asked.length > 0, 'the ask')
+    // All of it arrives; the link goes and is back while its writes are on their way to disk.
+    answer()
+    f.linkDown('a')
+    f.linkUp('a')
+    await eventually(() => {
+      answer()
+      return arrived.length > 0 && !f.busy
+    }, 'the content, from the new turn')
+    expect(arrived).toEqual([sha])
+    // What the first turn had asked is off the books: a new want gets the whole window.
+    const other = Buffer.alloc(2 * WINDOW, 1)
+    f.want(createHash('sha256').update(other).digest('hex'), other.length, 'other', 'a')
+    await eventually(() => asked.length > 0, 'the next ask')
+    expect(asked.flatMap(m => m.type === 'fget' ? m.ranges : []).reduce((n, r) => n + r.len, 0)).toBe(WINDOW)
   })
 })

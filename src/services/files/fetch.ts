@@ -20,7 +20,8 @@ import type { Logger } from '../../lib/log.js'
 import { MAX_CHUNK, MAX_GET, type FilesMessage, type GetRange } from '../../transport/messages/files.js'
 
 export const CHUNK = MAX_CHUNK
-const WINDOW = 8 << 20
+/** Bytes asked of one peer and not yet answered, at most. */
+export const WINDOW = 8 << 20
 const MAX_RANGES = 128
 const MAX_ACTIVE = 64
 const PARK_MIN_MS = 1000
@@ -59,6 +60,8 @@ interface Want {
   writes: Promise<void>
   parkMs: number
   timer: Timer | undefined
+  /** Counts the times it was taken off a peer: a step of an earlier turn (a finish awaiting its writes) stops at a newer one. */
+  turn: number
 }
 
 interface PeerState {
@@ -119,7 +122,7 @@ export class Fetcher {
   want (sha: string, size: number, name: string, source?: string): void {
     let w = this.wants.get(sha)
     if (w === undefined) {
-      w = { sha, size, names: new Set(), sources: [], state: 'parked', peer: undefined, asked: 0, got: 0, fh: undefined, writes: Promise.resolve(), parkMs: PARK_MIN_MS, timer: undefined }
+      w = { sha, size, names: new Set(), sources: [], state: 'parked', peer: undefined, asked: 0, got: 0, fh: undefined, writes: Promise.resolve(), parkMs: PARK_MIN_MS, timer: undefined, turn: 0 }
       this.wants.set(sha, w)
     }
     w.names.add(name)
@@ -151,6 +154,7 @@ export class Fetcher {
 
   /** Takes a want off its peer: forgets what is in flight (late answers are ignored). */
   private halt (w: Want): void {
+    w.turn++
     const p = w.peer === undefined ? undefined : this.peers.get(w.peer)
     if (p !== undefined) {
       p.active.delete(w.sha)
@@ -302,8 +306,10 @@ export class Fetcher {
   }
 
   private async finish (w: Want, peer: string): Promise<void> {
+    const turn = w.turn
     await w.writes
-    if (this.wants.get(w.sha) !== w || w.peer !== peer) return
+    // Taken off the peer meanwhile, even if it is back with this want: the new turn finishes it.
+    if (this.wants.get(w.sha) !== w || w.turn !== turn || w.state !== 'active') return
     const part = this.opts.host.partialPath(w.sha)
     try {
       await w.fh?.sync()

@@ -43,26 +43,30 @@ export class ContentServer {
         if (this.peers.get(peer) !== p) continue
         const sha = r.sha256.toString('hex')
         if (refused.has(sha)) continue
+        const data = await this.read(r, sha).catch(() => undefined)
+        if (data === undefined) refused.add(sha)
+        // The link went while it was read (and may be back): what was asked
+        // on it is not answered on the next, where a stale "none" would
+        // drop us as a source of what we hold.
+        if (this.peers.get(peer) !== p) continue
         try {
-          await this.serve(peer, r, sha)
+          this.opts.send(peer, data === undefined ? { type: 'fnone', sha256: r.sha256 } : { type: 'fdata', sha256: r.sha256, offset: r.offset, data })
         } catch {
-          refused.add(sha)
-          try {
-            this.opts.send(peer, { type: 'fnone', sha256: r.sha256 })
-          } catch {}
+          // The link is going; linkDown ends this queue.
         }
       }
     })
   }
 
-  private async serve (peer: string, r: GetRange, sha: string): Promise<void> {
+  /** The range's bytes, or a rejection if we do not hold sha (or cannot read it). */
+  private async read (r: GetRange, sha: string): Promise<Buffer> {
     const file = this.opts.contentPath(sha, r.name)
     if (file === undefined) throw new Error('not held')
     const fh = await open(file, 'r')
     try {
       const buf = Buffer.allocUnsafe(r.len)
       const { bytesRead } = await fh.read(buf, 0, r.len, r.offset)
-      this.opts.send(peer, { type: 'fdata', sha256: r.sha256, offset: r.offset, data: buf.subarray(0, bytesRead) })
+      return buf.subarray(0, bytesRead)
     } finally {
       await fh.close()
     }
