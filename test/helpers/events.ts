@@ -4,14 +4,18 @@
 // it by its pid.
 import { spawn, type ChildProcess } from 'node:child_process'
 
+// A daemon killed under it ends the read with ECONNABORTED: that is the end too.
 const READER = `
 import os, sys
 fd = os.open(sys.argv[1], os.O_RDONLY)
 print('open', flush=True)
-while True:
-    b = os.read(fd, 65536)
-    if not b: break
-    sys.stdout.write(b.decode()); sys.stdout.flush()
+try:
+    while True:
+        b = os.read(fd, 65536)
+        if not b: break
+        sys.stdout.write(b.decode()); sys.stdout.flush()
+except OSError:
+    pass
 `
 
 const recorders = new Set<EventRecorder>()

@@ -231,14 +231,14 @@ export async function py (code: string, args: string[] = [], timeoutMs = 20_000)
   })
 }
 
-/** Polls until check() returns true; bounded in time. */
-export async function eventually (check: () => Promise<boolean> | boolean, what: string, timeoutMs = 10_000, everyMs = 50): Promise<void> {
+/** Polls until check() returns true; bounded in time. what may be worked out at the timeout (what is left, say). */
+export async function eventually (check: () => Promise<boolean> | boolean, what: string | (() => Promise<string>), timeoutMs = 10_000, everyMs = 50): Promise<void> {
   const end = Date.now() + timeoutMs
   while (Date.now() < end) {
     if (await check()) return
     await new Promise(resolve => setTimeout(resolve, everyMs))
   }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : await what()}`)
 }
 
 /**
