@@ -127,9 +127,20 @@ export class TransferBook {
   told (xid: string, now: number): void { this.asked.set(xid, now) }
   newLink (): void { this.asked.clear() }
 
-  /** When the next wait still running ends, if one is. */
+  /**
+   * When to look again: when the next wait still running ends, or now if
+   * the wait of a transfer still to be sent has ended (a pick that ran
+   * across its end did not see it due; a timer may fire a little early).
+   * A cancel's ended wait is not a reason: toTell paces those, and naming
+   * it would spin.
+   */
   nextWake (now: number): number | undefined {
-    const t = Math.min(...[...this.aside.values()].map(a => a.until).filter(u => u > now))
+    let t = Infinity
+    for (const [xid, a] of this.aside) {
+      const rec = this.records.get(xid)
+      if (a.until > now) t = Math.min(t, a.until)
+      else if (rec !== undefined && this.standing(rec) === 'send') t = now
+    }
     return Number.isFinite(t) ? t : undefined
   }
 
