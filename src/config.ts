@@ -200,6 +200,7 @@ function transferConfig (r: Reader): TransferConfig {
     timeoutMs: r.int('transfer_timeout_ms', 30_000, 100, 3_600_000),
     maxTransfers: r.int('outbox_max_transfers', 8, 1, 1000),
     maxQueued: r.int('outbox_max_queued', 100_000, 1, 10_000_000),
+    pruneMs: r.int('outbox_prune_ms', 30_000, 100, 24 * 3600_000),
     maxPartials: r.int('inbox_max_partials', 16, 1, 10_000),
     maxAgeMs: r.int('partial_max_age_ms', 7 * 24 * 3600_000, 1000, 10 * 365 * 24 * 3600_000)
   }

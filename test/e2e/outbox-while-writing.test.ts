@@ -32,7 +32,7 @@ print('ok')
 
 describe('outbox while it is written', () => {
   it('sends closed files while another is still open, and keeps the folder they emptied for the next file written there', async () => {
-    const { a, b } = await startPair()
+    const { a, b } = await startPair('outbox_prune_ms = 1000\n')
     const r = await py(WRITER, [a.path(), a.path('peers/beta/outbox')], 60_000)
     expect(r.stderr).toBe('')
     expect(r.stdout).toBe('ok\n')
@@ -44,4 +44,19 @@ describe('outbox while it is written', () => {
     await eventually(async () => (await sh(`find ${a.path('peers/beta/outbox')} -mindepth 1`)).stdout === '', 'outbox empty', 30_000)
     expect(await readText(a.path('peers/beta/status'))).toMatch(/^outbox_files: 0$/m)
   }, 120_000)
+
+  it('keeps a folder delivery emptied for a writer that comes back within outbox_prune_ms (rsync -a sets the folders\' times last), then removes it', async () => {
+    const { a, b } = await startPair('outbox_prune_ms = 5000\n')
+    const out = a.path('peers/beta/outbox')
+    expect((await sh(`mkdir -p ${out}/t/d && echo hi > ${out}/t/d/f`)).code).toBe(0)
+    await eventually(async () => (await sh(`cat ${b.path('peers/alpha/inbox/t/d/f')}`)).stdout === 'hi\n', 't/d/f delivered')
+    await eventually(async () => (await sh(`find ${out} -type f`)).stdout === '', 't/d/f gone from the outbox')
+    // Past the old prune (1 s of quiet, checked each second), which rsync
+    // could outwait on a busy machine before it set the folders' times: exit 23.
+    await new Promise(resolve => setTimeout(resolve, 2500))
+    const touched = await sh(`touch -c -d @1600000000 ${out}/t/d ${out}/t && stat -c '%F %Y' ${out}/t/d`)
+    expect(touched.stderr).toBe('')
+    expect(touched.stdout).toBe('directory 1600000000\n')
+    await eventually(async () => (await sh(`find ${out} -mindepth 1`)).stdout === '', 'the emptied folders gone', 15_000)
+  }, 60_000)
 })

@@ -64,7 +64,7 @@ except OSError:
 
 describe('outbox exactly once', () => {
   it(`delivers ${SMALL} small files and ${LARGE} large ones once each while both daemons are killed -9 ${KILLS} times`, async () => {
-    const tuning = 'batch_files = 50\nbatch_ms = 100\nlarge_file_bytes = 1048576\nwindow_bytes = 1048576\ntransfer_retry_ms = 100\ntransfer_retry_max_ms = 1000\n'
+    const tuning = 'batch_files = 50\nbatch_ms = 100\nlarge_file_bytes = 1048576\nwindow_bytes = 1048576\ntransfer_retry_ms = 100\ntransfer_retry_max_ms = 1000\noutbox_prune_ms = 1000\n'
     const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: tuning, beta: tuning } })
     const src = `${netw.dir}/src`
     const made = await py(`

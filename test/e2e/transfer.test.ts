@@ -53,7 +53,7 @@ describe('outbox to inbox', () => {
   })
 
   it('delivers rsync -a of 300 files in nested folders with their bytes, modes and mtimes', async () => {
-    const netw = await makeNetwork(['alpha', 'beta'])
+    const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: 'outbox_prune_ms = 3000\n' } })
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
     await waitState(a, 'beta')
@@ -70,14 +70,15 @@ for i in range(300):
     t = 1600000000 + i * 1000 + 0.123456
     os.utime(p, (t, t))
 "`)
-    expect((await sh(`rsync -a ${src}/ ${a.path('peers/beta/outbox/tree/')}`, 60_000)).code).toBe(0)
+    const rsync = await sh(`rsync -a ${src}/ ${a.path('peers/beta/outbox/tree/')}`, 60_000)
+    expect(rsync.code, rsync.stderr).toBe(0)
     const inbox = b.path('peers/alpha/inbox/tree')
     // mtimes to the millisecond: what FUSE's utimens carries through fuse-native.
     const manifest = `find . -type f -printf '%P %m %s %TY%Tm%Td%TH%TM%.6TS\\n' | sed 's/\\(\\.[0-9][0-9][0-9]\\)[0-9]*$/\\1/' | sort`
     const want = (await sh(`cd ${src} && ${manifest}`)).stdout
     await eventually(async () => (await sh(`cd ${inbox} 2>/dev/null && ${manifest}`)).stdout === want, 'tree delivered', 60_000)
     expect((await sh(`diff -r ${src} ${inbox}`)).code).toBe(0)
-    await eventually(async () => await listing(a.path('peers/beta/outbox')) === '', 'outbox empty')
+    await eventually(async () => await listing(a.path('peers/beta/outbox')) === '', 'outbox empty', 20_000)
   })
 
   for (const victim of ['alpha', 'beta']) {

@@ -189,9 +189,9 @@ export async function startNetwork (netw: Network, ids = [...netw.nodes.keys()])
   return ds
 }
 
-/** The most common start: alpha and beta mounted, and alpha's link to beta up. */
-export async function startPair (): Promise<{ netw: Network, a: Daemon, b: Daemon }> {
-  const netw = await makeNetwork(['alpha', 'beta'])
+/** The most common start: alpha and beta mounted, and alpha's link to beta up; extra: config lines for both. */
+export async function startPair (extra = ''): Promise<{ netw: Network, a: Daemon, b: Daemon }> {
+  const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: extra, beta: extra } })
   const ds = await startNetwork(netw)
   const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
   await waitState(a, 'beta')

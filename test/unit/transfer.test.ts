@@ -22,7 +22,7 @@ import { eventually, tempDir } from '../helpers/net.js'
 const settings: TransferSettings = {
   batchFiles: 10, batchMs: 10, packetBytes: 64 << 10, windowBytes: 256 << 10,
   largeFileBytes: 1 << 20, bundleMaxBytes: 4 << 20, ackEveryBytes: 4 << 20, checkpointBytes: 256 << 10, checkpointMs: 3600_000,
-  retryMs: 50, retryMaxMs: 200, timeoutMs: 5000, maxTransfers: 8, maxQueued: 1000, maxPartials: 4, maxAgeMs: 3600_000
+  retryMs: 50, retryMaxMs: 200, timeoutMs: 5000, maxTransfers: 8, maxQueued: 1000, pruneMs: 1000, maxPartials: 4, maxAgeMs: 3600_000
 }
 
 const cleanups: Array<() => Promise<void> | void> = []

@@ -321,7 +321,7 @@ export class OutboxQueue {
   /** Removes the folders delivery emptied (after a start, every empty one) once the outbox is quiet for quietMs. */
   pruneSoon (): void {
     if (this.pruneTimer !== undefined || this.stopped || (!this.sweepAll && this.emptied.size === 0)) return
-    const quietMs = Math.max(1000, this.settings.batchMs)
+    const quietMs = this.settings.pruneMs
     this.pruneTimer = this.clock.setTimeout(() => {
       this.pruneTimer = undefined
       void this.prune(this.clock.now(), quietMs).then((done) => { if (!done) this.pruneSoon() })

@@ -28,6 +28,12 @@ export interface TransferSettings {
   maxTransfers: number
   /** Sender: outbox files held in memory as waiting; past it they wait on disk for a later scan. */
   maxQueued: number
+  /**
+   * Sender: folders that delivery emptied are removed once nothing in the
+   * outbox changed for this long; a writer that comes back to a folder
+   * sooner (rsync -a sets the folders' times last) still finds it.
+   */
+  pruneMs: number
   /** Receiver: transfers one peer may have in progress here, open or resumable on disk. */
   maxPartials: number
   /** Receiver: partial transfers and delivery records untouched this long are removed. */
