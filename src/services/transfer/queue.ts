@@ -318,14 +318,13 @@ export class OutboxQueue {
     await this.store.dropBundle(rec)
   }
 
-  /** Removes the folders delivery emptied (after a start, every empty one) once the outbox is quiet for quietMs. */
+  /** Removes the folders delivery emptied (after a start, every empty one) once the outbox is quiet for pruneMs. */
   pruneSoon (): void {
     if (this.pruneTimer !== undefined || this.stopped || (!this.sweepAll && this.emptied.size === 0)) return
-    const quietMs = this.settings.pruneMs
     this.pruneTimer = this.clock.setTimeout(() => {
       this.pruneTimer = undefined
-      void this.prune(this.clock.now(), quietMs).then((done) => { if (!done) this.pruneSoon() })
-    }, quietMs)
+      void this.prune(this.clock.now()).then((done) => { if (!done) this.pruneSoon() })
+    }, this.settings.pruneMs)
   }
 
   stop (): void {
@@ -335,11 +334,11 @@ export class OutboxQueue {
 
   /**
    * Removes the folders delivery emptied, up to the outbox itself, unless
-   * something was written in the outbox within quietMs: a folder emptied
+   * something was written in the outbox within pruneMs: a folder emptied
    * while cp -r is still filling it must stay for the file it creates next.
    */
-  private async prune (now: number, quietMs: number): Promise<boolean> {
-    if (this.writers.size > 0 || now - this.lastActivity < quietMs) return false
+  private async prune (now: number): Promise<boolean> {
+    if (this.writers.size > 0 || now - this.lastActivity < this.settings.pruneMs) return false
     if (this.sweepAll) {
       this.sweepAll = false
       this.emptied.clear()
