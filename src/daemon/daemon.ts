@@ -157,6 +157,7 @@ export class Daemon {
   private linkTo (id: string): PeerLink {
     return {
       isUp: () => this.manager.peers.get(id)?.state === 'up',
+      supports: (feature) => this.manager.peers.get(id)?.supports(feature) === true,
       send: (m: Message) => {
         const p = this.manager.peers.get(id)
         if (p === undefined) throw new TxError(E.EHOSTUNREACH, `${id} is not configured`)

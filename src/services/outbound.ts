@@ -6,6 +6,8 @@ import type { Message } from '../transport/messages/index.js'
 
 export interface PeerLink {
   isUp: () => boolean
+  /** The peer, on the live link, understands the optional message (transport/hello.ts); absent: none. */
+  supports?: (feature: string) => boolean
   /** Throws a TxError(EHOSTUNREACH) when the peer has no live link. */
   send: (m: Message) => void
 }

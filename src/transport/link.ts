@@ -32,7 +32,7 @@ import type { Duplex } from 'node:stream'
 import type { Clock, Timer } from '../lib/clock.js'
 import { E, ProtocolError } from '../lib/errors.js'
 import { byeError, LinkError, Refusal } from './errors.js'
-import { decodeHello, encodeHello, keyText } from './hello.js'
+import { decodeHello, encodeHello, keyText, sharedFeatures } from './hello.js'
 import { CipherState, HandshakeState, NoiseError, type KeyPair } from './noise.js'
 import {
   MAGIC, PROLOGUE, PROTOCOL, LANES, LANE_BULK, LANE_CONTROL, MAX_FRAGMENT_DATA, Reassembler, RecordDecoder,
@@ -109,6 +109,8 @@ export class Link extends EventEmitter {
   state: LinkState = 'handshake'
   peerId = ''
   remoteKey: Uint8Array | undefined
+  /** Optional messages both ends understand, known once the handshake is done. */
+  features: ReadonlySet<string> = new Set()
   rttMs: number | undefined
   txBytes = 0
   rxBytes = 0
@@ -322,6 +324,7 @@ export class Link extends EventEmitter {
       }
       this.peerId = hello.id
       this.remoteKey = rs
+      this.features = sharedFeatures(hello)
       this.writeRaw(encodeRecord(this.hs.writeMessage(encodeHello(this.opts.localId, this.opts.publicKey))))
       this.splitKeys()
     } else if (!this.hs.done) {
@@ -330,6 +333,7 @@ export class Link extends EventEmitter {
       const rs = this.hs.remoteStatic as Uint8Array
       const hello = decodeHello(payload)
       this.remoteKey = rs
+      this.features = sharedFeatures(hello)
       this.splitKeys()
       if (this.opts.authorize === undefined) throw new LinkError(E.EACCES, 'no authorizer')
       try {

@@ -173,6 +173,11 @@ export class Peer extends EventEmitter {
     this.upWaiters.clear()
   }
 
+  /** The live link's peer understands the optional message (hello.ts FEATURES). */
+  supports (feature: string): boolean {
+    return this.link?.state === 'up' && this.link.features.has(feature)
+  }
+
   /** Sends a message on the live link; throws EHOSTUNREACH if there is none. */
   send (m: Message): void {
     if (this.link?.state !== 'up') throw new TxError(E.EHOSTUNREACH, `${this.id} is ${this.state}`)

@@ -3,8 +3,9 @@
 import net from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { systemClock } from '../../src/lib/clock.js'
-import { E } from '../../src/lib/errors.js'
+import { E, ProtocolError } from '../../src/lib/errors.js'
 import { encodePublicKey, identityFromSeed } from '../../src/lib/keys.js'
+import { decodeHello, encodeHello, sharedFeatures } from '../../src/transport/hello.js'
 import { isRefusal, keyText, Link, LinkError, Refusal, type LinkOptions } from '../../src/transport/link.js'
 import { keyPairFromSecret } from '../../src/transport/noise.js'
 import { RecordDecoder, encodeRecord, MAGIC } from '../../src/transport/records.js'
@@ -64,6 +65,9 @@ describe('link', () => {
     await Promise.all([once(a, 'up'), once(b, 'up')])
     expect(b.peerId).toBe('alice')
     expect(a.peerId).toBe('bob')
+    // Each end learned the optional messages the other takes.
+    expect([...a.features]).toEqual(['xstream'])
+    expect([...b.features]).toEqual(['xstream'])
     const got = once<Message>(b, 'message')
     a.send({ type: 'req', tx: 7, svc: 1, payload: Buffer.alloc(200_000, 5) })
     const m = await got
@@ -260,6 +264,16 @@ describe('link bounds', () => {
     expect((await closed).message).toBe('busy')
     expect(asked).toBe(1)
     expect(answered).toBe(0)
+  })
+
+  it('hears of no optional messages from an older peer\'s hello, ignores names it does not know, and refuses a malformed list', () => {
+    const hello = (o: object): Buffer => Buffer.from(JSON.stringify({ v: 1, id: 'old', ...o }))
+    expect(decodeHello(encodeHello('new', undefined)).f).toEqual(['xstream'])
+    expect([...sharedFeatures(decodeHello(hello({})))]).toEqual([])
+    expect([...sharedFeatures(decodeHello(hello({ f: ['xstream', 'from-the-future'] })))]).toEqual(['xstream'])
+    expect(() => decodeHello(hello({ f: 'xstream' }))).toThrow(/f: at most 32 names/)
+    expect(() => decodeHello(hello({ f: ['x'.repeat(33)] }))).toThrow(ProtocolError)
+    expect(() => decodeHello(hello({ f: Array(33).fill('x') }))).toThrow(ProtocolError)
   })
 
   it('names a key as configs write it when the announced key matches the proven one', () => {

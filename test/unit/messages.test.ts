@@ -15,7 +15,7 @@ const message = fc.oneof(
   fc.record({ type: fc.constant('rep' as const), tx: fc.nat({ max: 0xffffffff }), status: fc.nat({ max: 255 }), payload: fc.uint8Array({ maxLength: 300 }).map(a => Buffer.from(a)) }),
   fc.record({ type: fc.constant('bye' as const), reason: fc.constantFrom('shutdown' as const, 'superseded' as const) }),
   fc.record({ type: fc.constant('dreq' as const), epoch: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), seq: fc.nat(), svc: fc.integer({ min: 1, max: 63 }), created: fc.nat(), payload: fc.uint8Array({ maxLength: 300 }).map(a => Buffer.from(a)) }),
-  fc.record({ type: fc.constant('xoffer' as const), xid: fc.uint8Array({ minLength: 16, maxLength: 16 }).map(a => Buffer.from(a)), kind: fc.constantFrom('file' as const, 'tar' as const), size: fc.nat(), window: fc.nat(), name: fc.string({ maxLength: 100 }) }),
+  fc.record({ type: fc.constant('xoffer' as const), xid: fc.uint8Array({ minLength: 16, maxLength: 16 }).map(a => Buffer.from(a)), kind: fc.constantFrom('file' as const, 'tar' as const, 'stream' as const), size: fc.nat(), window: fc.nat(), name: fc.string({ maxLength: 100 }) }),
   fc.record({ type: fc.constant('xaccept' as const), xid: fc.uint8Array({ minLength: 16, maxLength: 16 }).map(a => Buffer.from(a)), offset: fc.nat() }),
   fc.record({ type: fc.constant('xdata' as const), xid: fc.uint8Array({ minLength: 16, maxLength: 16 }).map(a => Buffer.from(a)), offset: fc.nat(), data: fc.uint8Array({ maxLength: 300 }).map(a => Buffer.from(a)) }),
   fc.record({ type: fc.constant('xend' as const), xid: fc.uint8Array({ minLength: 16, maxLength: 16 }).map(a => Buffer.from(a)), sha256: fc.uint8Array({ minLength: 32, maxLength: 32 }).map(a => Buffer.from(a)), mode: fc.nat(), mtimeMs: fc.nat() }),

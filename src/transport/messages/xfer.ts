@@ -1,6 +1,11 @@
 // Transfer family (outbox -> inbox). An xid names one transfer: a single
 // file (kind 'file', name = its relative path) or a tar of many (kind
-// 'tar', name = a label for status). Offer, accept at the receiver's
+// 'tar', name = a label for status), or a file still being written (kind
+// 'stream', size 0: not known yet; only to a peer whose hello announced
+// xstream). A stream's data is its file's prefix as written; its end
+// comes once the writer closed it, and the SHA-256 then fixes its size
+// and content. The sender may later offer the same xid as a 'file' of
+// that size, which resumes it. Offer, accept at the receiver's
 // durable offset, data, acks by window, end with the SHA-256, done; cancel
 // from the sender. Exactly once: the receiver keeps a record of each
 // delivered transfer and answers a second offer (or a late cancel) of it
@@ -12,8 +17,10 @@
 import { LANE_BULK, LANE_TX } from '../records.js'
 import type { Family } from './codec.js'
 
-export type XferKind = 'file' | 'tar'
-const XFER_KINDS: readonly XferKind[] = ['file', 'tar']
+export type XferKind = 'file' | 'tar' | 'stream'
+const XFER_KINDS: readonly XferKind[] = ['file', 'tar', 'stream']
+/** The hello feature (transport/hello.ts) a peer announces when it takes kind 'stream'. */
+export const XSTREAM = 'xstream'
 /** ok: delivered now; retry: not now (disk full, over quota, bad hash); refused: never (bad names). */
 export type XferResult = 'ok' | 'retry' | 'refused'
 const XFER_RESULTS: readonly XferResult[] = ['ok', 'retry', 'refused']
