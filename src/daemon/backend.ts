@@ -42,7 +42,8 @@ class PeerViewImpl implements PeerView {
     return {
       ready: (rel, st) => sender()?.ready(rel, st),
       gone: (rel) => sender()?.gone(rel),
-      writing: (rel, delta) => sender()?.writing(rel, delta)
+      writing: (rel, delta) => sender()?.writing(rel, delta),
+      grew: (rel, end) => sender()?.grew(rel, end)
     }
   }
 

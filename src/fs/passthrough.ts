@@ -30,6 +30,13 @@ export interface PassHooks {
   gone?: (rel: string) => void
   /** A handle writing rel opened (+1) or closed (-1): not ready meanwhile. */
   writing?: (rel: string, delta: number) => void
+  /**
+   * A visible file this folder created, written in order from its start,
+   * now holds end bytes, which may be read while it is written; undefined:
+   * it is not written so any more (a write elsewhere, a truncate, a write
+   * refused for its size), until its writers close it.
+   */
+  grew?: (rel: string, end: number | undefined) => void
   /** Refuses a new name (create, mkdir, rename target) by throwing a PeerfsError. */
   admit?: (rel: string) => void
   /** Largest size a write or truncate may make a file; past it, EFBIG. */
@@ -174,6 +181,7 @@ export class PassFile extends PassNode implements FileNode {
     if (this.root.readOnly) throw new FsError(E.EROFS, 'read-only')
     fitsLimit(this.root, this.rel, size)
     wrap(this.rel, () => truncateSync(this.real, size))
+    if (visible(this.rel)) this.root.hooks.grew?.(this.rel, undefined)
     this.changed()
   }
 
@@ -201,9 +209,18 @@ export class PassHandle implements Handle {
   private wrote = false
   /** A write refused for its size: the file is not what its writer meant, so it is not announced. */
   private refused = false
+  /** A created visible file written in order so far: its size (hooks.grew); undefined once it is not. */
+  private inOrder: number | undefined
 
   constructor (private readonly root: PassRoot, private readonly rel: string, private readonly fd: number, private readonly writer: boolean, readonly direct: boolean) {
     if (writer) root.hooks.writing?.(rel, 1)
+    if (direct && visible(rel)) this.inOrder = 0
+  }
+
+  private grew (end: number | undefined): void {
+    if (this.inOrder === undefined) return
+    this.inOrder = end
+    this.root.hooks.grew?.(this.rel, end)
   }
 
   read (len: number, pos: number): Buffer {
@@ -216,6 +233,7 @@ export class PassHandle implements Handle {
       fitsLimit(this.root, this.rel, size)
     } catch (err) {
       this.refused = true
+      this.grew(undefined)
       throw err
     }
   }
@@ -223,7 +241,9 @@ export class PassHandle implements Handle {
   write (data: Buffer, pos: number): number {
     this.fits(pos + data.length)
     this.wrote = true
-    return wrap(this.rel, () => writeSync(this.fd, data, 0, data.length, pos))
+    const n = wrap(this.rel, () => writeSync(this.fd, data, 0, data.length, pos))
+    this.grew(pos === this.inOrder ? pos + n : undefined)
+    return n
   }
 
   async fsync (): Promise<void> {
@@ -234,6 +254,8 @@ export class PassHandle implements Handle {
     this.fits(size)
     this.wrote = true
     wrap(this.rel, () => ftruncateSync(this.fd, size))
+    // To the size written so far, nothing changed.
+    if (size !== this.inOrder) this.grew(undefined)
   }
 
   release (): void {

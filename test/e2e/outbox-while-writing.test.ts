@@ -1,8 +1,12 @@
 // The outbox sends while it is still being written into, as cp -r does:
-// files closed go while another is open, and a folder their delivery
-// emptied stays for the next file the writer puts there.
+// files closed go while another is open, a folder their delivery emptied
+// stays for the next file the writer puts there, and a large file written
+// in order moves while it is written, to appear in the inbox at its close.
+import { existsSync } from 'node:fs'
+import { writeFile } from 'node:fs/promises'
+import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { eventually, py, readText, sh, startPair, teardown } from '../helpers/net.js'
+import { eventually, py, readText, sh, startPair, teardown, tempDir } from '../helpers/net.js'
 
 afterEach(async () => { await teardown() })
 
@@ -30,7 +34,66 @@ slow.write(b'y'); slow.close()
 print('ok')
 `
 
+// Writes 24 MiB into big.bin in order and holds it open until the peer's
+// status shows 20 MiB of it received with its inbox empty; then, by mode:
+// rewrites its first bytes (rewrite), or says so in <sync>/streamed and
+// waits for <sync>/go (kill: the test kills the peer meanwhile). Then the
+// last MiB, the close, and the SHA-256 of all it wrote.
+const STREAMER = `
+import hashlib, os, re, sys, time
+out, status, inbox, mode, sync = sys.argv[1:6]
+data = bytearray()
+f = open(os.path.join(out, 'big.bin'), 'wb', buffering=0)
+for i in range(24):
+    b = os.urandom(1 << 20); f.write(b); data += b
+got, end = 0, time.monotonic() + 30
+while got < 20 << 20 and time.monotonic() < end:
+    m = re.search(r'^incoming_progress: (\\d+) bytes, the file still being written$', open(status).read(), re.M)
+    got = int(m.group(1)) if m else got
+    time.sleep(0.05)
+if got < 20 << 20: sys.exit('not streamed: %d bytes at the peer' % got)
+if os.listdir(inbox): sys.exit('in the inbox before the close: %s' % os.listdir(inbox))
+if mode == 'rewrite':
+    f.seek(0); f.write(b'HEAD'); data[0:4] = b'HEAD'; f.seek(0, 2)
+if mode == 'kill':
+    open(os.path.join(sync, 'streamed'), 'w').close()
+    end = time.monotonic() + 60
+    while not os.path.exists(os.path.join(sync, 'go')) and time.monotonic() < end: time.sleep(0.05)
+b = os.urandom(1 << 20); f.write(b); data += b
+f.close()
+print(hashlib.sha256(data).hexdigest())
+`
+
 describe('outbox while it is written', () => {
+  for (const mode of ['in order', 'rewrite', 'kill'] as const) {
+    const what = {
+      'in order': 'sends a large file while it is written: the peer holds most of it before the close, and its inbox shows it only once closed, whole',
+      rewrite: 'sends a large file whose start is rewritten before the close as it was closed',
+      kill: 'delivers a large file once when its peer is killed -9 and back while it is streamed'
+    }[mode]
+    it(what, async () => {
+      const { a, b } = await startPair()
+      const sync = await tempDir()
+      const inbox = b.path('peers/alpha/inbox')
+      const run = py(STREAMER, [a.path('peers/beta/outbox'), b.path('peers/alpha/status'), inbox, mode, sync], 90_000)
+      if (mode === 'kill') {
+        await eventually(() => existsSync(path.join(sync, 'streamed')), 'streamed', 60_000)
+        await b.kill()
+        await b.start()
+        await writeFile(path.join(sync, 'go'), '')
+      }
+      const r = await run
+      expect(r.stderr).toBe('')
+      const sum = r.stdout.trim()
+      expect(sum).toMatch(/^[0-9a-f]{64}$/)
+      await eventually(async () => (await sh(`sha256sum ${inbox}/big.bin`)).stdout.startsWith(sum), 'big.bin delivered as it was closed', 60_000)
+      // Nothing left half-way at either end; the one file delivered once.
+      await eventually(async () => (await sh(`find ${a.path('peers/beta/outbox')} -type f`)).stdout === '', 'outbox empty', 30_000)
+      expect((await sh(`ls -A ${inbox}`)).stdout).toBe('big.bin\n')
+      expect(b.stderr).not.toMatch(/SHA-256 check/)
+    }, 150_000)
+  }
+
   it('sends closed files while another is still open, and keeps the folder they emptied for the next file written there', async () => {
     const { a, b } = await startPair('outbox_prune_ms = 1000\n')
     const r = await py(WRITER, [a.path(), a.path('peers/beta/outbox')], 60_000)

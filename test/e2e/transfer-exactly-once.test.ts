@@ -5,6 +5,7 @@
 // after its removal, and nothing may be left in the outbox, the spool, the
 // partials or the inbox. Placed twice shows as a second `recv` of the same
 // path in beta's events, or as a file seen again after the consumer removed it.
+// Then large files streamed while they are written, while beta is killed.
 import { readdir } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
 import { EventRecorder } from '../helpers/events.js'
@@ -19,6 +20,8 @@ const SMALL = 2000
 const LARGE = 3
 const KILLS = 6
 const SEED = 0x11
+const STREAMED = 8
+const STREAM_KILLS = 4
 
 /** mulberry32: a small seeded PRNG, so a failing schedule can be replayed. */
 function prng (seed: number): () => number {
@@ -162,5 +165,55 @@ for i in range(${LARGE}):
     expect([...got.keys()].sort()).toEqual([...want.keys()].sort())
     for (const [rel, hash] of want) expect(got.get(rel), rel).toBe(hash)
     console.log(`kills (victim@files removed so far): ${kills.join(' ')}; removals that failed as beta died: ${maybe.size}`)
+  }, 180_000)
+
+  it(`delivers ${STREAMED} large files streamed as they are written once each while beta is killed -9 ${STREAM_KILLS} times among them`, async () => {
+    const tuning = 'transfer_retry_ms = 100\ntransfer_retry_max_ms = 1000\ncheckpoint_ms = 200\n'
+    const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: tuning, beta: tuning } })
+    const ds = await startNetwork(netw)
+    const a = ds.get('alpha') as Daemon
+    let b = ds.get('beta') as Daemon
+    await waitState(a, 'beta')
+    const recorders = [await EventRecorder.open(b.path('events'))]
+    // Each file 24 MiB written in order at 32 MiB/s, the next right after.
+    const writer = py(`
+import hashlib, os, sys, time
+out = sys.argv[1]
+for i in range(${STREAMED}):
+    h, t0 = hashlib.sha256(), time.monotonic()
+    with open(os.path.join(out, 'big%d.bin' % i), 'wb', buffering=0) as f:
+        for j in range(24):
+            b = os.urandom(1 << 20); f.write(b); h.update(b)
+            time.sleep(max(0, t0 + (j + 1) / 32 - time.monotonic()))
+    print('big%d.bin' % i, h.hexdigest(), flush=True)
+`, [a.path('peers/beta/outbox')], 120_000)
+    const rnd = prng(SEED + 1)
+    const kills: number[] = []
+    for (let k = 0; k < STREAM_KILLS; k++) {
+      const ms = 300 + Math.floor(rnd() * 900)
+      await new Promise(resolve => setTimeout(resolve, ms))
+      kills.push(ms)
+      await b.kill('SIGKILL')
+      b = new Daemon(netw.node('beta'))
+      await b.start()
+      recorders.push(await EventRecorder.open(b.path('events')))
+      await waitState(a, 'beta', 'up', 20_000)
+    }
+    const w = await writer
+    expect(w.stderr).toBe('')
+    const want = new Map(w.stdout.trim().split('\n').map(l => l.split(' ') as [string, string]))
+    expect(want.size).toBe(STREAMED)
+    const inbox = `${netw.node('beta').dir}/state/inbox/alpha`
+    const left = async (dir: string): Promise<string[]> => await readdir(dir, { recursive: true }).catch(() => [])
+    const dirs = [`${netw.node('alpha').dir}/state/outbox/beta`, `${netw.node('alpha').dir}/state/spool/beta`, `${netw.node('beta').dir}/state/partial/alpha`]
+    const sums = async (): Promise<Map<string, string>> => new Map((await sh(`cd ${inbox} && sha256sum *`)).stdout.trim().split('\n').filter(l => l !== '').map(l => l.split(/ +/).reverse() as [string, string]))
+    await eventually(async () => (await sums()).size === STREAMED && (await Promise.all(dirs.map(left))).every(l => l.length === 0),
+      async () => `all delivered, nothing left (kills after ${kills.join(', ')} ms): inbox ${[...(await sums()).keys()].join(' ')}; left ${(await Promise.all(dirs.map(left))).map(l => l.length).join('/')}`, 90_000, 200)
+    expect(await sums()).toEqual(want)
+    // Placed once each: no second recv (a kill between a placing and its event loses that event, never the file).
+    const recv = received(recorders)
+    expect([...new Set(recv.filter((rel, i) => recv.indexOf(rel) !== i))]).toEqual([])
+    // For the record: how many transfers the kills made the sender cancel (each went again as a file).
+    console.log(`stream kills after ${kills.join(', ')} ms; ${(a.stderr.match(/cancelling a transfer/g) ?? []).length} cancels`)
   }, 180_000)
 })

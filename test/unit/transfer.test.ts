@@ -5,7 +5,7 @@
 // cancels wait for the link, nothing is left open, and a transfer the
 // receiver cannot take now does not hold up the others.
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, readFile, readdir, readlink, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, open, readFile, readdir, readlink, rename, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { parseConfig } from '../../src/config.js'
@@ -41,6 +41,8 @@ interface RigOptions {
   quota?: () => number
   inbox?: string
   clock?: Clock
+  /** The receiver announced xstream (a peer of this version). */
+  streams?: boolean
 }
 
 async function rig (o: RigOptions = {}) {
@@ -88,6 +90,7 @@ async function rig (o: RigOptions = {}) {
   })
   const makeSender = (): OutboxSender => new OutboxSender('beta', outbox, spool, {
     isUp: () => up,
+    supports: (f) => o.streams === true && f === 'xstream',
     send: (m) => {
       if (!up) throw new Error('down')
       toReceiver.push(m)
@@ -160,6 +163,39 @@ async function rig (o: RigOptions = {}) {
       await rename(path.join(outbox, `.${rel}`), path.join(outbox, rel))
       sender.ready(rel)
     },
+    /**
+     * A file the outbox creates and writes as the tree reports it: a
+     * writer registered, each write's new size (grew), the close.
+     */
+    async create (rel: string) {
+      const file = path.join(outbox, rel)
+      const fh = await open(file, 'w')
+      sender.writing(rel, 1)
+      let end = 0
+      return {
+        async write (data: Buffer) {
+          await fh.write(data, 0, data.length, end)
+          end += data.length
+          sender.grew(rel, end)
+        },
+        /** A write elsewhere than at the end: the tree stops reporting sizes. */
+        async writeAt (data: Buffer, pos: number) {
+          await fh.write(data, 0, data.length, pos)
+          end = Math.max(end, pos + data.length)
+          sender.grew(rel, undefined)
+        },
+        async close () {
+          await fh.close()
+          sender.writing(rel, -1)
+          sender.ready(rel, await stat(file))
+        },
+        /** Its daemon died: the descriptor goes, and nobody is told. */
+        async abandon () { await fh.close() }
+      }
+    },
+    /** Bytes of xdata sent, and the kinds offered, in order. */
+    get dataBytes () { return r.toReceiver.reduce((n, m) => n + (m.type === 'xdata' ? m.data.length : 0), 0) },
+    get kinds () { return r.toReceiver.flatMap(m => m.type === 'xoffer' ? [m.kind] : []) },
     async inboxFile (rel: string): Promise<Buffer> { return await readFile(path.join(inbox, rel)).catch(() => Buffer.alloc(0)) },
     async leftovers (): Promise<string[]> {
       const list = async (d: string): Promise<string[]> => (await readdir(d, { recursive: true }).catch(() => [] as string[])).map(n => path.join(path.basename(d), n))
@@ -598,5 +634,152 @@ describe('transfer', () => {
     expect(badRelPath('x'.repeat(256))).toMatch(/256 bytes over 255/)
     expect(badRelPath('.peerfs-x')).toMatch(/reserved/)
     expect(badRelPath('a\0b')).toMatch(/NUL/)
+  })
+})
+
+describe('streams: a file sent while it is written', () => {
+  const MiB = 1 << 20
+  /** What the receiver holds of its transfers from alpha (records and partials). */
+  const partials = async (r: Awaited<ReturnType<typeof rig>>): Promise<string[]> => await readdir(path.join(r.partial, 'alpha')).catch(() => [])
+
+  it('sends what is written while it is written, places nothing before the close, and delivers it once', async () => {
+    const r = await rig({ streams: true })
+    const data = randomBytes(4 * MiB)
+    const w = await r.create('big')
+    for (let i = 0; i < 12; i++) await w.write(data.subarray(i * MiB / 4, (i + 1) * MiB / 4))
+    await eventually(() => r.dataBytes === 3 * MiB, 'all 3 MiB written so far sent before the close')
+    expect(r.kinds).toEqual(['stream'])
+    expect(await readdir(r.inbox).catch(() => [])).toEqual([])
+    expect(Object.fromEntries(r.sender.status()).transfer).toBe('big (as it is written)')
+    await eventually(() => /^3145728 bytes, the file still being written$/.test(String(Object.fromEntries(r.receiver.status('alpha')).incoming_progress)), 'receiver shows it growing')
+    for (let i = 12; i < 16; i++) await w.write(data.subarray(i * MiB / 4, (i + 1) * MiB / 4))
+    await w.close()
+    await eventually(async () => (await r.inboxFile('big')).equals(data), 'delivered')
+    // Not a byte sent twice, one offer, and nothing left anywhere.
+    expect(r.dataBytes).toBe(4 * MiB)
+    expect(r.kinds).toEqual(['stream'])
+    expect(r.received).toEqual(['big'])
+    await eventually(async () => (await r.leftovers()).length === 0, 'outbox, spool and partials empty')
+    expect(r.sent).toEqual(['big'])
+  })
+
+  for (const [what, spoil] of [
+    ['a write out of order', async (w: Awaited<ReturnType<Awaited<ReturnType<typeof rig>>['create']>>) => await w.writeAt(Buffer.from('HEAD'), 0)],
+    ['a second writer', async (_w: unknown, r: Awaited<ReturnType<typeof rig>>) => r.sender.writing('big', 1)],
+    ['a truncate', async (_w: unknown, r: Awaited<ReturnType<typeof rig>>) => {
+      await truncate(path.join(r.outbox, 'big'), MiB)
+      r.sender.grew('big', undefined)
+    }]
+  ] as const) {
+    it(`cancels the stream at ${what}, and sends the file as it is once closed`, async () => {
+      const r = await rig({ streams: true })
+      const w = await r.create('big')
+      await w.write(randomBytes(2 * MiB))
+      await eventually(() => r.dataBytes === 2 * MiB, 'streamed')
+      await spoil(w as never, r)
+      await eventually(() => r.toSender.some(m => m.type === 'xforgot'), 'the stream cancelled')
+      expect(await partials(r)).toEqual([])
+      await w.write(randomBytes(MiB))
+      if (what === 'a second writer') r.sender.writing('big', -1)
+      await w.close()
+      const want = await readFile(path.join(r.outbox, 'big'))
+      await eventually(async () => (await r.inboxFile('big')).equals(want), 'the file as closed delivered')
+      expect(r.kinds).toEqual(['stream', 'file'])
+      expect(r.received).toEqual(['big'])
+      await eventually(async () => (await r.leftovers()).length === 0, 'nothing left')
+    })
+  }
+
+  it('resumes a stream whose writer closed it while the link was down, as a file, from what the receiver holds', async () => {
+    const r = await rig({ streams: true })
+    const data = randomBytes(3 * MiB)
+    const w = await r.create('big')
+    await w.write(data.subarray(0, 2 * MiB))
+    // A checkpoint every 256 KiB: most of what was sent is durable there.
+    await eventually(() => r.dataBytes === 2 * MiB && r.toSender.some(m => m.type === 'xack' && m.offset === 2 * MiB), 'streamed')
+    r.setUp(false)
+    await w.write(data.subarray(2 * MiB))
+    await w.close()
+    r.setUp(true)
+    await eventually(async () => (await r.inboxFile('big')).equals(data), 'delivered')
+    expect(r.kinds).toEqual(['stream', 'file'])
+    expect(r.offers[1].offset).toBeGreaterThanOrEqual(MiB)
+    expect(r.received).toEqual(['big'])
+    await eventually(async () => (await r.leftovers()).length === 0, 'nothing left')
+  })
+
+  it('cancels a stream its sender was killed during, then sends the file as it was left, once', async () => {
+    const r = await rig({ streams: true })
+    const w = await r.create('big')
+    await w.write(randomBytes(2 * MiB))
+    await eventually(() => r.dataBytes === 2 * MiB, 'streamed')
+    // The writer's handle died with the daemon that served it; its file stays as it was.
+    await w.abandon()
+    await r.restartSender()
+    const want = await readFile(path.join(r.outbox, 'big'))
+    await eventually(async () => (await r.inboxFile('big')).equals(want), 'delivered')
+    expect(r.kinds).toEqual(['stream', 'file'])
+    expect(r.toReceiver.filter(m => m.type === 'xcancel').length).toBeGreaterThanOrEqual(1)
+    expect(r.received).toEqual(['big'])
+    await eventually(async () => (await r.leftovers()).length === 0, 'nothing left')
+  })
+
+  it('gives way to files that wait once its writer paused: cancelled, it goes after its close', async () => {
+    const r = await rig({ streams: true })
+    const w = await r.create('log')
+    await w.write(randomBytes(2 * MiB))
+    await eventually(() => r.dataBytes === 2 * MiB, 'streamed')
+    await r.put('small', 'hello')
+    await eventually(async () => (await r.inboxFile('small')).toString() === 'hello', 'the small file goes past the paused stream', 5000)
+    expect(r.toReceiver.some(m => m.type === 'xcancel')).toBe(true)
+    await w.write(randomBytes(MiB))
+    await w.close()
+    await eventually(async () => (await r.inboxFile('log')).length === 3 * MiB, 'the closed file delivered')
+    expect(r.kinds).toEqual(['stream', 'tar', 'file'])
+  })
+
+  it('keeps a stream whose writer pauses past the answer timeout as one offer, though the receiver holds some of it unacknowledged', async () => {
+    // The receiver writes and acknowledges 768 KiB at a time (a quarter of the window): of the first MiB, a quarter waits.
+    const r = await rig({ streams: true, settings: { timeoutMs: 300, windowBytes: 3 * MiB } })
+    const data = randomBytes(MiB + 3000)
+    const w = await r.create('log')
+    await w.write(data.subarray(0, MiB))
+    await eventually(() => r.dataBytes === MiB, 'a whole read sent as written')
+    await new Promise(resolve => setTimeout(resolve, 500))
+    // Less than a read goes at the close.
+    await w.write(data.subarray(MiB))
+    expect(r.dataBytes).toBe(MiB)
+    await w.close()
+    await eventually(async () => (await r.inboxFile('log')).equals(data), 'delivered')
+    expect(r.kinds).toEqual(['stream'])
+    expect(r.dataBytes).toBe(data.length)
+  })
+
+  it('drops a stream that passes what the quota left at its offer, and sends the file once closed, when it fits', async () => {
+    let quota = 3 * MiB / 2
+    const r = await rig({ streams: true, quota: () => quota })
+    const data = randomBytes(2 * MiB)
+    const w = await r.create('big')
+    await w.write(data)
+    await eventually(() => r.toSender.some(m => m.type === 'xforgot'), 'the stream cancelled')
+    expect(r.toSender.find(m => m.type === 'xdone')).toMatchObject({ result: 'retry', reason: expect.stringMatching(/^no room: the stream passed the 1572864 bytes/) })
+    expect(await partials(r)).toEqual([])
+    quota = 0
+    await w.close()
+    await eventually(async () => (await r.inboxFile('big')).equals(data), 'delivered once closed')
+    // Not offered again as a stream while it was written.
+    expect(r.kinds).toEqual(['stream', 'file'])
+  })
+
+  it('sends nothing of a file being written to a peer that does not take streams', async () => {
+    const r = await rig()
+    const data = randomBytes(2 * MiB)
+    const w = await r.create('big')
+    await w.write(data)
+    await new Promise(resolve => setTimeout(resolve, 200))
+    expect(r.toReceiver).toEqual([])
+    await w.close()
+    await eventually(async () => (await r.inboxFile('big')).equals(data), 'delivered after the close')
+    expect(r.kinds).toEqual(['file'])
   })
 })

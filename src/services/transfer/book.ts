@@ -64,6 +64,13 @@ export class TransferBook {
   /** The file is in a record whose files are not cleared yet: no other takes it. */
   claimed (rel: string): boolean { return this.claims.has(rel) }
 
+  /** The stream still to be sent of the file at rel, if any (O(1): asked at every write). */
+  stream (rel: string): SentRecord | undefined {
+    const xid = this.claims.get(rel)
+    const rec = xid === undefined ? undefined : this.records.get(xid)
+    return rec?.kind === 'stream' && this.standing(rec) === 'send' ? rec : undefined
+  }
+
   /** The record holding the file at rel, or those holding files under the folder rel. */
   holding (rel: string): SentRecord[] {
     const xid = this.claims.get(rel)
@@ -157,5 +164,6 @@ export class TransferBook {
 }
 
 export function describe (rec: SentRecord): string {
+  if (rec.kind === 'stream') return `${label(rec.name)} (as it is written)`
   return rec.kind === 'file' ? label(rec.name) : `${rec.items.length} files in one tar`
 }

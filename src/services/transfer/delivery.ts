@@ -139,6 +139,13 @@ export async function noRoom (partials: string, inbox: string, size: number, off
   return undefined
 }
 
+/** Bytes a stream may still bring (its size is not known at its offer): what both disks have free. */
+export async function streamRoom (partials: string, inbox: string): Promise<number> {
+  const [p, i] = await Promise.all([room(partials), room(inbox)])
+  if (p === undefined || i === undefined) return Infinity
+  return p.dev === i.dev ? p.free : Math.min(p.free, i.free)
+}
+
 /** The device of dir and the bytes we may still write there (root may use the reserved blocks too). */
 async function room (dir: string): Promise<{ dev: number, free: number } | undefined> {
   try {

@@ -25,6 +25,12 @@
 // - A delivered file leaves the outbox (unless it changed since it was
 //   read); the folders that empties go only once nothing was written in
 //   the outbox for a while, so a cp -r still filling one keeps it.
+// - A file the outbox created that its one writer writes in order (the
+//   tree's grew hook) is growing; past largeFileBytes it may go as a
+//   stream while it is written, when nothing else waits. It stops being a
+//   candidate for good (until closed) at a write out of order, a second
+//   writer, a truncate, or a rename away; the growing table holds only
+//   files open for writing, and at most maxQueued.
 import { randomBytes } from 'node:crypto'
 import { lstatSync } from 'node:fs'
 import { readdir, rm, rmdir, stat, unlink } from 'node:fs/promises'
@@ -56,9 +62,14 @@ const STAT_SLICE = 256
 /** seq: order of arrival, so a scan tells what came in while it walked. */
 interface Held { item: Item, at: number, seq: number }
 
+/** A file being written: its size so far (all in order while ok), and when it last grew. */
+export interface Growing { end: number, ok: boolean, lastAt: number }
+
 export class OutboxQueue {
   /** Open handles writing each file: not ready meanwhile. */
   private readonly writers = new Map<string, number>()
+  /** Files being written that the grew hook reported, while open for writing. */
+  private readonly growing = new Map<string, Growing>()
   /** Refused files and their mtime: not offered again until they change. */
   private readonly refused = new Map<string, number>()
   /** Waiting files in the order they became ready, small and large apart. */
@@ -113,11 +124,52 @@ export class OutboxQueue {
     return (this.stale && this.held < this.settings.batchFiles) || (nothingUnsent && this.held === 0 && this.clock.now() - this.lastScan >= RESCAN_MS)
   }
 
-  writing (rel: string, delta: number): void {
+  /** A writer opened or closed rel; returns what the file was as it grew, once its last writer closed. */
+  writing (rel: string, delta: number): Growing | undefined {
     this.lastActivity = this.clock.now()
     const n = (this.writers.get(rel) ?? 0) + delta
-    if (n <= 0) this.writers.delete(rel)
-    else this.writers.set(rel, n)
+    const g = this.growing.get(rel)
+    if (n <= 0) {
+      this.writers.delete(rel)
+      this.growing.delete(rel)
+      return g
+    }
+    this.writers.set(rel, n)
+    if (g !== undefined && n > 1) g.ok = false
+    return undefined
+  }
+
+  /** The grew hook: rel holds end bytes written in order, or (undefined) is not written so any more. */
+  grew (rel: string, end: number | undefined): Growing | undefined {
+    const now = this.lastActivity = this.clock.now()
+    const n = this.writers.get(rel) ?? 0
+    if (n === 0) return undefined
+    let g = this.growing.get(rel)
+    if (g === undefined) {
+      if (this.growing.size >= this.settings.maxQueued) return undefined
+      g = { end: 0, ok: n === 1, lastAt: now }
+      this.growing.set(rel, g)
+    }
+    if (end === undefined) g.ok = false
+    else g.end = end
+    g.lastAt = now
+    return g
+  }
+
+  growth (rel: string): Growing | undefined { return this.growing.get(rel) }
+
+  /** rel goes as a file once closed, not as a stream. */
+  unstream (rel: string): void {
+    const g = this.growing.get(rel)
+    if (g !== undefined) g.ok = false
+  }
+
+  /** A file that may go as a stream now: growing in order past largeFileBytes, in no transfer. */
+  private streamable (): string | undefined {
+    for (const [rel, g] of this.growing) {
+      if (g.ok && g.end >= this.settings.largeFileBytes && !this.claimed(rel) && !this.packing.has(rel)) return rel
+    }
+    return undefined
   }
 
   get writersOpen (): number { return this.writers.size }
@@ -169,6 +221,8 @@ export class OutboxQueue {
   gone (rel: string): boolean {
     this.lastActivity = this.clock.now()
     this.refused.delete(rel)
+    // A writer still open on it writes a file of another name now.
+    for (const [k, g] of this.growing) if (k === rel || isUnder(k, rel)) g.ok = false
     const had = this.small.has(rel) || this.large.has(rel)
     if (had) {
       this.forget(rel)
@@ -188,12 +242,12 @@ export class OutboxQueue {
     }
   }
 
-  /** In how many ms a pick is worth making; undefined if nothing waits. */
-  dueIn (now: number): number | undefined {
+  /** In how many ms a pick is worth making; undefined if nothing waits. streams: a growing file counts. */
+  dueIn (now: number, streams: boolean): number | undefined {
     const s = this.settings
     if (this.large.size > 0 || this.small.size >= s.batchFiles || this.smallBytes >= s.bundleMaxBytes || (this.stale && this.held === 0)) return 0
     const first = this.small.values().next()
-    if (first.done === true) return undefined
+    if (first.done === true) return streams && this.streamable() !== undefined ? 0 : undefined
     return Math.max(0, Math.min(first.value.at + s.batchMs, this.lastActivity + Math.min(s.batchMs, QUIET_MS)) - now)
   }
 
@@ -227,8 +281,9 @@ export class OutboxQueue {
     if (over.files > 0) this.stale = true
   }
 
-  /** The source is still what the record was made from. */
+  /** The source is still what the record was made from (a stream: still written in order). */
   async intact (rec: SentRecord): Promise<boolean> {
+    if (rec.kind === 'stream') return this.growing.get(rec.name)?.ok === true
     const st = await stat(this.store.source(rec)).catch(() => undefined)
     if (st === undefined || st.size !== rec.size) return false
     return rec.kind === 'tar' || st.mtimeMs === rec.items[0].mtimeMs
@@ -239,9 +294,10 @@ export class OutboxQueue {
    * before anything could report its files again; undefined if none. The
    * oldest waiting goes first: a large file alone, else a batch of small
    * ones. A file that changed since it was reported is left out of the
-   * batch and held again as it is now.
+   * batch and held again as it is now. With none waiting, and streams
+   * allowed (the peer takes them), a growing file goes as a stream.
    */
-  async build (claim: (rec: SentRecord) => void): Promise<SentRecord | undefined> {
+  async build (claim: (rec: SentRecord) => void, streams: boolean): Promise<SentRecord | undefined> {
     const s = this.settings
     const base = { xid: randomBytes(XID_BYTES).toString('hex'), phase: 'send' as const, created: this.clock.now() }
     const l = this.large.values().next()
@@ -257,7 +313,25 @@ export class OutboxQueue {
         bytes += item.size
       }
     }
-    if (batch.length === 0) return undefined
+    if (batch.length === 0) {
+      const rel = streams ? this.streamable() : undefined
+      if (rel === undefined) return undefined
+      const rec: SentRecord = { ...base, kind: 'stream', name: rel, size: 0, items: [{ rel, size: 0, mtimeMs: 0 }] }
+      this.packing.add(rel)
+      try {
+        await this.store.save(rec)
+      } finally {
+        this.packing.delete(rel)
+      }
+      // Written out of order or closed while the record was saved: it goes as a file instead.
+      if (this.growing.get(rel)?.ok !== true) {
+        await this.store.drop(rec)
+        this.requeue(rec.items)
+        return undefined
+      }
+      claim(rec)
+      return rec
+    }
     for (const it of batch) {
       this.forget(it.rel)
       this.packing.add(it.rel)

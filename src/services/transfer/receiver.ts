@@ -16,6 +16,12 @@
 //   A transfer opens no file before its first data. Partials count against
 //   the peer's quota; those nobody comes back for go after maxAgeMs.
 // - One peer's messages are handled in order, one at a time.
+// - A stream (a file its sender still writes) takes data up to what the
+//   quota and the disks leave at its offer, and is dropped past it. Its
+//   records say 'stream', which never reads as delivered. Its end fixes
+//   its size; it is recorded as a file of that size before it is placed.
+//   A later offer of the xid as a 'file' of at least what is durable
+//   resumes it.
 import { mkdir, rm, truncate } from 'node:fs/promises'
 import path from 'node:path'
 import type { Clock, Timer } from '../../lib/clock.js'
@@ -27,7 +33,7 @@ import { treeBytes } from '../../lib/walk.js'
 import type { Handler } from '../../transport/messages/codec.js'
 import type { XferKind, XferMessage, XferResult, XferToReceiver } from '../../transport/messages/xfer.js'
 import { unpackBundle } from './bundle.js'
-import { noRoom, placeAll } from './delivery.js'
+import { noRoom, placeAll, streamRoom } from './delivery.js'
 import { Partial } from './partial.js'
 import { ReceiverStore, type Held, type RecvRecord } from './receiver-store.js'
 import { Progress, Refusal, label, type StatusPairs, type TransferSettings, type XferLink } from './shared.js'
@@ -41,6 +47,8 @@ interface Incoming {
   kind: XferKind
   name: string
   size: number
+  /** Most bytes it may bring: its size, or for a stream what the quota and the disks leave. */
+  limit: number
   part: Partial
   /** Bytes a record on disk says are durable. */
   offset: number
@@ -112,7 +120,7 @@ export class InboxReceiver {
     for (const inc of this.open.get(peer)?.values() ?? []) if (cur === undefined || inc.touched >= cur.touched) cur = inc
     if (cur === undefined) return [['incoming', '-'], ['incoming_progress', '-'], ['incoming_bytes_per_s', 0]]
     return [
-      ['incoming', cur.kind === 'file' ? label(cur.name) : `${label(cur.name === '' ? 'files' : cur.name)} in one tar`],
+      ['incoming', cur.kind !== 'tar' ? label(cur.name) : `${label(cur.name === '' ? 'files' : cur.name)} in one tar`],
       ['incoming_progress', cur.progress.text()],
       ['incoming_bytes_per_s', cur.progress.bytesPerS(this.opts.clock.now())]
     ]
@@ -159,7 +167,7 @@ export class InboxReceiver {
       log.warn({ peer, name: m.name, result, reason }, 'transfer not accepted')
       this.verdict(peer, m.xid, result, reason)
     }
-    if (m.kind === 'file') {
+    if (m.kind !== 'tar') {
       const bad = badRelPath(m.name)
       if (bad !== undefined) return notNow('refused', `${bad}: ${JSON.stringify(m.name.slice(0, 200))}`)
     }
@@ -168,19 +176,24 @@ export class InboxReceiver {
     const rec = await this.store.load(peer, xid)
     if (rec?.phase === 'delivered') return this.send(peer, { type: 'xdelivered', xid: m.xid })
     if (rec?.phase === 'placing') return await this.place(peer, rec)
-    let offset = rec !== undefined && rec.kind === m.kind && rec.name === m.name && rec.size === m.size ? rec.offset : 0
+    const same = rec !== undefined && rec.name === m.name && ((rec.kind === m.kind && rec.size === m.size) || (rec.kind === 'stream' && m.kind === 'file' && m.size >= rec.offset))
+    let offset = same ? rec.offset : 0
     if (offset === 0) await this.store.drop(peer, xid)
     const held = await this.store.held(peer)
     const inbox = this.opts.inboxOf(peer)
     const quota = this.opts.quotaOf(peer)
+    let quotaLeft = Infinity
     if (quota > 0) {
       const used = await treeBytes(inbox) + held.reduce((n, h) => n + (h.xid === xid ? 0 : h.bytes), 0)
       if (used + m.size > quota) return notNow('retry', `over the inbox quota: ${used} + ${m.size} bytes > ${quota}`)
+      quotaLeft = quota - used
     }
     await mkdir(this.store.dir(peer), { recursive: true, mode: 0o700 })
     await mkdir(inbox, { recursive: true, mode: 0o700 })
     const room = await noRoom(this.store.dir(peer), inbox, m.size, offset, m.kind === 'tar')
     if (room !== undefined) return notNow('retry', room)
+    // A stream may bring what the quota and the disks leave: past it, it is dropped, not left to fill the disk.
+    const limit = m.kind === 'stream' ? Math.min(quotaLeft, offset + await streamRoom(this.store.dir(peer), inbox)) : m.size
     await this.makeRoom(peer, xid, held)
     const file = this.store.part(peer, xid)
     let part = Partial.fresh(file)
@@ -195,7 +208,7 @@ export class InboxReceiver {
     const now = clock.now()
     const ackEvery = Math.max(64 << 10, Math.min(settings.ackEveryBytes, Math.floor(m.window / 4)))
     this.table(peer).set(xid, {
-      peer, xid, kind: m.kind, name: m.name, size: m.size, part, offset, ackEvery, checkpointAt: now, checkpointing: undefined, progress: new Progress(m.size, offset, now), touched: now
+      peer, xid, kind: m.kind, name: m.name, size: m.size, limit, part, offset, ackEvery, checkpointAt: now, checkpointing: undefined, progress: new Progress(m.kind === 'stream' ? undefined : m.size, offset, now), touched: now
     })
     this.send(peer, { type: 'xaccept', xid: m.xid, offset })
   }
@@ -220,9 +233,10 @@ export class InboxReceiver {
     // Data sent before a re-offer, or for a cancelled transfer: not ours.
     if (inc === undefined || m.offset !== inc.part.received) return
     inc.touched = this.opts.clock.now()
-    if (inc.part.received + m.data.length > inc.size) {
+    if (inc.part.received + m.data.length > inc.limit) {
       await this.close(peer, xid)
       await this.store.drop(peer, xid)
+      if (inc.kind === 'stream') return this.verdict(peer, m.xid, 'retry', `no room: the stream passed the ${inc.limit} bytes the quota and the disk left at its offer`)
       return this.verdict(peer, m.xid, 'refused', 'more data than offered')
     }
     const part = inc.part
@@ -230,7 +244,7 @@ export class InboxReceiver {
       const before = part.written
       await part.append(m.data, inc.ackEvery)
       inc.progress.done = part.received
-      if (part.received === inc.size) {
+      if (inc.kind !== 'stream' && part.received === inc.size) {
         // All of it: durable and recorded before the end is taken (a single file's record of all
         // its bytes is what reads as delivered once its .part is renamed in).
         await part.finish()
@@ -268,15 +282,39 @@ export class InboxReceiver {
     inc.checkpointAt = this.opts.clock.now()
   }
 
+  /**
+   * A stream that passed its hash is a file of what it brought: made
+   * durable and recorded so before it is placed, so that with its .part
+   * renamed in it reads as delivered.
+   */
+  private async sized (inc: Incoming): Promise<void> {
+    await inc.part.finish()
+    await inc.checkpointing
+    inc.kind = 'file'
+    inc.size = inc.limit = inc.part.received
+    await this.store.save(inc.peer, { xid: inc.xid, phase: 'receiving', kind: 'file', name: inc.name, size: inc.size, offset: inc.size })
+    inc.offset = inc.size
+  }
+
   private async end (peer: string, m: Msg<'xend'>): Promise<void> {
     const xid = m.xid.toString('hex')
     const inc = this.open.get(peer)?.get(xid)
     if (inc === undefined) return this.verdict(peer, m.xid, 'retry', 'unknown transfer; offer it again')
-    if (inc.part.received !== inc.size || !inc.part.hash.copy().digest().equals(m.sha256)) {
+    if ((inc.kind !== 'stream' && inc.part.received !== inc.size) || !inc.part.hash.copy().digest().equals(m.sha256)) {
       this.opts.log.error({ peer, name: inc.name, received: inc.part.received, size: inc.size }, 'transfer failed its SHA-256 check; discarded')
       await this.close(peer, xid)
       await this.store.drop(peer, xid)
       return this.verdict(peer, m.xid, 'retry', 'SHA-256 mismatch; send it again')
+    }
+    if (inc.kind === 'stream') {
+      try {
+        await this.sized(inc)
+      } catch (err) {
+        const e = fsErrorOf(err, 'inbox partial')
+        this.opts.log.error({ peer, err: e.message }, 'cannot record a streamed file; the sender will retry')
+        await this.close(peer, xid)
+        return this.verdict(peer, m.xid, 'retry', e.message)
+      }
     }
     const part = this.store.part(peer, xid)
     const rec: RecvRecord = { xid, phase: 'placing', kind: inc.kind, name: inc.name, size: inc.size, offset: inc.size }

@@ -33,7 +33,7 @@ export class SenderStore {
 
   /** What the transfer's bytes are read from. */
   source (rec: SentRecord): string {
-    return rec.kind === 'file' ? path.join(this.outbox, rec.items[0].rel) : this.bundle(rec.xid)
+    return rec.kind === 'tar' ? this.bundle(rec.xid) : path.join(this.outbox, rec.items[0].rel)
   }
 
   /** The saved records, oldest first; removes bundles and temp files no record owns. */

@@ -18,21 +18,34 @@
 // - A transfer the receiver cannot take now is set aside with backoff
 //   (book.ts) and the next one goes.
 // - A file is in at most one saved transfer; at most maxTransfers are saved.
+// - A stream (a file sent while its one writer still writes it in order,
+//   to a peer that takes them) sends only what was written. At the close
+//   its record is saved as a file of the size written before its end
+//   goes, so a restart offers that file (the receiver resumes the stream)
+//   or hears it was delivered. Anything else (a write out of order, a
+//   second writer, a file other than what was streamed at the close, a
+//   restart before the close, a writer pausing while other files wait,
+//   the receiver unable to take it now) cancels it, and the file goes as
+//   usual once closed.
+import { lstatSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import type { Clock, Timer } from '../../lib/clock.js'
 import { SerialLock } from '../../lib/lock.js'
 import type { Logger } from '../../lib/log.js'
 import { yieldLoop } from '../../lib/wait.js'
 import type { Handler } from '../../transport/messages/codec.js'
-import type { XferMessage, XferToSender } from '../../transport/messages/xfer.js'
+import { XSTREAM, type XferMessage, type XferToSender } from '../../transport/messages/xfer.js'
 import { Attempt } from './attempt.js'
 import { TransferBook, describe } from './book.js'
-import { OutboxQueue, RESCAN_MS, type FileFacts } from './queue.js'
+import { OutboxQueue, RESCAN_MS, type FileFacts, type Growing } from './queue.js'
 import { SenderStore, type SentRecord } from './sender-store.js'
 import type { StatusPairs, TransferSettings, XferLink } from './shared.js'
 
 /** Data sent per turn of the event loop: about half a millisecond of hashing and sealing. */
 const SEND_SLICE_BYTES = 256 << 10
+
+/** A stream whose writer wrote nothing for this long gives way to files that wait. */
+const STREAM_PAUSE_MS = 1000
 
 type Phase = 'idle' | 'preparing' | 'offering' | 'sending' | 'ending' | 'stopped'
 type Msg<T extends XferMessage['type']> = Extract<XferMessage, { type: T }>
@@ -86,7 +99,14 @@ export class OutboxSender {
     await mkdir(this.outbox, { recursive: true, mode: 0o700 })
     await mkdir(this.store.dir, { recursive: true, mode: 0o700 })
     const bad = (file: string, err: Error): void => this.opts.log.error({ peer: this.peerId, file, err: err.message }, 'unreadable transfer record; its files are sent again')
-    for (const rec of await this.store.load(bad)) this.book.add(rec)
+    for (const rec of await this.store.load(bad)) {
+      // The writer of a stream not closed went with the process that served it: cancelled, its file goes as it is.
+      if (rec.kind === 'stream' && rec.phase === 'send') {
+        rec.phase = 'cancel'
+        await this.store.save(rec)
+      }
+      this.book.add(rec)
+    }
     // What waits, for status while the link is down, and for the first pick
     // (which queues behind it); a large outbox does not hold up the start.
     this.lock.run(async () => await this.queue.scan()).catch((err: unknown) => this.opts.log.error({ peer: this.peerId, err }, 'cannot scan the outbox'))
@@ -104,15 +124,40 @@ export class OutboxSender {
 
   // Hooks from the outbox folder: O(1) per file (the queue is in memory).
 
-  writing (rel: string, delta: number): void { this.queue.writing(rel, delta) }
+  writing (rel: string, delta: number): void {
+    const closed = this.queue.writing(rel, delta)
+    const rec = this.book.stream(rel)
+    if (rec === undefined) return
+    if (delta > 0) this.cancel(rec, 'opened by a second writer while it was streamed')
+    else if (closed !== undefined) this.sized(rec, closed)
+  }
+
+  /** The tree's grew hook: a file being written in order holds end bytes (undefined: not in order any more). */
+  grew (rel: string, end: number | undefined): void {
+    const g = this.queue.grew(rel, end)
+    const rec = this.book.stream(rel)
+    if (rec !== undefined) {
+      if (g?.ok !== true) return this.cancel(rec, 'written out of order while it was streamed')
+      const att = this.att
+      if (att?.rec === rec) {
+        att.limit = g.end
+        if (att.due) this.pump()
+      }
+      return
+    }
+    if (g?.ok === true && g.end >= this.opts.settings.largeFileBytes && this.phase === 'idle' && this.streams()) this.kick(0)
+  }
 
   /** st: the file's stat as the hook saw it; without it (a folder), a scan looks. */
   ready (rel: string, st?: FileFacts): void {
     this.queue.ready(rel, st)
     // While the link is down nothing is picked (linkUp kicks): no timer per file.
-    const ms = this.link.isUp() ? this.queue.dueIn(this.opts.clock.now()) : undefined
+    const ms = this.link.isUp() ? this.queue.dueIn(this.opts.clock.now(), this.streams()) : undefined
     if (ms !== undefined) this.kick(ms)
   }
+
+  /** The peer takes streams. */
+  private streams (): boolean { return this.link.supports?.(XSTREAM) === true }
 
   gone (rel: string): void {
     if (this.queue.gone(rel)) return
@@ -161,7 +206,10 @@ export class OutboxSender {
     if (this.phase !== 'idle') {
       // What changed may have come after the running pick: look again after it.
       this.again = true
-      if (this.phase !== 'preparing') this.prefetch()
+      if (this.phase !== 'preparing') {
+        this.yieldStream()
+        this.prefetch()
+      }
       return
     }
     // Nothing to send now; the queue in memory counts what waits.
@@ -187,7 +235,55 @@ export class OutboxSender {
       if (this.mark(rec, 'changed or gone before it was sent')) await this.saveCancel(rec)
     }
     if (this.book.size >= settings.maxTransfers) return undefined
-    return await this.queue.build((rec) => this.book.add(rec))
+    return await this.queue.build((rec) => this.book.add(rec), this.streams())
+  }
+
+  /**
+   * A stream whose writer paused gives way to the files that wait (they
+   * would wait for its close): it is cancelled and goes as a file once
+   * closed. Until the pause is long enough, looks again when it would be.
+   */
+  private yieldStream (): void {
+    const att = this.att
+    if (att === undefined || att.rec.kind !== 'stream') return
+    const now = this.opts.clock.now()
+    const others = this.book.due(now).some(r => r !== att.rec) ? 0 : this.queue.dueIn(now, false)
+    if (others === undefined) return
+    const g = this.queue.growth(att.rec.name)
+    // Closed: it is being recorded as a file, and its end goes next.
+    if (g === undefined) return
+    const idle = now - g.lastAt
+    const wait = Math.max(others, STREAM_PAUSE_MS - idle)
+    if (wait > 0) return this.kick(wait)
+    this.queue.unstream(att.rec.name)
+    this.cancel(att.rec, `its writer paused ${idle} ms while other files wait`)
+  }
+
+  /**
+   * The stream's writer closed it: saved as a file of the size written,
+   * then the rest and its end go. A file other than what was streamed
+   * (longer, say, when the writer reopened a file that had a tail) is
+   * cancelled and goes as a file.
+   */
+  private sized (rec: SentRecord, g: Growing): void {
+    const st = lstatSync(this.store.source(rec), { throwIfNoEntry: false })
+    if (!g.ok || st?.isFile() !== true || st.size !== g.end) return this.cancel(rec, 'not what was streamed once closed')
+    const item = { rel: rec.name, size: st.size, mtimeMs: st.mtimeMs }
+    this.lock.run(async () => {
+      if (this.book.stream(rec.name) !== rec) return
+      await this.store.save({ ...rec, kind: 'file', size: item.size, items: [item] })
+      rec.kind = 'file'
+      rec.size = item.size
+      rec.items = [item]
+      const att = this.att
+      if (att?.rec === rec) {
+        att.sized()
+        this.pump()
+      }
+    }).catch((err: unknown) => {
+      this.opts.log.error({ peer: this.peerId, err }, 'cannot record a streamed file; it goes again as a file')
+      this.cancel(rec, 'its record could not be saved')
+    })
   }
 
   /**
@@ -197,10 +293,10 @@ export class OutboxSender {
    */
   private prefetch (): void {
     const now = this.opts.clock.now()
-    if (this.prefetching || !this.link.isUp() || this.queue.dueIn(now) !== 0 || this.queue.needsScan) return
+    if (this.prefetching || !this.link.isUp() || this.queue.dueIn(now, this.streams()) !== 0 || this.queue.needsScan) return
     if (this.book.size >= this.opts.settings.maxTransfers || this.book.due(now).some(r => r !== this.att?.rec)) return
     this.prefetching = true
-    this.lock.run(async () => await this.queue.build((rec) => this.book.add(rec)))
+    this.lock.run(async () => await this.queue.build((rec) => this.book.add(rec), this.streams()))
       .catch((err: unknown) => this.opts.log.error({ peer: this.peerId, err }, 'cannot prepare an outbox transfer'))
       .finally(() => {
         this.prefetching = false
@@ -214,7 +310,7 @@ export class OutboxSender {
     if (rec === undefined) {
       const now = this.opts.clock.now()
       const wake = this.book.nextWake(now)
-      const due = this.queue.dueIn(now)
+      const due = this.queue.dueIn(now, this.streams())
       if (this.again) this.kick(0)
       // Due, yet nothing was made (each file changed as it was packed): not again at once.
       else if (due !== undefined && this.book.size < this.opts.settings.maxTransfers) this.kick(Math.max(due, this.opts.settings.batchMs))
@@ -230,10 +326,15 @@ export class OutboxSender {
   private onAccept (m: Msg<'xaccept'>): void {
     const att = this.att
     if (att === undefined || this.phase !== 'offering' || !m.xid.equals(att.xid)) return
+    if (att.rec.kind === 'stream') {
+      const g = this.queue.growth(att.rec.name)
+      if (g?.ok !== true || m.offset > g.end) return this.cancel(att.rec, 'not written in order any more')
+      att.limit = g.end
+    }
     this.phase = 'sending'
     this.arm()
     const gen = this.gen
-    att.start(this.store.source(att.rec), Math.min(m.offset, att.size), () => this.opts.clock.now())
+    att.start(this.store.source(att.rec), Math.min(m.offset, att.limit), () => this.opts.clock.now())
       .then((open) => { if (open) this.pump() }, (err: unknown) => this.failed(gen, err))
   }
 
@@ -254,7 +355,7 @@ export class OutboxSender {
     const { packetBytes, windowBytes } = this.opts.settings
     void (async () => {
       let turn = 0
-      while (this.gen === gen && att.pos < att.size && att.pos - att.acked < windowBytes) {
+      while (this.gen === gen && att.due && att.pos - att.acked < windowBytes) {
         const chunk = await att.read(packetBytes)
         if (this.gen !== gen) return
         if (chunk.length === 0) return this.cancel(att.rec, 'shortened while it was sent')
@@ -267,7 +368,16 @@ export class OutboxSender {
           await yieldLoop()
         }
       }
-      if (this.gen !== gen || att.pos < att.size) return
+      if (this.gen !== gen) return
+      if (att.rec.kind === 'stream') {
+        // Its writer's next write or its close pumps again. Until then the
+        // receiver may keep what came in memory, unacknowledged (it writes
+        // in batches): only a full window is owed an answer.
+        if (att.pos - att.acked >= windowBytes) this.arm()
+        else this.opts.clock.clearTimeout(this.answerTimer)
+        return
+      }
+      if (att.pos < att.size) return
       const st = await att.stat()
       if (this.gen !== gen) return
       if (att.rec.kind === 'file' && (st.size !== att.size || st.mtimeMs !== att.rec.items[0].mtimeMs)) return this.cancel(att.rec, 'changed while it was sent')
@@ -282,6 +392,11 @@ export class OutboxSender {
     if (rec === undefined) return
     if (m.result === 'ok') return this.delivered(xid)
     if (this.att?.rec === rec) this.endAttempt()
+    if (m.result === 'retry' && rec.kind === 'stream' && rec.phase === 'send') {
+      // Its size, known at the close, lets the receiver judge it then (room, quota): tried again as a stream it would fail alike.
+      this.queue.unstream(rec.name)
+      return this.cancel(rec, `peer cannot take it as it is written: ${m.reason}`)
+    }
     if (m.result === 'retry' || rec.phase === 'cancel') {
       // A cancel answered so: the receiver could not finish placing what it came too late for; ask again later.
       const wait = this.book.setAside(rec, m.reason, this.opts.clock.now())

@@ -45,16 +45,17 @@ export type XferLink = PeerLink
 
 export type StatusPairs = Array<[string, string | number]>
 
-/** Bytes done of a total, and the rate since this attempt began. */
+/** Bytes done of a total (undefined: a stream, its file still being written), and the rate since this attempt began. */
 export class Progress {
   done: number
   private readonly from: number
-  constructor (readonly total: number, offset: number, private readonly startedAt: number) {
+  constructor (public total: number | undefined, offset: number, private readonly startedAt: number) {
     this.done = offset
     this.from = offset
   }
 
   text (): string {
+    if (this.total === undefined) return `${this.done} bytes, the file still being written`
     const pct = this.total === 0 ? 100 : Math.floor(this.done * 100 / this.total)
     return `${this.done}/${this.total} bytes (${pct}%)`
   }

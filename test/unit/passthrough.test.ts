@@ -1,0 +1,63 @@
+// The outbox folder's hooks, over a real folder without FUSE: what the
+// sender is told of a file as it is written, so it can send a file that
+// is written in order before it is closed (and only then).
+import { constants as fsc } from 'node:fs'
+import { rm } from 'node:fs/promises'
+import { afterEach, describe, expect, it } from 'vitest'
+import { PassFile, PassRoot, type PassHandle } from '../../src/fs/passthrough.js'
+import { tempDir } from '../helpers/net.js'
+
+const dirs: string[] = []
+afterEach(async () => {
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true })
+})
+
+async function folder (): Promise<{ top: ReturnType<PassRoot['top']>, told: string[] }> {
+  const dir = await tempDir()
+  dirs.push(dir)
+  const told: string[] = []
+  const root = new PassRoot(dir, {
+    writing: (rel, d) => told.push(`writing ${rel} ${d}`),
+    grew: (rel, end) => told.push(`grew ${rel} ${end ?? 'no'}`),
+    ready: (rel) => told.push(`ready ${rel}`)
+  }, false)
+  return { top: root.top(), told }
+}
+
+const write = (h: PassHandle, text: string, pos: number): number => h.write(Buffer.from(text), pos)
+
+describe('the outbox folder tells its owner', () => {
+  it('how much of a file it created is written in order, until a write lands elsewhere', async () => {
+    const { top, told } = await folder()
+    const h = top.create('f', 0o644)
+    write(h, 'abc', 0)
+    write(h, 'de', 3)
+    // A truncate to the size written so far changes nothing.
+    h.truncate(5)
+    write(h, 'X', 0)
+    write(h, 'fg', 5)
+    h.release()
+    expect(told).toEqual(['writing f 1', 'grew f 3', 'grew f 5', 'grew f no', 'writing f -1', 'ready f'])
+  })
+
+  it('that a truncate or a write refused for its size ends the order', async () => {
+    const { top, told } = await folder()
+    const h = top.create('t', 0o644)
+    write(h, 'abc', 0)
+    h.truncate(1)
+    h.release()
+    expect(told.filter(t => t.startsWith('grew'))).toEqual(['grew t 3', 'grew t no'])
+  })
+
+  it('nothing of the order of a file opened again, or of a hidden one (rsync\'s temp file)', async () => {
+    const { top, told } = await folder()
+    top.create('g', 0o644).release()
+    const again = (top.lookup('g') as PassFile).open({ flags: fsc.O_WRONLY, wake: () => {} })
+    write(again, 'abc', 0)
+    again.release()
+    const hidden = top.create('.g.tmp', 0o644)
+    write(hidden, 'abc', 0)
+    hidden.release()
+    expect(told.filter(t => t.startsWith('grew'))).toEqual([])
+  })
+})
