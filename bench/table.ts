@@ -2,6 +2,7 @@
 // medians over rounds, each peerfs figure beside its anchor from the same
 // run, the median of the per-round ratios, and the goal. Rows whose part
 // did not run are left out.
+import { PACED_MB, PACED_RATE } from './transfer.js'
 import { ROUNDS, GIB_MB, SMALL, median, type Samples } from './util.js'
 
 interface Row {
@@ -22,6 +23,7 @@ const ROWS: Row[] = [
   { what: '  of which the cp into the outbox', peerfs: 'peerfs.big.cp', unit: 's', goal: NaN, kind: 'max' },
   { what: '  CPU of the sending daemon meanwhile', peerfs: 'cpu.big.sender', unit: 's', goal: NaN, kind: 'max' },
   { what: '  CPU of the receiving daemon meanwhile', peerfs: 'cpu.big.receiver', unit: 's', goal: NaN, kind: 'max' },
+  { what: `${PACED_MB} MiB written over ${PACED_MB / PACED_RATE} s, close to complete in the inbox`, peerfs: 'peerfs.paced', anchor: 'rsync.paced', anchorName: 'rsync -a over ssh after it', unit: 's', goal: NaN, kind: 'ratio' },
   { what: `${SMALL} x 4 KiB, cp -r to complete in the inbox`, peerfs: 'peerfs.tree', anchor: 'rsync.tree', anchorName: 'rsync -a over ssh', unit: 's', goal: 1.5, kind: 'ratio' },
   { what: '  the same, cp -r to a local folder', peerfs: 'peerfs.tree', anchor: 'local.tree', anchorName: 'cp -r to a local folder', unit: 's', goal: NaN, kind: 'ratio' },
   { what: '  of which the cp -r into the outbox', peerfs: 'peerfs.tree.cp', unit: 's', goal: NaN, kind: 'max' },

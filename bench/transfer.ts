@@ -6,7 +6,9 @@
 // in the checkout without installing it; if that fails the rsync rows are
 // skipped with a note. While the big file moves, echo transactions on the
 // same link measure what bulk data does to them. Peak RSS of both daemons
-// is read from VmHWM, reset before each transfer.
+// is read from VmHWM, reset before each transfer. A file written at a
+// steady pace (a logger, a capture) is timed from its close to complete in
+// the inbox, against rsync of the same bytes, which can only start then.
 //
 // Rounds are interleaved (rsync, peerfs, rsync, peerfs) and each writes new
 // names; the inbox and the rsync destination keep everything until the end.
@@ -73,6 +75,23 @@ lat.sort()
 print(len(lat), lat[len(lat) // 2], lat[int(len(lat) * 0.99)])
 `
 
+/** The paced file: its size (MiB) and the writer's rate (MiB/s). */
+export const PACED_MB = 256
+export const PACED_RATE = 64
+
+// Copies the first argv[3] MiB of argv[1] to argv[2] at argv[4] MiB/s; prints when the close returned (ms since the epoch).
+const PACED = `
+import os, sys, time
+src, dest, mib, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+with open(src, 'rb') as s, open(dest, 'wb', buffering=0) as d:
+    t0 = time.monotonic()
+    for i in range(mib):
+        d.write(s.read(1 << 20))
+        wait = t0 + (i + 1) / rate - time.monotonic()
+        if wait > 0: time.sleep(wait)
+print(int(time.time() * 1000))
+`
+
 /** Resolves with a note when the rsync anchor was skipped. */
 export async function transferBench (samples: Samples): Promise<{ skipped?: string }> {
   const src = await benchSources()
@@ -82,7 +101,7 @@ export async function transferBench (samples: Samples): Promise<{ skipped?: stri
   // Its files stay until the run ends (removeAtEnd), not removed by teardown.
   const netw = await makeNetwork(['alpha', 'beta'], { defaultTimings: true, keepDir: true })
   try {
-    await must(`mkdir ${work}/ssh-dest ${work}/local`)
+    await must(`mkdir ${work}/ssh-dest ${work}/local && head -c ${PACED_MB}M ${src.big} > ${work}/paced.bin`)
     const ds = await startNetwork(netw)
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
     await waitState(a, 'beta')
@@ -115,6 +134,18 @@ export async function transferBench (samples: Samples): Promise<{ skipped?: stri
       record(samples, 'echo.p50', p50)
       record(samples, 'echo.p99', p99)
 
+      // A file written at a pace: from its close to complete in the inbox.
+      if (sshd !== undefined) record(samples, 'rsync.paced', await timedSh(sshd.rsync(`${work}/paced.bin`, `${work}/ssh-dest/paced-${r}.bin`)))
+      const paced = `paced-${r}.bin`
+      const arrived = nthEvent(b.path('events'), ` alpha recv ${paced.replace('.', '\\.')}$`, 1, 600_000)
+      await arrived.opened
+      await must('sync')
+      const w = await py(PACED, [src.big, `${outbox}/${paced}`, String(PACED_MB), String(PACED_RATE)], 600_000)
+      if (w.code !== 0) throw new Error(`the paced writer: ${w.stderr}`)
+      const placed = await arrived.stamp
+      if (placed === undefined) throw new Error(`${paced} never arrived`)
+      record(samples, 'peerfs.paced', (placed - Number(w.stdout.trim())) / 1000)
+
       record(samples, 'local.tree', await timedSh(`cp -r ${src.tree} ${work}/local/tree-${r}`))
       if (sshd !== undefined) record(samples, 'rsync.tree', await timedSh(sshd.rsync(src.tree + '/', `${work}/ssh-dest/tree-${r}`)))
 
@@ -135,7 +166,7 @@ export async function transferBench (samples: Samples): Promise<{ skipped?: stri
       record(samples, 'rss.sender', await peakRss(a.pid))
       record(samples, 'rss.receiver', await peakRss(b.pid))
       const f = (k: string): string => samples.get(k)?.[r]?.toFixed(2) ?? '-'
-      console.log(`transfer round ${r + 1}: 1 file peerfs ${f('peerfs.big')} s, rsync ${f('rsync.big')} s; small files peerfs ${f('peerfs.tree')} s, rsync ${f('rsync.tree')} s; echo p99 ${f('echo.p99')} ms; CPU ${f('cpu.big.sender')}/${f('cpu.big.receiver')} s; RSS ${f('rss.sender')}/${f('rss.receiver')} MB`)
+      console.log(`transfer round ${r + 1}: 1 file peerfs ${f('peerfs.big')} s, rsync ${f('rsync.big')} s; paced file after its close peerfs ${f('peerfs.paced')} s, rsync ${f('rsync.paced')} s; small files peerfs ${f('peerfs.tree')} s, rsync ${f('rsync.tree')} s; echo p99 ${f('echo.p99')} ms; CPU ${f('cpu.big.sender')}/${f('cpu.big.receiver')} s; RSS ${f('rss.sender')}/${f('rss.receiver')} MB`)
     }
     return { skipped: typeof found === 'string' ? `${found}; rsync anchor skipped (BENCH_SSHD=<sshd> names one)` : undefined }
   } catch (err) {
