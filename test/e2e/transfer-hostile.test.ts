@@ -67,9 +67,10 @@ describe('hostile transfers', () => {
     const b = new Daemon(netw.node('beta'))
     await b.start()
     const { link, answer } = await malloryLink(netw)
-    const sendWhole = async (kind: 'file' | 'tar', name: string, data: Buffer): Promise<Message> => {
+    const sendWhole = async (kind: 'file' | 'tar' | 'stream', name: string, data: Buffer): Promise<Message> => {
       const xid = randomBytes(16)
-      link.send({ type: 'xoffer', xid, kind, size: data.length, window: 1 << 20, name })
+      // A stream's size is not known at its offer.
+      link.send({ type: 'xoffer', xid, kind, size: kind === 'stream' ? 0 : data.length, window: 1 << 20, name })
       if ((await answer(xid, ['xaccept', 'xdone'])).type === 'xaccept') {
         link.send({ type: 'xdata', xid, offset: 0, data })
         link.send({ type: 'xend', xid, sha256: createHash('sha256').update(data).digest(), mode: 0o644, mtimeMs: Date.now() })
@@ -83,6 +84,10 @@ describe('hostile transfers', () => {
     expect(await sendWhole('tar', '', await tarOf([{ name: '../../escape.txt', data: 'x' }]))).toMatchObject({ result: 'refused', reason: /"\.\." in path/ })
     expect(await sendWhole('tar', '', await tarOf([{ name: '/abs.txt', data: 'x' }]))).toMatchObject({ result: 'refused', reason: /absolute/ })
     expect(await sendWhole('file', 'huge.bin', randomBytes(200_000))).toMatchObject({ result: 'retry', reason: /over the inbox quota/ })
+    expect(await sendWhole('stream', '../x', Buffer.from('escape'))).toMatchObject({ result: 'refused', reason: /"\.\." in path/ })
+    // A stream is held to what the quota left at its offer, and dropped past it.
+    expect(await sendWhole('stream', 'huge.bin', randomBytes(200_000))).toMatchObject({ result: 'retry', reason: /^no room: the stream passed the 100000 bytes/ })
+    expect((await sh(`find ${netw.node('beta').dir}/state/partial/mallory -type f`)).stdout).toBe('')
 
     // Nothing of it anywhere: not in the inbox, not beside it, not in /etc.
     expect((await sh(`find ${b.path('peers/mallory/inbox')} -mindepth 1`)).stdout).toBe('')

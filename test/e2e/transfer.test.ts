@@ -2,6 +2,7 @@
 // a full disk at the receiver.
 import { createHash } from 'node:crypto'
 import { readdir, readFile, readlink, rm } from 'node:fs/promises'
+import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { EventRecorder } from '../helpers/events.js'
 import { Daemon, eventually, makeNetwork, readText, sh, startNetwork, startPair, teardown, tempDir, type Network, waitState } from '../helpers/net.js'
@@ -17,8 +18,8 @@ const exists = async (file: string): Promise<boolean> => (await sh(`test -e '${f
 const listing = async (dir: string): Promise<string> => (await sh(`cd '${dir}' && find . -mindepth 1 | sort`)).stdout
 /** A status field of node d about peer. */
 const field = async (d: Daemon, peer: string, key: string): Promise<string> => new RegExp(`^${key}: (.*)$`, 'm').exec(await readText(d.path('peers', peer, 'status')))?.[1] ?? ''
-/** Bytes acknowledged of the sender's current transfer (0 if none). */
-const acked = async (d: Daemon, peer: string): Promise<number> => Number(/^(\d+)\//.exec(await field(d, peer, 'transfer_progress'))?.[1] ?? 0)
+/** Bytes acknowledged of the sender's current transfer (0 if none), also of one streamed as it is written. */
+const acked = async (d: Daemon, peer: string): Promise<number> => Number(/^(\d+)[/ ]/.exec(await field(d, peer, 'transfer_progress'))?.[1] ?? 0)
 
 /** Open fds of a process, and those of them under dir. */
 async function fds (pid: number, dir: string): Promise<{ all: number, under: number }> {
@@ -26,6 +27,13 @@ async function fds (pid: number, dir: string): Promise<{ all: number, under: num
   const targets = await Promise.all(names.map(async n => await readlink(`/proc/${pid}/fd/${n}`).catch(() => '')))
   return { all: names.length, under: targets.filter(t => t.startsWith(dir)).length }
 }
+
+/**
+ * Puts a file into an outbox whole, as rsync does (a hidden name, renamed):
+ * it is sent from the rename. A cp would stream it as it is written, and
+ * the moments these tests need (half-sent, mid-way) could pass with the cp.
+ */
+const putWhole = (src: string, outbox: string): string => `cp ${src} ${outbox}/.${path.basename(src)} && mv ${outbox}/.${path.basename(src)} ${outbox}/${path.basename(src)}`
 
 /** A random file of n MiB in the network's folder. */
 async function bigFile (netw: Network, mib: number): Promise<string> {
@@ -88,7 +96,7 @@ for i in range(300):
       const a = ds.get('alpha') as Daemon
       await waitState(a, 'beta')
       const src = await bigFile(netw, 256)
-      await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`, 60_000)
+      expect((await sh(putWhole(src, a.path('peers/beta/outbox')), 60_000)).code).toBe(0)
       // Wait until part of it is acknowledged, then kill.
       await eventually(async () => await acked(a, 'beta') > 32 << 20, 'part acknowledged', 60_000, 20)
       const d = ds.get(victim) as Daemon
@@ -116,7 +124,7 @@ for i in range(300):
       const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
       await waitState(a, 'beta')
       const src = await bigFile(netw, 48)
-      await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`)
+      expect((await sh(putWhole(src, a.path('peers/beta/outbox')))).code).toBe(0)
       const dest = b.path('peers/alpha/inbox/big-48.bin')
       // Cut each time another 4 MiB is acknowledged.
       let cuts = 0
@@ -142,7 +150,7 @@ for i in range(300):
     const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
     await waitState(a, 'beta')
     const src = await bigFile(netw, 200)
-    await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`, 60_000)
+    expect((await sh(putWhole(src, a.path('peers/beta/outbox')), 60_000)).code).toBe(0)
     await eventually(async () => await acked(a, 'beta') > 0, 'started', 30_000, 10)
     expect((await sh(`rm ${a.path('peers/beta/outbox/big-200.bin')}`)).code).toBe(0)
     await eventually(async () => /^transfer: -$/m.test(await readText(a.path('peers/beta/status'))), 'cancelled')
@@ -160,7 +168,7 @@ for i in range(300):
     const checkpointed = async (): Promise<boolean> => (await readdir(partial).catch(() => [] as string[])).some(n => n.endsWith('.json'))
     const before = await fds(b.pid, partial)
     const src = await bigFile(netw, 128)
-    await sh(`cp ${src} ${a.path('peers/beta/outbox/')}`, 60_000)
+    expect((await sh(putWhole(src, a.path('peers/beta/outbox')), 60_000)).code).toBe(0)
     await eventually(async () => (await fds(b.pid, partial)).under === 1 && await acked(a, 'beta') > 0 && await checkpointed(), 'receiving', 30_000, 10)
     expect((await sh(`echo disconnect > ${a.path('peers/beta/ctl')}`)).code).toBe(0)
     await waitState(b, 'alpha', 'down')
