@@ -637,10 +637,13 @@ describe('transfer', () => {
   })
 })
 
+type Rig = Awaited<ReturnType<typeof rig>>
+type Writer = Awaited<ReturnType<Rig['create']>>
+
 describe('streams: a file sent while it is written', () => {
   const MiB = 1 << 20
   /** What the receiver holds of its transfers from alpha (records and partials). */
-  const partials = async (r: Awaited<ReturnType<typeof rig>>): Promise<string[]> => await readdir(path.join(r.partial, 'alpha')).catch(() => [])
+  const partials = async (r: Rig): Promise<string[]> => await readdir(path.join(r.partial, 'alpha')).catch(() => [])
 
   it('sends what is written while it is written, places nothing before the close, and delivers it once', async () => {
     const r = await rig({ streams: true })
@@ -663,20 +666,21 @@ describe('streams: a file sent while it is written', () => {
     expect(r.sent).toEqual(['big'])
   })
 
-  for (const [what, spoil] of [
-    ['a write out of order', async (w: Awaited<ReturnType<Awaited<ReturnType<typeof rig>>['create']>>) => await w.writeAt(Buffer.from('HEAD'), 0)],
-    ['a second writer', async (_w: unknown, r: Awaited<ReturnType<typeof rig>>) => r.sender.writing('big', 1)],
-    ['a truncate', async (_w: unknown, r: Awaited<ReturnType<typeof rig>>) => {
+  const spoilers: Array<[string, (w: Writer, r: Rig) => Promise<void>]> = [
+    ['a write out of order', async (w) => await w.writeAt(Buffer.from('HEAD'), 0)],
+    ['a second writer', async (_w, r) => r.sender.writing('big', 1)],
+    ['a truncate', async (_w, r) => {
       await truncate(path.join(r.outbox, 'big'), MiB)
       r.sender.grew('big', undefined)
     }]
-  ] as const) {
+  ]
+  for (const [what, spoil] of spoilers) {
     it(`cancels the stream at ${what}, and sends the file as it is once closed`, async () => {
       const r = await rig({ streams: true })
       const w = await r.create('big')
       await w.write(randomBytes(2 * MiB))
       await eventually(() => r.dataBytes === 2 * MiB, 'streamed')
-      await spoil(w as never, r)
+      await spoil(w, r)
       await eventually(() => r.toSender.some(m => m.type === 'xforgot'), 'the stream cancelled')
       expect(await partials(r)).toEqual([])
       await w.write(randomBytes(MiB))
