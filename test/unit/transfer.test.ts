@@ -43,6 +43,8 @@ interface RigOptions {
   clock?: Clock
   /** The receiver announced xstream (a peer of this version). */
   streams?: boolean
+  /** Asked instead of streams, at each use: a peer that changes version. */
+  supports?: () => boolean
 }
 
 async function rig (o: RigOptions = {}) {
@@ -90,7 +92,7 @@ async function rig (o: RigOptions = {}) {
   })
   const makeSender = (): OutboxSender => new OutboxSender('beta', outbox, spool, {
     isUp: () => up,
-    supports: (f) => o.streams === true && f === 'xstream',
+    supports: (f) => f === 'xstream' && (o.supports?.() ?? o.streams === true),
     send: (m) => {
       if (!up) throw new Error('down')
       toReceiver.push(m)
@@ -772,6 +774,24 @@ describe('streams: a file sent while it is written', () => {
     await w.close()
     await eventually(async () => (await r.inboxFile('big')).equals(data), 'delivered once closed')
     // Not offered again as a stream while it was written.
+    expect(r.kinds).toEqual(['stream', 'file'])
+  })
+
+  it('cancels a stream cut off with its link when the peer comes back as a version without streams, and sends the file once closed', async () => {
+    let streams = true
+    const r = await rig({ streams: true, supports: () => streams })
+    const data = randomBytes(2 * MiB)
+    const w = await r.create('big')
+    await w.write(data)
+    await eventually(() => r.dataBytes === 2 * MiB, 'streamed')
+    r.setUp(false)
+    streams = false
+    r.setUp(true)
+    await eventually(() => r.toSender.some(m => m.type === 'xforgot'), 'the stream cancelled')
+    // Not offered again as a stream to a peer that could not decode it.
+    expect(r.kinds).toEqual(['stream'])
+    await w.close()
+    await eventually(async () => (await r.inboxFile('big')).equals(data), 'delivered once closed')
     expect(r.kinds).toEqual(['stream', 'file'])
   })
 

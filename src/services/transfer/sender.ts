@@ -231,8 +231,12 @@ export class OutboxSender {
     const { settings, clock } = this.opts
     if (this.queue.scanWanted(this.book.toSend().length === 0)) await this.queue.scan()
     for (const rec of this.book.due(clock.now())) {
-      if (await this.queue.intact(rec)) return rec
-      if (this.mark(rec, 'changed or gone before it was sent')) await this.saveCancel(rec)
+      let why: string | undefined
+      // The peer came back as a version that cannot decode a stream (it would close the link).
+      if (rec.kind === 'stream' && !this.streams()) why = 'the peer no longer takes streams'
+      else if (!await this.queue.intact(rec)) why = 'changed or gone before it was sent'
+      if (why === undefined) return rec
+      if (this.mark(rec, why)) await this.saveCancel(rec)
     }
     if (this.book.size >= settings.maxTransfers) return undefined
     return await this.queue.build((rec) => this.book.add(rec), this.streams())
