@@ -663,8 +663,8 @@ describe('streams: a file sent while it is written', () => {
     // Not a byte sent twice, one offer, and nothing left anywhere.
     expect(r.dataBytes).toBe(4 * MiB)
     expect(r.kinds).toEqual(['stream'])
-    expect(r.received).toEqual(['big'])
     await eventually(async () => (await r.leftovers()).length === 0, 'outbox, spool and partials empty')
+    expect(r.received).toEqual(['big'])
     expect(r.sent).toEqual(['big'])
   })
 
@@ -691,8 +691,8 @@ describe('streams: a file sent while it is written', () => {
       const want = await readFile(path.join(r.outbox, 'big'))
       await eventually(async () => (await r.inboxFile('big')).equals(want), 'the file as closed delivered')
       expect(r.kinds).toEqual(['stream', 'file'])
-      expect(r.received).toEqual(['big'])
       await eventually(async () => (await r.leftovers()).length === 0, 'nothing left')
+      expect(r.received).toEqual(['big'])
     })
   }
 
@@ -710,8 +710,8 @@ describe('streams: a file sent while it is written', () => {
     await eventually(async () => (await r.inboxFile('big')).equals(data), 'delivered')
     expect(r.kinds).toEqual(['stream', 'file'])
     expect(r.offers[1].offset).toBeGreaterThanOrEqual(MiB)
-    expect(r.received).toEqual(['big'])
     await eventually(async () => (await r.leftovers()).length === 0, 'nothing left')
+    expect(r.received).toEqual(['big'])
   })
 
   it('cancels a stream its sender was killed during, then sends the file as it was left, once', async () => {
@@ -726,8 +726,8 @@ describe('streams: a file sent while it is written', () => {
     await eventually(async () => (await r.inboxFile('big')).equals(want), 'delivered')
     expect(r.kinds).toEqual(['stream', 'file'])
     expect(r.toReceiver.filter(m => m.type === 'xcancel').length).toBeGreaterThanOrEqual(1)
-    expect(r.received).toEqual(['big'])
     await eventually(async () => (await r.leftovers()).length === 0, 'nothing left')
+    expect(r.received).toEqual(['big'])
   })
 
   it('gives way to files that wait once its writer paused: cancelled, it goes after its close', async () => {
