@@ -3,12 +3,16 @@
 // stays for the next file the writer puts there, and a large file written
 // in order moves while it is written, to appear in the inbox at its close.
 import { existsSync } from 'node:fs'
-import { writeFile } from 'node:fs/promises'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { eventually, py, readText, sh, startPair, teardown, tempDir } from '../helpers/net.js'
+import { EventRecorder } from '../helpers/events.js'
+import { Daemon, eventually, py, readText, sh, startPair, teardown, tempDir } from '../helpers/net.js'
 
-afterEach(async () => { await teardown() })
+afterEach(async () => {
+  EventRecorder.stopAll()
+  await teardown()
+})
 
 // Holds slow.bin open for writing the whole time; writes d/f0..f4, waits
 // (on the events file) until each is reported sent, then writes d/f5.
@@ -64,7 +68,61 @@ f.close()
 print(hashlib.sha256(data).hexdigest())
 `
 
+// Writes MiB after MiB into big.bin, each first kept in <sync>/attempted,
+// says so in <sync>/streamed once the peer shows 8 MiB of it received, and
+// goes on until a write fails (the test kills the sending daemon); prints
+// the bytes its writes were told were written, and the error.
+const WRITER_LOSES_DAEMON = `
+import errno, os, re, sys, time
+out, status, sync = sys.argv[1:4]
+attempted = open(os.path.join(sync, 'attempted'), 'wb', buffering=0)
+f = open(os.path.join(out, 'big.bin'), 'wb', buffering=0)
+ok, told, end = 0, False, time.monotonic() + 60
+try:
+    while time.monotonic() < end:
+        b = os.urandom(1 << 20)
+        attempted.write(b)
+        ok += f.write(b)
+        if not told:
+            m = re.search(r'^incoming_progress: (\\d+) bytes, the file still being written$', open(status).read(), re.M)
+            if m and int(m.group(1)) >= 8 << 20:
+                open(os.path.join(sync, 'streamed'), 'w').close()
+                told = True
+        time.sleep(0.05 if told else 0.01)
+    sys.exit('no write failed')
+except OSError as e:
+    print(ok, errno.errorcode.get(e.errno, e.errno), flush=True)
+    os._exit(0)
+`
+
 describe('outbox while it is written', () => {
+  it('sends what a writer left once when the sending daemon is killed -9 while it streams: a prefix of what was written, at least what the writer was told', async () => {
+    const { netw, a, b } = await startPair()
+    const sync = await tempDir()
+    const recv = await EventRecorder.open(b.path('events'))
+    const run = py(WRITER_LOSES_DAEMON, [a.path('peers/beta/outbox'), b.path('peers/alpha/status'), sync], 90_000)
+    await eventually(() => existsSync(path.join(sync, 'streamed')), 'streamed', 60_000)
+    await a.kill()
+    const r = await run
+    expect(r.stderr).toBe('')
+    const [told, err] = r.stdout.trim().split(' ')
+    expect(err).toMatch(/^(ENOTCONN|ECONNABORTED|EIO)$/)
+    // Restarted, alpha cancels the stream and sends the file as the writer left it.
+    const again = new Daemon(netw.node('alpha'))
+    await again.start()
+    const dest = b.path('peers/alpha/inbox/big.bin')
+    const left = async (): Promise<number> => (await Promise.all([
+      `${netw.node('alpha').dir}/state/outbox/beta`, `${netw.node('alpha').dir}/state/spool/beta`, `${netw.node('beta').dir}/state/partial/alpha`
+    ].map(async d => (await readdir(d, { recursive: true }).catch(() => [])).length))).reduce((x, y) => x + y, 0)
+    await eventually(async () => existsSync(dest) && await left() === 0, 'delivered, and nothing left at either end', 60_000)
+    const got = await readFile(dest)
+    const attempted = await readFile(path.join(sync, 'attempted'))
+    expect(got.length).toBeGreaterThanOrEqual(Number(told))
+    expect(got.equals(attempted.subarray(0, got.length))).toBe(true)
+    expect(recv.matching(/ alpha recv big\.bin$/)).toHaveLength(1)
+    expect(again.stderr).toMatch(/a stream its writer had not closed is cancelled/)
+  }, 150_000)
+
   for (const mode of ['in order', 'rewrite', 'kill'] as const) {
     const what = {
       'in order': 'sends a large file while it is written: the peer holds most of it before the close, and its inbox shows it only once closed, whole',

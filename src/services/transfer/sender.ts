@@ -102,6 +102,7 @@ export class OutboxSender {
     for (const rec of await this.store.load(bad)) {
       // The writer of a stream not closed went with the process that served it: cancelled, its file goes as it is.
       if (rec.kind === 'stream' && rec.phase === 'send') {
+        this.opts.log.info({ peer: this.peerId, file: rec.name }, 'a stream its writer had not closed is cancelled; the file goes as it was left')
         rec.phase = 'cancel'
         await this.store.save(rec)
       }
