@@ -190,10 +190,14 @@ export class InboxReceiver {
     }
     await mkdir(this.store.dir(peer), { recursive: true, mode: 0o700 })
     await mkdir(inbox, { recursive: true, mode: 0o700 })
-    const room = await noRoom(this.store.dir(peer), inbox, m.size, offset, m.kind === 'tar')
-    if (room !== undefined) return notNow('retry', room)
-    // A stream may bring what the quota and the disks leave: past it, it is dropped, not left to fill the disk.
-    const limit = m.kind === 'stream' ? Math.min(quotaLeft, offset + await streamRoom(this.store.dir(peer), inbox)) : m.size
+    // A stream's size is not known: it may bring what the quota and the disks leave, and past it it is dropped, not left to fill the disk.
+    let limit = m.size
+    if (m.kind === 'stream') {
+      limit = Math.min(quotaLeft, offset + await streamRoom(this.store.dir(peer), inbox))
+    } else {
+      const room = await noRoom(this.store.dir(peer), inbox, m.size, offset, m.kind === 'tar')
+      if (room !== undefined) return notNow('retry', room)
+    }
     await this.makeRoom(peer, xid, held)
     const file = this.store.part(peer, xid)
     let part = Partial.fresh(file)

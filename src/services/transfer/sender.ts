@@ -135,6 +135,7 @@ export class OutboxSender {
 
   /** The tree's grew hook: a file being written in order holds end bytes (undefined: not in order any more). */
   grew (rel: string, end: number | undefined): void {
+    const before = this.queue.growth(rel)?.end ?? 0
     const g = this.queue.grew(rel, end)
     const rec = this.book.stream(rel)
     if (rec !== undefined) {
@@ -146,7 +147,10 @@ export class OutboxSender {
       }
       return
     }
-    if (g?.ok === true && g.end >= this.opts.settings.largeFileBytes && this.phase === 'idle' && this.streams()) this.kick(0)
+    // Once, as it passes the size a stream needs (not at every write): a pick
+    // that does not take it now is followed by one at each transfer's end.
+    const t = this.opts.settings.largeFileBytes
+    if (g?.ok === true && before < t && g.end >= t && this.streams()) this.kick(0)
   }
 
   /** st: the file's stat as the hook saw it; without it (a folder), a scan looks. */
