@@ -46,6 +46,7 @@ export class PeerServices {
           clock,
           log,
           settings: this.env.transfer(),
+          writerLog: layout.outboxWriters(id),
           onSent: (rel) => events.emit(id, 'sent', rel)
         })
         this.outboxes.set(id, outbox)

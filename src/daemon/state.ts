@@ -4,6 +4,7 @@
 //   outbox/<peer>/     the real folder behind peers/<peer>/outbox/
 //   inbox/<peer>/      files that peer sent us (unless its config names a folder)
 //   spool/<peer>/      the outbox sender's saved transfers
+//   writing/<peer>     the outbox files open for writing (services/transfer/writers.ts)
 //   partial/           transfers being received, until verified and placed
 //   deferred/<peer>/   deferred requests to that peer, until acknowledged
 //   applied/           deferred requests we applied, for exactly once
@@ -20,6 +21,7 @@ export class StateLayout {
   outbox (peer: string): string { return path.join(this.root, 'outbox', peer) }
   inbox (peer: string): string { return this.inboxOverride(peer) ?? path.join(this.root, 'inbox', peer) }
   transferSpool (peer: string): string { return path.join(this.root, 'spool', peer) }
+  outboxWriters (peer: string): string { return path.join(this.root, 'writing', peer) }
   deferred (peer: string): string { return path.join(this.root, 'deferred', peer) }
   get partial (): string { return path.join(this.root, 'partial') }
   get applied (): string { return path.join(this.root, 'applied') }

@@ -95,8 +95,38 @@ except OSError as e:
     os._exit(0)
 `
 
+// Opens argv[1] for writing, writes half a note, says so in <sync>/half,
+// and waits for a write to fail (the test kills the daemon); prints the error.
+const HALF_WRITTEN = `
+import errno, os, sys, time
+f = open(sys.argv[1], 'wb', buffering=0)
+f.write(b'half a note')
+open(os.path.join(sys.argv[2], 'half'), 'w').close()
+end = time.monotonic() + 30
+try:
+    while time.monotonic() < end:
+        time.sleep(0.05)
+        f.write(b'.')
+    sys.exit('no write failed')
+except OSError as e:
+    print(errno.errorcode.get(e.errno, e.errno), flush=True)
+    os._exit(0)
+`
+
+/**
+ * rel, left unclosed in a's outbox, waits there (status counts it) while a
+ * file written after it reaches b: the sender works, and passes it over.
+ */
+async function heldWhileOthersGo (a: Daemon, b: Daemon, rel: string, later = 'later.txt'): Promise<void> {
+  expect((await sh(`echo later > ${a.path('peers/beta/outbox', later)}`)).code).toBe(0)
+  await eventually(() => existsSync(b.path('peers/alpha/inbox', later)), `${later} delivered`, 30_000)
+  expect(existsSync(b.path('peers/alpha/inbox', rel))).toBe(false)
+  expect(existsSync(a.path('peers/beta/outbox', rel))).toBe(true)
+  expect(await readText(a.path('peers/beta/status'))).toMatch(/^outbox_unclosed: 1$/m)
+}
+
 describe('outbox while it is written', () => {
-  it('sends what a writer left once when the sending daemon is killed -9 while it streams: a prefix of what was written, at least what the writer was told', async () => {
+  it('holds what a writer left when the sending daemon is killed -9 while it streams, and sends it once when touched: a prefix of what was written, at least what the writer was told', async () => {
     const { netw, a, b } = await startPair()
     const sync = await tempDir()
     const recv = await EventRecorder.open(b.path('events'))
@@ -107,9 +137,13 @@ describe('outbox while it is written', () => {
     expect(r.stderr).toBe('')
     const [told, err] = r.stdout.trim().split(' ')
     expect(err).toMatch(/^(ENOTCONN|ECONNABORTED|EIO)$/)
-    // Restarted, alpha cancels the stream and sends the file as the writer left it.
+    // Restarted, alpha cancels the stream, and holds the file its writer never closed.
     const again = new Daemon(netw.node('alpha'))
     await again.start()
+    await heldWhileOthersGo(again, b, 'big.bin')
+    expect(again.stderr).toMatch(/a stream its writer had not closed is cancelled/)
+    // The user's say-so: sent as it is.
+    expect((await sh(`touch ${again.path('peers/beta/outbox/big.bin')}`)).code).toBe(0)
     const dest = b.path('peers/alpha/inbox/big.bin')
     const left = async (): Promise<number> => (await Promise.all([
       `${netw.node('alpha').dir}/state/outbox/beta`, `${netw.node('alpha').dir}/state/spool/beta`, `${netw.node('beta').dir}/state/partial/alpha`
@@ -120,8 +154,31 @@ describe('outbox while it is written', () => {
     expect(got.length).toBeGreaterThanOrEqual(Number(told))
     expect(got.equals(attempted.subarray(0, got.length))).toBe(true)
     expect(recv.matching(/ alpha recv big\.bin$/)).toHaveLength(1)
-    expect(again.stderr).toMatch(/a stream its writer had not closed is cancelled/)
+    expect(await readText(again.path('peers/beta/status'))).toMatch(/^outbox_unclosed: 0$/m)
   }, 150_000)
+
+  it('holds a small file its writer was cut off from by kill -9 of the daemon, across a second restart, and sends it once it is written again', async () => {
+    const { netw, a, b } = await startPair()
+    const sync = await tempDir()
+    const run = py(HALF_WRITTEN, [a.path('peers/beta/outbox/notes.txt'), sync], 60_000)
+    await eventually(() => existsSync(path.join(sync, 'half')), 'half written', 30_000)
+    await a.kill()
+    expect((await run).stdout.trim()).toMatch(/^(ENOTCONN|ECONNABORTED|EIO)$/)
+    let again = new Daemon(netw.node('alpha'))
+    await again.start()
+    await heldWhileOthersGo(again, b, 'notes.txt')
+    expect(again.stderr).toMatch(/files still open for writing when peerfs last stopped are not sent/)
+    await again.kill()
+    again = new Daemon(netw.node('alpha'))
+    await again.start()
+    await heldWhileOthersGo(again, b, 'notes.txt', 'later-2.txt')
+    // cp again, whole this time: that is what goes.
+    const whole = 'the whole note\n'.repeat(100)
+    expect((await sh(`printf '%s' '${whole}' > ${again.path('peers/beta/outbox/notes.txt')}`)).code).toBe(0)
+    const dest = b.path('peers/alpha/inbox/notes.txt')
+    await eventually(async () => existsSync(dest) && (await readFile(dest, 'utf8')) === whole, 'the rewritten file delivered', 30_000)
+    expect(await readText(again.path('peers/beta/status'))).toMatch(/^outbox_unclosed: 0$/m)
+  }, 120_000)
 
   for (const mode of ['in order', 'rewrite', 'kill'] as const) {
     const what = {

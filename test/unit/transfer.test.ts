@@ -1,4 +1,5 @@
 // Sender and receiver in one process over a fake link that can go down and
+import { existsSync } from 'node:fs'
 // lose what was in flight: packets, the window, resuming from the last
 // acknowledged offset, and the exactly-once rules: a delivered transfer
 // offered again is answered "delivered", placing is idempotent per file,
@@ -53,6 +54,7 @@ async function rig (o: RigOptions = {}) {
   const outbox = path.join(dir, 'outbox')
   const inbox = o.inbox ?? path.join(dir, 'inbox')
   const spool = path.join(dir, 'spool')
+  const writerLog = path.join(dir, 'writing', 'beta')
   const partial = path.join(dir, 'partial')
   await mkdir(outbox, { recursive: true })
   await o.prepare?.(outbox)
@@ -103,7 +105,7 @@ async function rig (o: RigOptions = {}) {
       }
       dispatch(route, 'alpha', m)
     }
-  }, { clock, log: silentLogger, settings: s, onSent: (rel) => sent.push(rel) })
+  }, { clock, log: silentLogger, settings: s, writerLog, onSent: (rel) => sent.push(rel) })
   let receiver = makeReceiver()
   let sender = makeSender()
   let route = xferHandler(() => sender, receiver)
@@ -714,7 +716,7 @@ describe('streams: a file sent while it is written', () => {
     expect(r.received).toEqual(['big'])
   })
 
-  it('cancels a stream its sender was killed during, then sends the file as it was left, once', async () => {
+  it('cancels a stream its sender was killed during, and holds the file it left unclosed, across restarts, until it is touched', async () => {
     const r = await rig({ streams: true })
     const w = await r.create('big')
     await w.write(randomBytes(2 * MiB))
@@ -722,12 +724,64 @@ describe('streams: a file sent while it is written', () => {
     // The writer's handle died with the daemon that served it; its file stays as it was.
     await w.abandon()
     await r.restartSender()
+    await r.restartSender()
+    // What comes after it goes; the file its writer never closed does not.
+    await r.put('small', 'hello')
+    await eventually(async () => (await r.inboxFile('small')).toString() === 'hello', 'a later file delivered')
+    expect(Object.fromEntries(r.sender.status()).outbox_unclosed).toBe(1)
+    expect(existsSync(path.join(r.inbox, 'big'))).toBe(false)
+    expect(r.kinds).toEqual(['stream', 'tar'])
+    // A touch: the tree reports it ready as it is.
+    r.sender.ready('big')
     const want = await readFile(path.join(r.outbox, 'big'))
     await eventually(async () => (await r.inboxFile('big')).equals(want), 'delivered')
-    expect(r.kinds).toEqual(['stream', 'file'])
+    expect(r.kinds).toEqual(['stream', 'tar', 'file'])
     expect(r.toReceiver.filter(m => m.type === 'xcancel').length).toBeGreaterThanOrEqual(1)
+    expect(Object.fromEntries(r.sender.status()).outbox_unclosed).toBe(0)
     await eventually(async () => (await r.leftovers()).length === 0, 'nothing left')
-    expect(r.received).toEqual(['big'])
+    expect(r.received).toEqual(['small', 'big'])
+  })
+
+  it('sends a file left unclosed that touch released through a handle that wrote nothing, at that handle\'s close', async () => {
+    const r = await rig()
+    const w = await r.create('note')
+    await w.write(Buffer.from('half'))
+    await w.abandon()
+    await r.restartSender()
+    // The scan at the start is done, and found nothing to send.
+    await r.put('other', 'x')
+    await eventually(async () => (await r.inboxFile('other')).toString() === 'x', 'a later file delivered')
+    expect(Object.fromEntries(r.sender.status()).outbox_unclosed).toBe(1)
+    // touch: opens for writing, sets the times (the tree reports the file ready), closes having written nothing.
+    r.sender.writing('note', 1)
+    r.sender.ready('note', await stat(path.join(r.outbox, 'note')))
+    r.sender.writing('note', -1)
+    await eventually(async () => (await r.inboxFile('note')).toString() === 'half', 'delivered')
+    expect(r.received).toEqual(['other', 'note'])
+  })
+
+  it('sends a file left unclosed once a writer writes and closes it again, and forgets it once removed', async () => {
+    const r = await rig()
+    r.setUp(false)
+    for (const name of ['a', 'b']) {
+      const w = await r.create(name)
+      await w.write(Buffer.from(`half of ${name}`))
+      await w.abandon()
+    }
+    await r.restartSender()
+    expect(Object.fromEntries(r.sender.status()).outbox_unclosed).toBe(2)
+    // Rewritten whole and closed: sent. Removed: gone from the count, and a restart does not bring it back.
+    const w = await r.create('a')
+    await w.write(Buffer.from('all of a'))
+    await w.close()
+    await rm(path.join(r.outbox, 'b'))
+    r.sender.gone('b')
+    await r.restartSender()
+    expect(Object.fromEntries(r.sender.status()).outbox_unclosed).toBe(0)
+    r.setUp(true)
+    await eventually(async () => (await r.inboxFile('a')).toString() === 'all of a', 'delivered')
+    await eventually(async () => (await r.leftovers()).length === 0, 'nothing left')
+    expect(r.received).toEqual(['a'])
   })
 
   it('gives way to files that wait once its writer paused: cancelled, it goes after its close', async () => {

@@ -31,6 +31,10 @@
 //   candidate for good (until closed) at a write out of order, a second
 //   writer, a truncate, or a rename away; the growing table holds only
 //   files open for writing, and at most maxQueued.
+// - A file the last run left unclosed (its writer was cut off when the
+//   daemon died or stopped; writers.ts) is not a file closed after
+//   writing: it is not sent until it is released, by a writer closing it
+//   again, a touch or chmod, a rename, or its removal. At most maxQueued.
 import { randomBytes } from 'node:crypto'
 import { lstatSync } from 'node:fs'
 import { readdir, rm, rmdir, stat, unlink } from 'node:fs/promises'
@@ -43,6 +47,7 @@ import { XID_BYTES } from '../../transport/messages/xfer.js'
 import { packBundle, type Item } from './bundle.js'
 import type { SenderStore, SentRecord } from './sender-store.js'
 import type { TransferSettings } from './shared.js'
+import { WriterLog } from './writers.js'
 
 /** What a hook knows of a file it reports ready. */
 export interface FileFacts { size: number, mtimeMs: number, isFile: () => boolean }
@@ -72,6 +77,15 @@ export class OutboxQueue {
   private readonly growing = new Map<string, Growing>()
   /** Refused files and their mtime: not offered again until they change. */
   private readonly refused = new Map<string, number>()
+  /**
+   * Reported ready while a writer had them open (touch opens the file it
+   * sets the times of): looked at again at the last close, which reports
+   * nothing when the writer wrote nothing. Bounded by the writers.
+   */
+  private readonly readyAtClose = new Set<string>()
+  /** Files the last run left unclosed: not sent until released. */
+  private readonly unclosed = new Set<string>()
+  private readonly writerLog: WriterLog
   /** Waiting files in the order they became ready, small and large apart. */
   private readonly small = new Map<string, Held>()
   private readonly large = new Map<string, Held>()
@@ -103,8 +117,32 @@ export class OutboxQueue {
     private readonly settings: TransferSettings,
     private readonly clock: Clock,
     /** In a saved transfer. */
-    private readonly claimed: (rel: string) => boolean
-  ) {}
+    private readonly claimed: (rel: string) => boolean,
+    writerLog: string
+  ) {
+    this.writerLog = new WriterLog(writerLog, settings.maxQueued)
+  }
+
+  /** Reads which files the last run left unclosed; they wait until released. */
+  async loadUnclosed (): Promise<string[]> {
+    const left = await this.writerLog.load((rel) => lstatSync(path.join(this.outbox, rel), { throwIfNoEntry: false })?.isFile() === true)
+    for (const rel of left) {
+      this.unclosed.add(rel)
+      this.forget(rel)
+    }
+    return left
+  }
+
+  get unclosedCount (): number { return this.unclosed.size }
+
+  /** rel may be sent as it is now: a writer closed it, it was touched, or it went. */
+  private release (rel: string): void {
+    if (this.unclosed.delete(rel)) this.writerLog.closed(rel)
+  }
+
+  private waits (rel: string, mtimeMs: number): boolean {
+    return this.writers.has(rel) || this.unclosed.has(rel) || this.claimed(rel) || this.packing.has(rel) || this.refused.get(rel) === mtimeMs
+  }
 
   get held (): number { return this.small.size + this.large.size }
 
@@ -132,8 +170,12 @@ export class OutboxQueue {
     if (n <= 0) {
       this.writers.delete(rel)
       this.growing.delete(rel)
+      // Still unclosed if it was before this writer: released by the ready() that follows a write.
+      if (!this.unclosed.has(rel)) this.writerLog.closed(rel)
+      if (this.readyAtClose.delete(rel)) this.look(rel, this.clock.now())
       return g
     }
+    if (n === 1 && !isHidden(rel)) this.writerLog.opened(rel)
     this.writers.set(rel, n)
     if (g !== undefined && n > 1) g.ok = false
     return undefined
@@ -178,6 +220,7 @@ export class OutboxQueue {
   ready (rel: string, st: FileFacts | undefined): void {
     const now = this.lastActivity = this.clock.now()
     this.refused.delete(rel)
+    this.release(rel)
     if (st === undefined || !st.isFile()) {
       this.stale = true
       return
@@ -186,7 +229,11 @@ export class OutboxQueue {
   }
 
   private add (rel: string, st: { size: number, mtimeMs: number }, now: number): void {
-    if (this.writers.has(rel) || this.claimed(rel) || this.packing.has(rel) || this.refused.get(rel) === st.mtimeMs) return
+    if (this.writers.has(rel)) {
+      this.readyAtClose.add(rel)
+      return
+    }
+    if (this.waits(rel, st.mtimeMs)) return
     this.forget(rel)
     if (this.held >= this.settings.maxQueued) {
       // Waits on disk; the scan after the queue drains finds it.
@@ -221,6 +268,7 @@ export class OutboxQueue {
   gone (rel: string): boolean {
     this.lastActivity = this.clock.now()
     this.refused.delete(rel)
+    if (this.unclosed.size > 0) for (const k of [...this.unclosed]) if (k === rel || isUnder(k, rel)) this.release(k)
     // A writer still open on it writes a file of another name now.
     for (const [k, g] of this.growing) if (k === rel || isUnder(k, rel)) g.ok = false
     const had = this.small.has(rel) || this.large.has(rel)
@@ -235,11 +283,14 @@ export class OutboxQueue {
   /** Files a transfer no longer claims that are in the outbox still (changed, or not taken): looked at afresh. */
   requeue (items: Item[]): void {
     const now = this.clock.now()
-    for (const it of items) {
-      // Synchronous: microseconds each in the daemon's own folder.
-      const st = lstatSync(path.join(this.outbox, it.rel), { throwIfNoEntry: false })
-      if (st?.isFile() === true && !isHidden(it.rel)) this.add(it.rel, st, now)
-    }
+    for (const it of items) this.look(it.rel, now)
+  }
+
+  /** Holds rel as it is on disk now, if it may go. */
+  private look (rel: string, now: number): void {
+    // Synchronous: microseconds in the daemon's own folder.
+    const st = lstatSync(path.join(this.outbox, rel), { throwIfNoEntry: false })
+    if (st?.isFile() === true && !isHidden(rel)) this.add(rel, st, now)
   }
 
   /** In how many ms a pick is worth making; undefined if nothing waits. streams: a growing file counts. */
@@ -266,7 +317,7 @@ export class OutboxQueue {
     const found = new Map<string, Item>()
     let over = { files: 0, bytes: 0 }
     for await (const { rel, st } of walkFiles(this.outbox, { skipHidden: true })) {
-      if (this.writers.has(rel) || this.claimed(rel) || this.packing.has(rel) || this.refused.get(rel) === st.mtimeMs) continue
+      if (this.waits(rel, st.mtimeMs)) continue
       if (found.size < this.settings.maxQueued) found.set(rel, { rel, size: st.size, mtimeMs: st.mtimeMs })
       else over = { files: over.files + 1, bytes: over.bytes + st.size }
     }
@@ -404,6 +455,7 @@ export class OutboxQueue {
   stop (): void {
     this.stopped = true
     this.clock.clearTimeout(this.pruneTimer)
+    this.writerLog.close()
   }
 
   /**

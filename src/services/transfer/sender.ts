@@ -26,9 +26,10 @@
 //   second writer, a file other than what was streamed at the close, a
 //   restart before the close, a writer pausing while other files wait,
 //   the receiver unable to take it now) cancels it, and the file goes as
-//   usual once closed.
+//   usual once closed (after a restart, once released: queue.ts).
 import { lstatSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
+import path from 'node:path'
 import type { Clock, Timer } from '../../lib/clock.js'
 import { SerialLock } from '../../lib/lock.js'
 import type { Logger } from '../../lib/log.js'
@@ -54,6 +55,8 @@ export interface SenderOptions {
   clock: Clock
   log: Logger
   settings: TransferSettings
+  /** Where the files open for writing are kept (writers.ts). */
+  writerLog: string
   onSent?: (rel: string) => void
 }
 
@@ -92,21 +95,26 @@ export class OutboxSender {
   ) {
     this.store = new SenderStore(spool, outbox)
     this.book = new TransferBook(opts.settings.retryMs, opts.settings.retryMaxMs)
-    this.queue = new OutboxQueue(outbox, this.store, opts.settings, opts.clock, (rel) => this.book.claimed(rel))
+    this.queue = new OutboxQueue(outbox, this.store, opts.settings, opts.clock, (rel) => this.book.claimed(rel), opts.writerLog)
   }
 
   async start (): Promise<void> {
     await mkdir(this.outbox, { recursive: true, mode: 0o700 })
     await mkdir(this.store.dir, { recursive: true, mode: 0o700 })
+    await mkdir(path.dirname(this.opts.writerLog), { recursive: true, mode: 0o700 })
     const bad = (file: string, err: Error): void => this.opts.log.error({ peer: this.peerId, file, err: err.message }, 'unreadable transfer record; its files are sent again')
     for (const rec of await this.store.load(bad)) {
-      // The writer of a stream not closed went with the process that served it: cancelled, its file goes as it is.
+      // The writer of a stream not closed went with the process that served it: cancelled, its file waits as unclosed.
       if (rec.kind === 'stream' && rec.phase === 'send') {
-        this.opts.log.info({ peer: this.peerId, file: rec.name }, 'a stream its writer had not closed is cancelled; the file goes as it was left')
+        this.opts.log.info({ peer: this.peerId, file: rec.name }, 'a stream its writer had not closed is cancelled')
         rec.phase = 'cancel'
         await this.store.save(rec)
       }
       this.book.add(rec)
+    }
+    const unclosed = await this.queue.loadUnclosed()
+    if (unclosed.length > 0) {
+      this.opts.log.warn({ peer: this.peerId, count: unclosed.length, files: unclosed.slice(0, 20) }, 'files still open for writing when peerfs last stopped are not sent until written again, touched or removed')
     }
     // What waits, for status while the link is down, and for the first pick
     // (which queues behind it); a large outbox does not hold up the start.
@@ -128,7 +136,11 @@ export class OutboxSender {
   writing (rel: string, delta: number): void {
     const closed = this.queue.writing(rel, delta)
     const rec = this.book.stream(rel)
-    if (rec === undefined) return
+    if (rec === undefined) {
+      // A touch while it was open may have made it due at this close.
+      if (delta < 0) this.due()
+      return
+    }
     if (delta > 0) this.cancel(rec, 'opened by a second writer while it was streamed')
     else if (closed !== undefined) this.sized(rec, closed)
   }
@@ -156,6 +168,11 @@ export class OutboxSender {
   /** st: the file's stat as the hook saw it; without it (a folder), a scan looks. */
   ready (rel: string, st?: FileFacts): void {
     this.queue.ready(rel, st)
+    this.due()
+  }
+
+  /** Picks when what the queue holds is due. */
+  private due (): void {
     // While the link is down nothing is picked (linkUp kicks): no timer per file.
     const ms = this.link.isUp() ? this.queue.dueIn(this.opts.clock.now(), this.streams()) : undefined
     if (ms !== undefined) this.kick(ms)
@@ -187,6 +204,7 @@ export class OutboxSender {
     return [
       ['outbox_files', q.files + u.files],
       ['outbox_bytes', q.bytes + u.bytes],
+      ['outbox_unclosed', this.queue.unclosedCount],
       ['transfer', att === undefined ? '-' : describe(att.rec)],
       ['transfer_progress', att === undefined ? '-' : att.progress.text()],
       ['transfer_bytes_per_s', att === undefined ? 0 : att.progress.bytesPerS(now)],
