@@ -4,11 +4,11 @@
 //   outbox/<peer>/     the real folder behind peers/<peer>/outbox/
 //   inbox/<peer>/      files that peer sent us (unless its config names a folder)
 //   spool/<peer>/      the outbox sender's saved transfers
-//   writing/<peer>     the outbox files open for writing (services/transfer/writers.ts)
+//   writing/<peer>     the outbox files open for writing (lib/writers.ts)
 //   partial/           transfers being received, until verified and placed
 //   deferred/<peer>/   deferred requests to that peer, until acknowledged
 //   applied/           deferred requests we applied, for exactly once
-//   files/             managed files: data/ (behind files/), journal, objects/, partial/
+//   files/             managed files: data/ (behind files/), journal, objects/, partial/, writing
 import path from 'node:path'
 
 export class StateLayout {

@@ -5,17 +5,17 @@
 import { spawn } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Daemon, eventually, makeNetwork, readText, sh, startNetwork, teardown, waitState } from '../helpers/net.js'
+import { Daemon, eventually, makeNetwork, readText, sh, startNetwork, teardown, waitState, type Network } from '../helpers/net.js'
 
 afterEach(teardown)
 
-async function pair (extra = ''): Promise<{ dir: string, a: Daemon, b: Daemon }> {
+async function pair (extra = ''): Promise<{ dir: string, netw: Network, a: Daemon, b: Daemon }> {
   const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: `gossip_ms = 300\n${extra}`, beta: 'gossip_ms = 300\n' } })
   const ds = await startNetwork(netw)
   const a = ds.get('alpha') as Daemon
   const b = ds.get('beta') as Daemon
   await waitState(a, 'beta')
-  return { dir: netw.dir, a, b }
+  return { dir: netw.dir, netw, a, b }
 }
 
 const text = async (d: Daemon, name: string): Promise<string | undefined> => await readFile(d.path('files', name), 'utf8').catch(() => undefined)
@@ -55,6 +55,29 @@ describe('managed files where writes meet', () => {
     await eventually(async () => await text(b, 'w.txt') === 'local part 1\nlocal part 2\n', 'alpha\'s content on beta', 15_000)
     expect(await text(a, 'w.txt')).toBe('local part 1\nlocal part 2\n')
     await eventually(async () => /\talpha\t[0-9a-f]{64}\tok$/.test(await line(b, 'w.txt') ?? ''), 'signed by alpha on beta', 15_000)
+  })
+
+  it('a file open for writing when its daemon is killed -9 is not published at the restart, holds a peer\'s version back, and goes once written again', async () => {
+    const { netw, a, b } = await pair()
+    await sh(`echo first > ${a.path('files/w.txt')}`)
+    await eventually(async () => await text(b, 'w.txt') === 'first\n', 'first on beta', 15_000)
+    const w = holdOpen(a.path('files/w.txt'))
+    await w.written
+    await a.kill()
+    expect(await w.finish()).not.toBe(0)
+    const again = new Daemon(netw.node('alpha'))
+    await again.start()
+    await sh(`echo later > ${again.path('files/later.txt')}`)
+    await eventually(async () => await text(b, 'later.txt') === 'later\n', 'a later file on beta', 15_000)
+    expect(await text(b, 'w.txt')).toBe('first\n')
+    expect(again.stderr).toMatch(/managed files still open for writing when peerfs last stopped are not published/)
+    // A version from beta waits, as it would for a writer still there.
+    await sh(`echo remote > ${b.path('files/w.txt')}`)
+    await eventually(async () => /\tbeta\t[0-9a-f]{64}\tpending$/.test(await line(again, 'w.txt') ?? ''), 'beta\'s version waits on alpha', 15_000)
+    expect(await text(again, 'w.txt')).toBe('local part 1\n')
+    await sh(`echo whole > ${again.path('files/w.txt')}`)
+    await eventually(async () => await text(b, 'w.txt') === 'whole\n', 'the rewritten file on beta', 15_000)
+    await eventually(async () => /\talpha\t[0-9a-f]{64}\tok$/.test(await line(again, 'w.txt') ?? ''), 'alpha\'s version on alpha', 15_000)
   })
 
   it('removals against folders and files against folders, both ways: the same outcome on both nodes, and later names still replicate', async () => {

@@ -1,7 +1,7 @@
 import { appendFile, readFile, rm, stat } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { WriterLog } from '../../src/services/transfer/writers.js'
+import { WriterLog } from '../../src/lib/writers.js'
 import { tempDir } from '../helpers/net.js'
 
 const dirs: string[] = []
@@ -17,7 +17,7 @@ async function logFile (): Promise<string> {
 
 const all = (): boolean => true
 
-describe('the outbox files open for writing (writers.ts)', () => {
+describe('the files open for writing, kept for the next start (lib/writers.ts)', () => {
   it('gives the next run the files opened and not closed, of those that still exist, and keeps them until closed', async () => {
     const file = await logFile()
     const a = new WriterLog(file, 100)

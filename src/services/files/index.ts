@@ -15,6 +15,9 @@
 // Never losing a write: a version for a name open for writing here waits
 // ('pending') until the last writer closes; if the file was written, the
 // close publishes it as a newer version, otherwise the waiting one goes in.
+// A file the last run left open for writing (lib/writers.ts) is not
+// published at the start, and holds versions for its name back the same
+// way, until it is written and closed again, touched, renamed or removed.
 import { lstatSync } from 'node:fs'
 import { readdir, readFile, rm } from 'node:fs/promises'
 import path from 'node:path'
@@ -23,6 +26,7 @@ import { RefCounts } from '../../lib/counts.js'
 import type { Logger } from '../../lib/log.js'
 import { joinRel } from '../../lib/names.js'
 import { walkFiles } from '../../lib/walk.js'
+import { WriterLog } from '../../lib/writers.js'
 import type { Handler, Message } from '../../transport/messages/index.js'
 import type { FilesMessage } from '../../transport/messages/files.js'
 import { Fetcher } from './fetch.js'
@@ -32,6 +36,9 @@ import { ManifestSigner, fieldsError, newer, type Manifest } from './manifest.js
 import { creatableError, escapeName, IgnoreList, managedNameError } from './names.js'
 import { sameStamp, sha256Of, stampOf } from './disk.js'
 import { FileStore, type EntryState } from './store.js'
+
+/** Files left unclosed that are remembered: as many as could be open for writing at once, and more. */
+const MAX_UNCLOSED = 100_000
 
 export { STATUS_NAME } from './store.js'
 export { DEFAULT_IGNORE } from './names.js'
@@ -70,6 +77,9 @@ export class ManagedFiles {
   private readonly writers = new RefCounts<string>()
   /** Written and closed (or changed by path), not yet published. */
   private readonly dirty = new Set<string>()
+  /** Left open for writing by the last run: not published until released. */
+  private readonly unclosed = new Set<string>()
+  private readonly writerLog: WriterLog
   /** Names whose placement waits for a writer of the key to close. */
   private readonly waiting = new Map<string, Set<string>>()
   /** Names with work queued under their lock, so a removal can follow a publish in flight. */
@@ -77,13 +87,14 @@ export class ManagedFiles {
 
   constructor (private readonly opts: FilesOptions) {
     this.signer = new ManifestSigner(opts.signSecret)
+    this.writerLog = new WriterLog(path.join(opts.dir, 'writing'), MAX_UNCLOSED)
     this.ignore = new IgnoreList(opts.ignore)
     this.store = new FileStore({
       dir: opts.dir,
       log: opts.log,
       clock: opts.clock,
       signerName: opts.signerName,
-      writing: (n) => this.writers.has(n) || this.dirty.has(n),
+      writing: (n) => this.writers.has(n) || this.dirty.has(n) || this.unclosed.has(n),
       ignored: (n) => this.ignore.ignored(n),
       maxFileBytes: opts.maxFileBytes
     })
@@ -135,11 +146,15 @@ export class ManagedFiles {
   async start (): Promise<void> {
     await this.store.open()
     await this.importLegacy()
+    for (const rel of await this.writerLog.load((rel) => lstatSync(path.join(this.dataDir, rel), { throwIfNoEntry: false })?.isFile() === true)) this.unclosed.add(rel)
+    if (this.unclosed.size > 0) {
+      this.opts.log.warn({ count: this.unclosed.size, names: [...this.unclosed].slice(0, 20).map(escapeName) }, 'managed files still open for writing when peerfs last stopped are not published until written again, touched or removed')
+    }
     const seen = new Set<string>()
     const work: Array<Promise<void>> = []
     for await (const { rel, st } of walkFiles(this.dataDir, { skipHidden: true })) {
       seen.add(rel)
-      if (managedNameError(rel) !== undefined || this.ignore.ignored(rel)) continue
+      if (managedNameError(rel) !== undefined || this.ignore.ignored(rel) || this.unclosed.has(rel)) continue
       const e = this.store.get(rel)
       if (e !== undefined && sameStamp(e.disk, st)) continue
       work.push(this.run(rel, async () => await this.publishNow(rel)))
@@ -173,6 +188,7 @@ export class ManagedFiles {
   async stop (): Promise<void> {
     this.gossip.stop()
     this.fetcher.stop()
+    this.writerLog.close()
     await this.store.close()
   }
 
@@ -200,15 +216,22 @@ export class ManagedFiles {
 
   /** Hook: a handle writing rel opened (+1) or closed (-1). */
   writing (rel: string, delta: number): void {
+    const had = this.writers.has(rel)
     this.writers.add(rel, delta)
-    if (delta < 0 && !this.writers.has(rel)) void this.run(rel, async () => await this.closed(rel))
+    if (!had && this.writers.has(rel)) this.writerLog.opened(rel)
+    if (delta < 0 && !this.writers.has(rel)) {
+      // Still unclosed if it was before this writer: released by the ready() that follows a write.
+      if (!this.unclosed.has(rel)) this.writerLog.closed(rel)
+      void this.run(rel, async () => await this.closed(rel))
+    }
   }
 
   /** Hook: the file at rel (or a folder of them) was written and closed, or changed by path. */
   ready (rel: string): void {
     this.dirty.add(rel)
+    this.release(rel)
     if (this.writers.has(rel)) return
-    void this.run(rel, async () => await this.publishNow(rel))
+    void this.run(rel, async () => await this.publishAndWake(rel))
   }
 
   /** Hook: rel (a file or a folder) went away: tombstones for what we published there. */
@@ -216,10 +239,23 @@ export class ManagedFiles {
     const names = new Set([rel])
     if (this.store.liveBelow(rel) > 0) for (const n of this.store.namesUnder(rel)) names.add(n)
     for (const n of this.queued.keys()) if (n.startsWith(rel + '/')) names.add(n)
+    for (const n of this.unclosed) if (n === rel || n.startsWith(rel + '/')) names.add(n)
     for (const n of names) {
+      this.release(n)
       this.dirty.delete(n)
-      void this.run(n, async () => await this.publishNow(n))
+      void this.run(n, async () => await this.publishAndWake(n))
     }
+  }
+
+  /** rel, left unclosed, may be published as it is now. */
+  private release (rel: string): void {
+    if (this.unclosed.delete(rel)) this.writerLog.closed(rel)
+  }
+
+  /** Publishes name, then lets in the versions that waited for it (a file left unclosed holds them). */
+  private async publishAndWake (name: string): Promise<void> {
+    await this.publishNow(name)
+    this.wake(name)
   }
 
   /** Runs fn under name's lock; a failure is logged, never thrown at a hook. */
@@ -250,7 +286,7 @@ export class ManagedFiles {
   /** Settles the names that waited for rel's writer. */
   private wake (rel: string): void {
     const names = this.waiting.get(rel)
-    if (names === undefined || this.writers.has(rel) || this.dirty.has(rel)) return
+    if (names === undefined || this.writers.has(rel) || this.dirty.has(rel) || this.unclosed.has(rel)) return
     this.waiting.delete(rel)
     for (const n of names) void this.run(n, async () => await this.settle(n))
   }

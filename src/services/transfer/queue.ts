@@ -32,7 +32,7 @@
 //   writer, a truncate, or a rename away; the growing table holds only
 //   files open for writing, and at most maxQueued.
 // - A file the last run left unclosed (its writer was cut off when the
-//   daemon died or stopped; writers.ts) is not a file closed after
+//   daemon died or stopped; lib/writers.ts) is not a file closed after
 //   writing: it is not sent until it is released, by a writer closing it
 //   again, a touch or chmod, a rename, or its removal. At most maxQueued.
 import { randomBytes } from 'node:crypto'
@@ -47,7 +47,7 @@ import { XID_BYTES } from '../../transport/messages/xfer.js'
 import { packBundle, type Item } from './bundle.js'
 import type { SenderStore, SentRecord } from './sender-store.js'
 import type { TransferSettings } from './shared.js'
-import { WriterLog } from './writers.js'
+import { WriterLog } from '../../lib/writers.js'
 
 /** What a hook knows of a file it reports ready. */
 export interface FileFacts { size: number, mtimeMs: number, isFile: () => boolean }

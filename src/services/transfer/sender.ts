@@ -55,7 +55,7 @@ export interface SenderOptions {
   clock: Clock
   log: Logger
   settings: TransferSettings
-  /** Where the files open for writing are kept (writers.ts). */
+  /** Where the files open for writing are kept (lib/writers.ts). */
   writerLog: string
   onSent?: (rel: string) => void
 }

@@ -1,10 +1,11 @@
-// The outbox files open for writing, kept on disk so that a restart knows
-// which files the last run left unclosed. A file is queued when it is
-// closed after writing (DESIGN); a file whose writer never closed it (the
-// daemon was killed, or stopped under it) is not that file: sending it as
-// it was left would deliver a truncated copy under the full name. Such a
-// file waits until it is written and closed again, touched, renamed or
-// removed (queue.ts).
+// The files of a writable folder (an outbox, files/) open for writing,
+// kept on disk so that a restart knows which files the last run left
+// unclosed. A file is sent or published when it is closed after writing
+// (DESIGN); a file whose writer never closed it (the daemon was killed, or
+// stopped under it) is not that file: sending it as it was left would
+// deliver a truncated copy under the full name. Such a file waits until it
+// is written and closed again, touched, renamed or removed (the outbox's
+// queue.ts, services/files/index.ts).
 //
 // One line per change, `+"rel"` when a file gets its first writer and
 // `-"rel"` when it is closed for good or released, each in one write(2).
@@ -17,7 +18,7 @@
 // COMPACT_LINES lines more, so it holds at most that many beyond the live set.
 import { closeSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
-import { writeDurable } from '../../lib/durable.js'
+import { writeDurable } from './durable.js'
 
 const COMPACT_LINES = 10_000
 
