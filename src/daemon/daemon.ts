@@ -346,7 +346,8 @@ export class Daemon {
           ['fuse_open_handles', fuse?.openHandles ?? 0],
           ['fuse_poll_handles', fuse?.pollHandles ?? 0],
           ['managed_files', files?.files ?? 0],
-          ['managed_files_fetching', files?.fetching ?? 0]
+          ['managed_files_fetching', files?.fetching ?? 0],
+          ['managed_files_unclosed', files?.unclosed ?? 0]
         ]
       },
       peers: [...this.manager.peers.values()].map(p => ({ id: p.id, state: p.state, fields: peerStatus(p, this.peerServices, this.packets) }))

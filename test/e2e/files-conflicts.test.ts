@@ -71,6 +71,7 @@ describe('managed files where writes meet', () => {
     await eventually(async () => await text(b, 'later.txt') === 'later\n', 'a later file on beta', 15_000)
     expect(await text(b, 'w.txt')).toBe('first\n')
     expect(again.stderr).toMatch(/managed files still open for writing when peerfs last stopped are not published/)
+    expect(await readText(again.path('metrics'))).toMatch(/^peerfs_managed_files_unclosed\{node="alpha"\} 1$/m)
     // A version from beta waits, as it would for a writer still there.
     await sh(`echo remote > ${b.path('files/w.txt')}`)
     await eventually(async () => /\tbeta\t[0-9a-f]{64}\tpending$/.test(await line(again, 'w.txt') ?? ''), 'beta\'s version waits on alpha', 15_000)
@@ -78,6 +79,7 @@ describe('managed files where writes meet', () => {
     await sh(`echo whole > ${again.path('files/w.txt')}`)
     await eventually(async () => await text(b, 'w.txt') === 'whole\n', 'the rewritten file on beta', 15_000)
     await eventually(async () => /\talpha\t[0-9a-f]{64}\tok$/.test(await line(again, 'w.txt') ?? ''), 'alpha\'s version on alpha', 15_000)
+    expect(await readText(again.path('metrics'))).toMatch(/^peerfs_managed_files_unclosed\{node="alpha"\} 0$/m)
   })
 
   it('removals against folders and files against folders, both ways: the same outcome on both nodes, and later names still replicate', async () => {

@@ -138,8 +138,8 @@ export class ManagedFiles {
   }
 
   get dataDir (): string { return this.store.dataDir }
-  get stats (): { files: number, fetching: number, verified: number, refused: number } {
-    return { files: this.store.size, fetching: this.fetcher.size, verified: this.gossip.stats.verified, refused: this.gossip.stats.refused }
+  get stats (): { files: number, fetching: number, unclosed: number, verified: number, refused: number } {
+    return { files: this.store.size, fetching: this.fetcher.size, unclosed: this.unclosed.size, verified: this.gossip.stats.verified, refused: this.gossip.stats.refused }
   }
 
   /** Loads the table, publishes what changed on disk while we were down, and settles the rest. */
