@@ -28,6 +28,16 @@ class TestNet {
     return n
   }
 
+  /** A kill -9 and a start over the same folder; the node's writers went with it. */
+  async restart (id: string): Promise<TestNode> {
+    const old = this.node(id)
+    await old.files.stop()
+    const n = new TestNode(this, id, old.dir, old.clock.t, old.maxFileBytes)
+    this.nodes.set(id, n)
+    await n.files.start()
+    return n
+  }
+
   link (a: string, b: string): void {
     this.up.set(this.key(a, b), ++this.gen)
     this.node(a).files.linkUp(b)
@@ -80,7 +90,7 @@ class TestNode {
   readonly files: ManagedFiles
   readonly events: string[] = []
 
-  constructor (readonly net: TestNet, readonly id: string, readonly dir: string, at: number, maxFileBytes: number) {
+  constructor (readonly net: TestNet, readonly id: string, readonly dir: string, at: number, readonly maxFileBytes: number) {
     this.clock.t = at
     this.files = new ManagedFiles({
       dir,
@@ -179,6 +189,26 @@ describe('managed files between nodes (in process)', () => {
     await eventually(() => a.files.state('w.txt') === 'pending', 'waits')
     a.files.writing('w.txt', -1)
     await eventually(async () => await a.read('w.txt') === 'remote\n', 'remote in on a')
+  })
+
+  it('a file a crash left open for writing is not published at the restart; editor debris left open is not counted', async () => {
+    const [a, b] = await pair()
+    net?.link('a', 'b')
+    await a.write('w.txt', 'first\n')
+    await eventually(async () => await b.read('w.txt') === 'first\n', 'first on b')
+    for (const rel of ['w.txt', '.w.txt.swp', 'w.txt~']) {
+      a.files.writing(rel, 1)
+      await writeFile(a.real(rel), 'half')
+    }
+    const again = await (net as TestNet).restart('a')
+    net?.link('a', 'b')
+    expect(again.files.stats.unclosed).toBe(1)
+    await again.write('later.txt', 'later\n')
+    await eventually(async () => await b.read('later.txt') === 'later\n', 'a later file on b')
+    expect(await b.read('w.txt')).toBe('first\n')
+    await again.write('w.txt', 'whole\n')
+    await eventually(async () => await b.read('w.txt') === 'whole\n', 'the rewritten file on b')
+    expect(again.files.stats.unclosed).toBe(0)
   })
 
   it('a tombstone for a name that is a folder here removes nothing and stops nothing', async () => {

@@ -218,7 +218,8 @@ export class ManagedFiles {
   writing (rel: string, delta: number): void {
     const had = this.writers.has(rel)
     this.writers.add(rel, delta)
-    if (!had && this.writers.has(rel)) this.writerLog.opened(rel)
+    // Only names that are published: editor debris and hidden names stay local, held or not.
+    if (!had && this.writers.has(rel) && managedNameError(rel) === undefined && !this.ignore.ignored(rel)) this.writerLog.opened(rel)
     if (delta < 0 && !this.writers.has(rel)) {
       // Still unclosed if it was before this writer: released by the ready() that follows a write.
       if (!this.unclosed.has(rel)) this.writerLog.closed(rel)
