@@ -757,6 +757,8 @@ describe('streams: a file sent while it is written', () => {
     r.sender.ready('note', await stat(path.join(r.outbox, 'note')))
     r.sender.writing('note', -1)
     await eventually(async () => (await r.inboxFile('note')).toString() === 'half', 'delivered')
+    // Reported a moment after it is placed.
+    await eventually(() => r.received.length === 2, 'reported received')
     expect(r.received).toEqual(['other', 'note'])
   })
 
