@@ -13,27 +13,36 @@
 // and a power cut loses the file's own unsynced bytes as well. A torn last
 // line is skipped.
 //
+// Its owner asks it whether a file is held (unclosed) and releases one
+// when the user's say-so comes: the log is the one record of both.
+//
 // Bounded: what is live (files being written, and files left unclosed) is
 // at most `max`; the file is rewritten with only the live set once it has
 // COMPACT_LINES lines more, so it holds at most that many beyond the live set.
-import { closeSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, lstatSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import path from 'node:path'
 import { writeDurable } from './durable.js'
+import { isUnder } from './names.js'
 
 const COMPACT_LINES = 10_000
 
 export class WriterLog {
+  /** Files open for writing, and those left unclosed: what the file lists. */
   private readonly live = new Set<string>()
+  /** Left unclosed by the last run: held until released. */
+  private readonly unclosed = new Set<string>()
   private fd: number | undefined
   private lines = 0
 
-  constructor (private readonly file: string, private readonly max: number) {}
+  /** folder: where the files named are (relative paths). */
+  constructor (private readonly file: string, private readonly folder: string, private readonly max: number) {}
 
   /**
-   * What the last run left live, of the files exists() still finds; they
-   * stay live (unclosed) until closed() here. Opens the file for appending.
+   * What the last run left live, of the files the folder still has; they
+   * are held until released. Opens the file for appending.
    */
-  async load (exists: (rel: string) => boolean): Promise<string[]> {
+  async load (): Promise<string[]> {
     const text = await readFile(this.file, 'utf8').catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return ''
       throw err
@@ -45,8 +54,12 @@ export class WriterLog {
       if (line[0] === '+') left.add(rel)
       else if (line[0] === '-') left.delete(rel)
     }
+    const exists = (rel: string): boolean => lstatSync(path.join(this.folder, rel), { throwIfNoEntry: false })?.isFile() === true
     const unclosed = [...left].filter(rel => !this.live.has(rel) && exists(rel)).slice(0, Math.max(0, this.max - this.live.size))
-    for (const rel of unclosed) this.live.add(rel)
+    for (const rel of unclosed) {
+      this.live.add(rel)
+      this.unclosed.add(rel)
+    }
     await writeDurable(this.file, this.text())
     this.lines = this.live.size
     this.fd = openSync(this.file, 'a', 0o600)
@@ -60,10 +73,27 @@ export class WriterLog {
     this.append('+', rel)
   }
 
-  /** rel's last writer closed it, or it was released: it is not live any more. */
+  /** rel's last writer closed it; one left unclosed stays held (the ready() that follows a write releases it). */
   closed (rel: string): void {
-    if (!this.live.delete(rel)) return
+    if (this.unclosed.has(rel) || !this.live.delete(rel)) return
     this.append('-', rel)
+  }
+
+  held (rel: string): boolean { return this.unclosed.has(rel) }
+  get heldCount (): number { return this.unclosed.size }
+
+  /** Held files at rel or under the folder rel. */
+  heldUnder (rel: string): string[] {
+    if (this.unclosed.size === 0) return []
+    return [...this.unclosed].filter(k => isUnder(k, rel))
+  }
+
+  /** rel may go as it is now (written again, touched, renamed, removed); true if it was held. */
+  release (rel: string): boolean {
+    if (!this.unclosed.delete(rel)) return false
+    this.live.delete(rel)
+    this.append('-', rel)
+    return true
   }
 
   close (): void {

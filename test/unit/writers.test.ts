@@ -1,4 +1,4 @@
-import { appendFile, readFile, rm, stat } from 'node:fs/promises'
+import { appendFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { WriterLog } from '../../src/lib/writers.js'
@@ -9,47 +9,59 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true })
 })
 
-async function logFile (): Promise<string> {
+/** A log file and the folder it names files in, holding these files. */
+async function setup (...files: string[]): Promise<{ file: string, folder: string }> {
   const d = await tempDir()
   dirs.push(d)
-  return path.join(d, 'beta')
+  const folder = path.join(d, 'folder')
+  for (const rel of files) {
+    await mkdir(path.dirname(path.join(folder, rel)), { recursive: true })
+    await writeFile(path.join(folder, rel), 'half')
+  }
+  return { file: path.join(d, 'beta'), folder }
 }
 
-const all = (): boolean => true
-
 describe('the files open for writing, kept for the next start (lib/writers.ts)', () => {
-  it('gives the next run the files opened and not closed, of those that still exist, and keeps them until closed', async () => {
-    const file = await logFile()
-    const a = new WriterLog(file, 100)
-    expect(await a.load(all)).toEqual([])
-    for (const rel of ['done', 'cut', 'gone', 'd/x "quoted"\nnewline']) a.opened(rel)
+  it('holds the files the last run opened and did not close, of those that still exist, until released, across restarts', async () => {
+    const odd = 'd/x "quoted"\nnewline'
+    const { file, folder } = await setup('done', 'cut', odd)
+    const a = new WriterLog(file, folder, 100)
+    expect(await a.load()).toEqual([])
+    for (const rel of ['done', 'cut', 'gone', odd]) a.opened(rel)
     a.closed('done')
     // A process killed without a word: nothing more is written.
-    const b = new WriterLog(file, 100)
-    expect(await b.load((rel) => rel !== 'gone')).toEqual(['cut', 'd/x "quoted"\nnewline'])
+    const b = new WriterLog(file, folder, 100)
+    expect(await b.load()).toEqual(['cut', odd])
+    expect([b.held('cut'), b.held('done'), b.heldCount]).toEqual([true, false, 2])
+    expect(b.heldUnder('d')).toEqual([odd])
+    // A writer that opens and closes a held file without the user's say-so leaves it held.
+    b.opened('cut')
+    b.closed('cut')
     b.close()
-    const c = new WriterLog(file, 100)
-    expect(await c.load(all)).toEqual(['cut', 'd/x "quoted"\nnewline'])
-    c.closed('cut')
-    c.closed('d/x "quoted"\nnewline')
+    const c = new WriterLog(file, folder, 100)
+    expect(await c.load()).toEqual(['cut', odd])
+    expect(c.release('cut')).toBe(true)
+    expect(c.release('cut')).toBe(false)
+    c.release(odd)
+    expect(c.heldCount).toBe(0)
     c.close()
-    expect(await new WriterLog(file, 100).load(all)).toEqual([])
+    expect(await new WriterLog(file, folder, 100).load()).toEqual([])
   })
 
   it('skips a torn last line and lines that are not its own', async () => {
-    const file = await logFile()
-    const a = new WriterLog(file, 100)
-    await a.load(all)
+    const { file, folder } = await setup('whole')
+    const a = new WriterLog(file, folder, 100)
+    await a.load()
     a.opened('whole')
     a.close()
     await appendFile(file, '+"torn\n-\n+42\n*"x"\n+""\n')
-    expect(await new WriterLog(file, 100).load(all)).toEqual(['whole'])
+    expect(await new WriterLog(file, folder, 100).load()).toEqual(['whole'])
   })
 
-  it('stays small: rewritten with what is live once it has 10,000 lines, and tracks at most max files', async () => {
-    const file = await logFile()
-    const a = new WriterLog(file, 3)
-    await a.load(all)
+  it('stays small: rewritten with what is live once it has 10,000 lines more, and tracks at most max files', async () => {
+    const { file, folder } = await setup('stays', 'x', 'y', 'z')
+    const a = new WriterLog(file, folder, 3)
+    await a.load()
     a.opened('stays')
     for (let i = 0; i < 30_000; i++) {
       a.opened(`f${i}`)
@@ -59,6 +71,6 @@ describe('the files open for writing, kept for the next start (lib/writers.ts)',
     for (const rel of ['x', 'y', 'z']) a.opened(rel)
     a.close()
     expect((await readFile(file, 'utf8')).includes('"z"')).toBe(false)
-    expect(await new WriterLog(file, 3).load(all)).toEqual(['stays', 'x', 'y'])
+    expect(await new WriterLog(file, folder, 3).load()).toEqual(['stays', 'x', 'y'])
   })
 })

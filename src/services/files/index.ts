@@ -77,8 +77,7 @@ export class ManagedFiles {
   private readonly writers = new RefCounts<string>()
   /** Written and closed (or changed by path), not yet published. */
   private readonly dirty = new Set<string>()
-  /** Left open for writing by the last run: not published until released. */
-  private readonly unclosed = new Set<string>()
+  /** The files open for writing, kept for the next start, and those the last run left unclosed (not published until released). */
   private readonly writerLog: WriterLog
   /** Names whose placement waits for a writer of the key to close. */
   private readonly waiting = new Map<string, Set<string>>()
@@ -87,17 +86,17 @@ export class ManagedFiles {
 
   constructor (private readonly opts: FilesOptions) {
     this.signer = new ManifestSigner(opts.signSecret)
-    this.writerLog = new WriterLog(path.join(opts.dir, 'writing'), MAX_UNCLOSED)
     this.ignore = new IgnoreList(opts.ignore)
     this.store = new FileStore({
       dir: opts.dir,
       log: opts.log,
       clock: opts.clock,
       signerName: opts.signerName,
-      writing: (n) => this.writers.has(n) || this.dirty.has(n) || this.unclosed.has(n),
+      writing: (n) => this.writers.has(n) || this.dirty.has(n) || this.writerLog.held(n),
       ignored: (n) => this.ignore.ignored(n),
       maxFileBytes: opts.maxFileBytes
     })
+    this.writerLog = new WriterLog(path.join(opts.dir, 'writing'), this.store.dataDir, MAX_UNCLOSED)
     const send = (peer: string, m: FilesMessage): void => opts.link.send(peer, m)
     this.fetcher = new Fetcher({
       host: this.store,
@@ -139,22 +138,22 @@ export class ManagedFiles {
 
   get dataDir (): string { return this.store.dataDir }
   get stats (): { files: number, fetching: number, unclosed: number, verified: number, refused: number } {
-    return { files: this.store.size, fetching: this.fetcher.size, unclosed: this.unclosed.size, verified: this.gossip.stats.verified, refused: this.gossip.stats.refused }
+    return { files: this.store.size, fetching: this.fetcher.size, unclosed: this.writerLog.heldCount, verified: this.gossip.stats.verified, refused: this.gossip.stats.refused }
   }
 
   /** Loads the table, publishes what changed on disk while we were down, and settles the rest. */
   async start (): Promise<void> {
     await this.store.open()
     await this.importLegacy()
-    for (const rel of await this.writerLog.load((rel) => lstatSync(path.join(this.dataDir, rel), { throwIfNoEntry: false })?.isFile() === true)) this.unclosed.add(rel)
-    if (this.unclosed.size > 0) {
-      this.opts.log.warn({ count: this.unclosed.size, names: [...this.unclosed].slice(0, 20).map(escapeName) }, 'managed files still open for writing when peerfs last stopped are not published until written again, touched or removed')
+    const unclosed = await this.writerLog.load()
+    if (unclosed.length > 0) {
+      this.opts.log.warn({ count: unclosed.length, names: unclosed.slice(0, 20).map(escapeName) }, 'managed files still open for writing when peerfs last stopped are not published until written again, touched or removed')
     }
     const seen = new Set<string>()
     const work: Array<Promise<void>> = []
     for await (const { rel, st } of walkFiles(this.dataDir, { skipHidden: true })) {
       seen.add(rel)
-      if (managedNameError(rel) !== undefined || this.ignore.ignored(rel) || this.unclosed.has(rel)) continue
+      if (managedNameError(rel) !== undefined || this.ignore.ignored(rel) || this.writerLog.held(rel)) continue
       const e = this.store.get(rel)
       if (e !== undefined && sameStamp(e.disk, st)) continue
       work.push(this.run(rel, async () => await this.publishNow(rel)))
@@ -221,8 +220,7 @@ export class ManagedFiles {
     // Only names that are published: editor debris and hidden names stay local, held or not.
     if (!had && this.writers.has(rel) && managedNameError(rel) === undefined && !this.ignore.ignored(rel)) this.writerLog.opened(rel)
     if (delta < 0 && !this.writers.has(rel)) {
-      // Still unclosed if it was before this writer: released by the ready() that follows a write.
-      if (!this.unclosed.has(rel)) this.writerLog.closed(rel)
+      this.writerLog.closed(rel)
       void this.run(rel, async () => await this.closed(rel))
     }
   }
@@ -230,7 +228,7 @@ export class ManagedFiles {
   /** Hook: the file at rel (or a folder of them) was written and closed, or changed by path. */
   ready (rel: string): void {
     this.dirty.add(rel)
-    this.release(rel)
+    this.writerLog.release(rel)
     if (this.writers.has(rel)) return
     void this.run(rel, async () => await this.publishAndWake(rel))
   }
@@ -240,17 +238,12 @@ export class ManagedFiles {
     const names = new Set([rel])
     if (this.store.liveBelow(rel) > 0) for (const n of this.store.namesUnder(rel)) names.add(n)
     for (const n of this.queued.keys()) if (n.startsWith(rel + '/')) names.add(n)
-    for (const n of this.unclosed) if (n === rel || n.startsWith(rel + '/')) names.add(n)
+    for (const n of this.writerLog.heldUnder(rel)) names.add(n)
     for (const n of names) {
-      this.release(n)
+      this.writerLog.release(n)
       this.dirty.delete(n)
       void this.run(n, async () => await this.publishAndWake(n))
     }
-  }
-
-  /** rel, left unclosed, may be published as it is now. */
-  private release (rel: string): void {
-    if (this.unclosed.delete(rel)) this.writerLog.closed(rel)
   }
 
   /** Publishes name, then lets in the versions that waited for it (a file left unclosed holds them). */
@@ -287,7 +280,7 @@ export class ManagedFiles {
   /** Settles the names that waited for rel's writer. */
   private wake (rel: string): void {
     const names = this.waiting.get(rel)
-    if (names === undefined || this.writers.has(rel) || this.dirty.has(rel) || this.unclosed.has(rel)) return
+    if (names === undefined || this.writers.has(rel) || this.dirty.has(rel) || this.writerLog.held(rel)) return
     this.waiting.delete(rel)
     for (const n of names) void this.run(n, async () => await this.settle(n))
   }

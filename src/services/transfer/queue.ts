@@ -83,8 +83,7 @@ export class OutboxQueue {
    * nothing when the writer wrote nothing. Bounded by the writers.
    */
   private readonly readyAtClose = new Set<string>()
-  /** Files the last run left unclosed: not sent until released. */
-  private readonly unclosed = new Set<string>()
+  /** The files open for writing, kept for the next start, and those the last run left unclosed. */
   private readonly writerLog: WriterLog
   /** Waiting files in the order they became ready, small and large apart. */
   private readonly small = new Map<string, Held>()
@@ -120,28 +119,16 @@ export class OutboxQueue {
     private readonly claimed: (rel: string) => boolean,
     writerLog: string
   ) {
-    this.writerLog = new WriterLog(writerLog, settings.maxQueued)
+    this.writerLog = new WriterLog(writerLog, outbox, settings.maxQueued)
   }
 
   /** Reads which files the last run left unclosed; they wait until released. */
-  async loadUnclosed (): Promise<string[]> {
-    const left = await this.writerLog.load((rel) => lstatSync(path.join(this.outbox, rel), { throwIfNoEntry: false })?.isFile() === true)
-    for (const rel of left) {
-      this.unclosed.add(rel)
-      this.forget(rel)
-    }
-    return left
-  }
+  async loadUnclosed (): Promise<string[]> { return await this.writerLog.load() }
 
-  get unclosedCount (): number { return this.unclosed.size }
-
-  /** rel may be sent as it is now: a writer closed it, it was touched, or it went. */
-  private release (rel: string): void {
-    if (this.unclosed.delete(rel)) this.writerLog.closed(rel)
-  }
+  get unclosedCount (): number { return this.writerLog.heldCount }
 
   private waits (rel: string, mtimeMs: number): boolean {
-    return this.writers.has(rel) || this.unclosed.has(rel) || this.claimed(rel) || this.packing.has(rel) || this.refused.get(rel) === mtimeMs
+    return this.writers.has(rel) || this.writerLog.held(rel) || this.claimed(rel) || this.packing.has(rel) || this.refused.get(rel) === mtimeMs
   }
 
   get held (): number { return this.small.size + this.large.size }
@@ -170,9 +157,7 @@ export class OutboxQueue {
     if (n <= 0) {
       this.writers.delete(rel)
       this.growing.delete(rel)
-      // Still unclosed if it was before this writer: released by the ready() that follows a write.
-      if (!this.unclosed.has(rel)) this.writerLog.closed(rel)
-      if (this.readyAtClose.delete(rel)) this.look(rel, this.clock.now())
+      this.writerLog.closed(rel)
       return g
     }
     if (n === 1 && !isHidden(rel)) this.writerLog.opened(rel)
@@ -220,7 +205,7 @@ export class OutboxQueue {
   ready (rel: string, st: FileFacts | undefined): void {
     const now = this.lastActivity = this.clock.now()
     this.refused.delete(rel)
-    this.release(rel)
+    this.writerLog.release(rel)
     if (st === undefined || !st.isFile()) {
       this.stale = true
       return
@@ -268,7 +253,7 @@ export class OutboxQueue {
   gone (rel: string): boolean {
     this.lastActivity = this.clock.now()
     this.refused.delete(rel)
-    if (this.unclosed.size > 0) for (const k of [...this.unclosed]) if (k === rel || isUnder(k, rel)) this.release(k)
+    for (const k of this.writerLog.heldUnder(rel)) this.writerLog.release(k)
     // A writer still open on it writes a file of another name now.
     for (const [k, g] of this.growing) if (k === rel || isUnder(k, rel)) g.ok = false
     const had = this.small.has(rel) || this.large.has(rel)
@@ -278,6 +263,13 @@ export class OutboxQueue {
     }
     for (const m of [this.small, this.large]) for (const k of m.keys()) if (isUnder(k, rel)) this.forget(k)
     return false
+  }
+
+  /** After a writer closed rel: holds it if a ready() came while it was open; true if it did. */
+  lookAgain (rel: string): boolean {
+    if (this.writers.has(rel) || !this.readyAtClose.delete(rel)) return false
+    this.look(rel, this.clock.now())
+    return true
   }
 
   /** Files a transfer no longer claims that are in the outbox still (changed, or not taken): looked at afresh. */

@@ -135,12 +135,10 @@ export class OutboxSender {
 
   writing (rel: string, delta: number): void {
     const closed = this.queue.writing(rel, delta)
+    // A touch while it was open may have made it due at this close.
+    if (delta < 0 && this.queue.lookAgain(rel)) this.due()
     const rec = this.book.stream(rel)
-    if (rec === undefined) {
-      // A touch while it was open may have made it due at this close.
-      if (delta < 0) this.due()
-      return
-    }
+    if (rec === undefined) return
     if (delta > 0) this.cancel(rec, 'opened by a second writer while it was streamed')
     else if (closed !== undefined) this.sized(rec, closed)
   }
