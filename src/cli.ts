@@ -61,7 +61,13 @@ async function mountForeground (mountpoint: string | undefined, opts: MountFlags
   if (missing.length > 0) daemon.log.warn({ missing }, 'node was started without the daemon\'s flags (run peerfs, or dist/src/cli.js itself): bulk transfers cost more CPU in garbage collection')
   const stop = (sig: string): void => {
     daemon.log.info({ signal: sig }, 'stopping')
-    daemon.stop().then(() => process.exit(0), (err: unknown) => {
+    daemon.stop().then((finished) => {
+      // A stop past its deadline may wait on a thread stuck in the kernel (a
+      // hung state disk), and process.exit joins those threads: only a
+      // signal ends the process then.
+      if (!finished) process.kill(process.pid, 'SIGKILL')
+      process.exit(0)
+    }, (err: unknown) => {
       daemon.log.error({ err }, 'stop failed')
       process.exit(1)
     })

@@ -13,6 +13,7 @@ import { ConfigError, E, TxError } from '../lib/errors.js'
 import { EventBus } from '../lib/events.js'
 import { readKeyFile, type Identity } from '../lib/keys.js'
 import { applyConfigLevel, makeLogger, type Logger } from '../lib/log.js'
+import { settlesWithin } from '../lib/wait.js'
 import { serveBuiltin, VERSION } from '../services/builtin.js'
 import { DeferredReceiver } from '../services/deferred.js'
 import { ManagedFiles } from '../services/files/index.js'
@@ -27,7 +28,7 @@ import { TreeBackend } from './backend.js'
 import { renderMetrics } from './metrics.js'
 import { serveMetrics, type MetricsServer } from './metrics-http.js'
 import type { MountOptions } from './mount-options.js'
-import { fuseAccessProblem, isFuseMounted, MountpointError, prepareMountpoint } from './mountpoint.js'
+import { fuseAccessProblem, isFuseMounted, MountpointError, prepareMountpoint, tablePath } from './mountpoint.js'
 import { PeerServices } from './peer-services.js'
 import { Router } from './router.js'
 import { StateLayout } from './state.js'
@@ -44,6 +45,16 @@ export interface DaemonOptions {
   mount?: MountOptions
 }
 
+/**
+ * How long a stop may take. Past it the process exits without the rest:
+ * every step's state on disk survives a kill -9, so what is skipped is
+ * tidiness, while a daemon that does not exit holds its peers' links and
+ * its port, and the restart that a supervisor wants.
+ */
+export const STOP_DEADLINE_MS = 15_000
+
+type StopStep = 'unmount' | 'services' | 'files' | 'metrics listener' | 'links' | 'stopped'
+
 export class Daemon {
   readonly events: EventBus
   readonly startedAt: number
@@ -58,7 +69,11 @@ export class Daemon {
   private files: ManagedFiles | undefined
   private adapter: FuseAdapter | undefined
   private stopping: Promise<void> | undefined
+  /** The step a stop is in, named when it runs past its deadline. */
+  private stopStep: StopStep = 'unmount'
   private watchTimer: Timer | undefined
+  /** The mountpoint as the mount table names it, resolved once at start. */
+  private tableMountpoint = ''
   private launch: Pick<DaemonOptions, 'mkdir' | 'mount'> = {}
   private metricsServer: MetricsServer | undefined
   private readonly manager: PeerManager
@@ -202,6 +217,7 @@ export class Daemon {
     const problem = await fuseAccessProblem({ allowOther: mo?.allowOther === true })
     if (problem !== undefined) throw new MountpointError(this.mountpoint, problem)
     await prepareMountpoint(this.mountpoint, { mkdir: this.launch.mkdir, log: this.log })
+    this.tableMountpoint = await tablePath(this.mountpoint)
     this.receiver = await DeferredReceiver.open(layout.applied, this.services, this.log)
     const trust = new Trust(this.identity, () => this.config)
     this.files = new ManagedFiles({
@@ -272,41 +288,58 @@ export class Daemon {
   // outside is noticed here within a second.
   private watchMount (): void {
     this.watchTimer = this.clock.setTimeout(() => {
-      isFuseMounted(this.mountpoint).then((mounted) => {
-        if (this.stopping) return
-        if (mounted) {
-          this.watchMount()
-          return
-        }
-        this.log.info({ mountpoint: this.mountpoint }, 'unmounted from outside; stopping')
-        this.onUnmounted()
-      }, (err: unknown) => this.log.error({ err }, 'cannot read the mount table'))
+      if (this.stopping) return
+      let mounted: boolean
+      try {
+        mounted = isFuseMounted(this.tableMountpoint)
+      } catch (err) {
+        this.log.error({ err }, 'cannot read the mount table')
+        return
+      }
+      if (mounted) {
+        this.watchMount()
+        return
+      }
+      this.log.info({ mountpoint: this.mountpoint }, 'unmounted from outside; stopping')
+      this.onUnmounted()
     }, 1000)
   }
 
   /**
    * Unmounts and stops. Every caller gets the same promise: Ctrl-C signals
    * the whole process group, so SIGINT and a parent's SIGTERM both arrive,
-   * and the second must not exit before the first has unmounted.
+   * and the second must not exit before the first has unmounted. False if
+   * it had not finished after deadlineMs (logged, naming the step): the
+   * caller exits anyway.
    */
-  async stop (): Promise<void> {
+  async stop (deadlineMs = STOP_DEADLINE_MS): Promise<boolean> {
     this.stopping ??= this.shutdown()
-    await this.stopping
+    if (await settlesWithin(this.stopping, deadlineMs, this.clock)) {
+      await this.stopping
+      return true
+    }
+    this.log.error({ step: this.stopStep, deadline_ms: deadlineMs }, 'stop did not finish in time; exiting without the rest (what is on disk survives this as it does a kill -9)')
+    return false
   }
 
   private async shutdown (): Promise<void> {
     this.clock.clearTimeout(this.watchTimer)
     try {
-      if (await isFuseMounted(this.mountpoint)) await this.adapter?.unmount()
+      if (isFuseMounted(this.tableMountpoint)) await this.adapter?.unmount()
     } catch (err) {
       this.log.error({ err }, 'unmount failed')
     }
+    this.stopStep = 'services'
     this.peerServices.stop()
     this.inbox?.stop()
     this.packets.stop()
+    this.stopStep = 'files'
     await this.files?.stop()
+    this.stopStep = 'metrics listener'
     await this.metricsServer?.close()
+    this.stopStep = 'links'
     await this.manager.stop()
+    this.stopStep = 'stopped'
     this.log.info('stopped')
   }
 

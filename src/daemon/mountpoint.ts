@@ -3,6 +3,7 @@
 // there is refused and left alone; only a dead FUSE mount, one whose daemon
 // is gone (stat answers ENOTCONN), is detached. Every refusal names the path.
 import { execFile } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { mkdir, readFile, realpath, stat, statfs } from 'node:fs/promises'
 import path from 'node:path'
 import { promisify } from 'node:util'
@@ -38,15 +39,24 @@ export async function mounts (): Promise<MountEntry[]> {
   return parseMounts(await readFile('/proc/self/mounts', 'utf8'))
 }
 
+/** mnt as the mount table names it: the parent resolves even when mnt itself is a dead mount. */
+export async function tablePath (mnt: string): Promise<string> {
+  return await realpath(path.dirname(mnt)).then(d => path.join(d, path.basename(mnt)), () => mnt)
+}
+
 /** The innermost mount at exactly this path, if any. */
 export async function mountAt (mnt: string): Promise<MountEntry | undefined> {
-  // The table holds real paths; the parent resolves even when mnt itself is a dead mount.
-  const real = await realpath(path.dirname(mnt)).then(d => path.join(d, path.basename(mnt)), () => mnt)
+  const real = await tablePath(mnt)
   return (await mounts()).filter(m => m.where === real || m.where === mnt).at(-1)
 }
 
-export async function isFuseMounted (mnt: string): Promise<boolean> {
-  return (await mountAt(mnt))?.type.startsWith('fuse') === true
+/**
+ * Whether a FUSE mount is at `where`, a path from tablePath. Read from
+ * /proc synchronously, which never waits on a disk: with a hung state disk
+ * every thread of the pool may be stuck, and a stop must still unmount.
+ */
+export function isFuseMounted (where: string): boolean {
+  return parseMounts(readFileSync('/proc/self/mounts', 'utf8')).filter(m => m.where === where).at(-1)?.type.startsWith('fuse') === true
 }
 
 type Probe = 'missing' | 'dead' | 'alive' | 'not-dir' | 'hung'

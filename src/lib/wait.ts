@@ -1,6 +1,8 @@
 // A wait that ends in exactly one way: notify() (check again), or the
 // caller's abort signal (EINTR). Blocking reads are built on it. And the
-// one way a long loop lets the event loop run between its slices.
+// one way a long loop lets the event loop run between its slices, and the
+// one way a wait is bounded in time.
+import type { Clock, Timer } from './clock.js'
 import { E, FsError } from './errors.js'
 
 /**
@@ -10,6 +12,20 @@ import { E, FsError } from './errors.js'
  */
 export async function yieldLoop (): Promise<void> {
   await new Promise(resolve => setImmediate(resolve))
+}
+
+/**
+ * True once p settles, false if ms pass first. p goes on either way; a
+ * rejection is the caller's to see on p.
+ */
+export async function settlesWithin (p: Promise<unknown>, ms: number, clock: Clock): Promise<boolean> {
+  let timer: Timer | undefined
+  const late = new Promise<boolean>(resolve => { timer = clock.setTimeout(() => resolve(false), ms) })
+  try {
+    return await Promise.race([p.then(() => true, () => true), late])
+  } finally {
+    clock.clearTimeout(timer)
+  }
 }
 
 export class Waiters {

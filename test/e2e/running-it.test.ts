@@ -2,7 +2,8 @@
 // install, the systemd unit, mount -t fuse.peerfs with fstab options, a
 // read-only tree, another user through allow_other, tail -f on events,
 // df/du, status --json, metrics (file and HTTP), logs, and mountpoints that
-// are missing or already live.
+// are missing or already live, and a stop that cannot finish (a hung state
+// disk) still ends the daemon.
 import { execFile, spawn, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
@@ -244,6 +245,63 @@ describe('running it', () => {
       }
       await sh(`userdel ${user}`)
       if (placed) await rm(HELPER, { force: true })
+    }
+  }, 120_000)
+
+  it('SIGTERM with its state disk hung: the daemon unmounts, names the step it waited on, and exits within its deadline; the state is whole after', async () => {
+    const netw = await makeNetwork(['alpha', 'beta'])
+    const an = netw.node('alpha')
+    // alpha's state folder is a FUSE mount of its own process (the bench's
+    // minimal passthrough), which SIGSTOP hangs, as a dead NFS server or a
+    // failing disk would: every write and fsync there waits in the kernel.
+    const real = await tempDir('peerfs-realstate-')
+    await mkdir(path.join(an.dir, 'state'))
+    const pass = spawn(process.execPath, [path.join(ROOT, 'bench/pass.cjs'), path.join(an.dir, 'state'), real], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const passExit = new Promise(resolve => pass.on('exit', resolve))
+    let ds = new Map<string, Daemon>()
+    try {
+      await new Promise<void>((resolve, reject) => {
+        pass.stdout.on('data', (d: Buffer) => { if (d.toString().includes('mounted')) resolve() })
+        pass.on('exit', (code) => reject(new Error(`the passthrough exited with ${code}`)))
+      })
+      ds = await startNetwork(netw)
+      const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
+      await waitState(a, 'beta')
+      await sh(`echo kept > ${a.path('files/kept.txt')}`)
+      await eventually(async () => (await readText(b.path('files/kept.txt')).catch(() => '')) === 'kept\n', 'kept.txt reaches beta')
+      await sh(`echo late > ${a.path('files/late.txt')}`)
+      await eventually(async () => (await readText(b.path('files/late.txt')).catch(() => '')) === 'late\n', 'late.txt reaches beta')
+      // Now quiet: the folder hangs under the stop's own status and journal
+      // writes, which wait in libuv's pool. (An operation of the tree itself
+      // would wait on the daemon's main thread, where only systemd's
+      // TimeoutStopSec reaches it.)
+      process.kill(pass.pid as number, 'SIGSTOP')
+      const t0 = Date.now()
+      const exited = a.kill('SIGTERM')
+      const early = await Promise.race([exited.then(() => 'exited'), new Promise(resolve => setTimeout(() => resolve('running'), 5_000))])
+      expect(early).toBe('running')
+      expect(await isMounted(an.mnt)).toBe(false)
+      // Before the deadline it hung for good: process.exit waited on the stuck thread.
+      const code = await Promise.race([exited, new Promise(resolve => setTimeout(() => resolve('still running'), 40_000))])
+      expect(code).not.toBe('still running')
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(14_000)
+      const line = a.stderr.split('\n').find(l => l.includes('stop did not finish in time'))
+      expect(line, a.stderr).toBeDefined()
+      expect(JSON.parse(line as string)).toMatchObject({ level: 'error', step: 'files', deadline_ms: 15_000 })
+      process.kill(pass.pid as number, 'SIGCONT')
+      await a.start()
+      expect(await readText(a.path('files/kept.txt'))).toBe('kept\n')
+      expect(await readText(a.path('files/late.txt'))).toBe('late\n')
+      expect(a.stderr).not.toMatch(/"level":"(error|fatal)"/)
+      await waitState(a, 'beta')
+    } finally {
+      process.kill(pass.pid as number, 'SIGCONT')
+      // The daemons first, then the folder under them, then the rest (teardown).
+      for (const d of ds.values()) await d.kill()
+      pass.kill('SIGTERM')
+      await passExit
+      await sh(`fusermount -uz ${path.join(an.dir, 'state')}`)
+      await rm(real, { recursive: true, force: true })
     }
   }, 120_000)
 })
