@@ -20,7 +20,7 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import { E, FsError } from '../lib/errors.js'
 import { fsErrorOf, setTimesSync } from '../lib/durable.js'
-import { checkComponent, isHidden, joinRel } from '../lib/names.js'
+import { checkComponent, isHidden, isUnder, joinRel } from '../lib/names.js'
 import type { Attr, DirNode, FileNode, FsNode, Handle, MutableDirNode, OpenContext } from './types.js'
 
 export interface PassHooks {
@@ -63,9 +63,28 @@ function wrap<T> (what: string, fn: () => T): T {
 }
 
 export class PassRoot {
+  /** Handles open for writing: a rename carries them to the new name. */
+  readonly writers = new Set<PassHandle>()
   constructor (readonly dir: string, readonly hooks: PassHooks, readonly readOnly: boolean) {}
   real (rel: string): string { return path.join(this.dir, rel) }
   top (): PassDir { return new PassDir(this, '') }
+
+  /**
+   * from (a file or a folder) was renamed to: its writers now write there.
+   * The owner is told as a close at the old name and an open at the new
+   * one, so the file is not ready before its writer closes it under the
+   * name it then has (a file renamed while a logger writes it would be
+   * sent cut short, and the rest lost with the outbox's copy).
+   */
+  moved (from: string, to: string): void {
+    for (const h of this.writers) {
+      if (!isUnder(h.rel, from)) continue
+      const next = to + h.rel.slice(from.length)
+      this.hooks.writing?.(h.rel, -1)
+      h.renamed(next)
+      this.hooks.writing?.(next, 1)
+    }
+  }
 }
 
 abstract class PassNode implements FsNode {
@@ -166,6 +185,7 @@ export class PassDir extends PassNode implements MutableDirNode {
     const to = target.newChild(newName)
     wrap(from, () => renameSync(this.root.real(from), this.root.real(to)))
     this.root.hooks.gone?.(from)
+    this.root.moved(from, to)
     if (visible(to)) {
       const st = lstatSync(this.root.real(to), { throwIfNoEntry: false })
       this.root.hooks.ready?.(to, st?.isFile() === true ? st : undefined)
@@ -212,9 +232,21 @@ export class PassHandle implements Handle {
   /** A created visible file written in order so far: its size (hooks.grew); undefined once it is not. */
   private inOrder: number | undefined
 
-  constructor (private readonly root: PassRoot, private readonly rel: string, private readonly fd: number, private readonly writer: boolean, readonly direct: boolean) {
-    if (writer) root.hooks.writing?.(rel, 1)
-    if (direct && visible(rel)) this.inOrder = 0
+  constructor (private readonly root: PassRoot, private name: string, private readonly fd: number, private readonly writer: boolean, readonly direct: boolean) {
+    if (writer) {
+      root.writers.add(this)
+      root.hooks.writing?.(name, 1)
+    }
+    if (direct && visible(name)) this.inOrder = 0
+  }
+
+  /** The name the file has now (a rename carries an open handle along). */
+  get rel (): string { return this.name }
+
+  /** The file was renamed to rel while open: it goes as a file once closed, not as a stream. */
+  renamed (rel: string): void {
+    this.name = rel
+    this.inOrder = undefined
   }
 
   private grew (end: number | undefined): void {
@@ -266,6 +298,7 @@ export class PassHandle implements Handle {
       if (announce) st = fstatSync(this.fd)
     } catch {}
     closeSync(this.fd)
+    this.root.writers.delete(this)
     if (this.writer) this.root.hooks.writing?.(this.rel, -1)
     if (announce) this.root.hooks.ready?.(this.rel, st)
   }

@@ -82,6 +82,20 @@ describe('managed files where writes meet', () => {
     expect(await readText(again.path('metrics'))).toMatch(/^peerfs_managed_files_unclosed\{node="alpha"\} 0$/m)
   })
 
+  it('a file renamed while its writer has it open is published under its new name only at the close, whole', async () => {
+    const { a, b } = await pair()
+    const w = holdOpen(a.path('files/draft.txt'))
+    await w.written
+    expect((await sh(`mv ${a.path('files/draft.txt')} ${a.path('files/final.txt')}`)).code).toBe(0)
+    // A later file reaches beta; the renamed one, still open, does not.
+    expect((await sh(`echo later > ${a.path('files/later.txt')}`)).code).toBe(0)
+    await eventually(async () => (await text(b, 'later.txt')) === 'later\n', 'later.txt on beta', 30_000)
+    expect(await text(b, 'final.txt')).toBeUndefined()
+    expect(await w.finish()).toBe(0)
+    await eventually(async () => (await text(b, 'final.txt')) === 'local part 1\nlocal part 2\n', 'final.txt on beta, whole', 30_000)
+    expect(await text(b, 'draft.txt')).toBeUndefined()
+  })
+
   it('removals against folders and files against folders, both ways: the same outcome on both nodes, and later names still replicate', async () => {
     const { a, b } = await pair()
     // While cut off: a name is a removed file on one side and a folder on the other, or a file and a folder.

@@ -113,6 +113,37 @@ except OSError as e:
     os._exit(0)
 `
 
+// Writes "first" to <outbox>/a.log, renames it to logs/b.log while open (a
+// mv of a log being written), writes "second", says so in <sync>/renamed.
+// close: waits for <sync>/go, writes "last" and closes. kill: writes a dot
+// every 50 ms until a write fails (the test kills the daemon); prints the error.
+const RENAMED_WHILE_OPEN = `
+import errno, os, sys, time
+out, sync, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+os.makedirs(os.path.join(out, 'logs'), exist_ok=True)
+f = open(os.path.join(out, 'a.log'), 'wb', buffering=0)
+f.write(b'first\\n')
+os.rename(os.path.join(out, 'a.log'), os.path.join(out, 'logs', 'b.log'))
+f.write(b'second\\n')
+open(os.path.join(sync, 'renamed'), 'w').close()
+end = time.monotonic() + 60
+if mode == 'close':
+    while not os.path.exists(os.path.join(sync, 'go')):
+        if time.monotonic() > end: sys.exit('no go')
+        time.sleep(0.05)
+    f.write(b'last\\n')
+    f.close()
+    sys.exit(0)
+try:
+    while time.monotonic() < end:
+        time.sleep(0.05)
+        f.write(b'.')
+    sys.exit('no write failed')
+except OSError as e:
+    print(errno.errorcode.get(e.errno, e.errno), flush=True)
+    os._exit(0)
+`
+
 /**
  * rel, left unclosed in a's outbox, waits there (status counts it) while a
  * file written after it reaches b: the sender works, and passes it over.
@@ -219,6 +250,40 @@ for i in range(1500):
     await eventually(async () => existsSync(dest) && (await readFile(dest, 'utf8')) === whole, 'the rewritten file delivered', 30_000)
     expect(await readText(again.path('peers/beta/status'))).toMatch(/^outbox_unclosed: 0$/m)
   }, 120_000)
+
+  it('sends a file renamed while its writer has it open (mv of a log being written) once closed, whole, under its new name; killed -9 so, holds it under that name', async () => {
+    const { netw, a, b } = await startPair()
+    const outbox = a.path('peers/beta/outbox')
+    const inbox = b.path('peers/alpha/inbox')
+    let sync = await tempDir()
+    const run = py(RENAMED_WHILE_OPEN, [outbox, sync, 'close'], 90_000)
+    await eventually(() => existsSync(path.join(sync, 'renamed')), 'renamed while open', 30_000)
+    // A file written after it goes; it does not, under either name.
+    expect((await sh(`echo later > ${outbox}/later.txt`)).code).toBe(0)
+    await eventually(() => existsSync(path.join(inbox, 'later.txt')), 'later.txt delivered', 30_000)
+    expect((await sh(`cd ${inbox} && find . -type f | sort`)).stdout).toBe('./later.txt\n')
+    await writeFile(path.join(sync, 'go'), '')
+    expect((await run).stderr).toBe('')
+    const dest = path.join(inbox, 'logs/b.log')
+    await eventually(async () => existsSync(dest) && (await readFile(dest, 'utf8')) === 'first\nsecond\nlast\n', 'b.log delivered whole', 30_000)
+    await eventually(async () => (await sh(`find ${outbox} -type f`)).stdout === '', 'outbox empty', 30_000)
+    expect((await sh(`cd ${inbox} && find . -type f | sort`)).stdout).toBe('./later.txt\n./logs/b.log\n')
+
+    // The same, with the daemon killed under the writer: held under its new name.
+    await sh(`rm -r ${inbox}/logs ${inbox}/later.txt`)
+    sync = await tempDir()
+    const cut = py(RENAMED_WHILE_OPEN, [outbox, sync, 'kill'], 90_000)
+    await eventually(() => existsSync(path.join(sync, 'renamed')), 'renamed while open', 30_000)
+    await a.kill()
+    expect((await cut).stdout.trim()).toMatch(/^(ENOTCONN|ECONNABORTED|EIO)$/)
+    const again = new Daemon(netw.node('alpha'))
+    await again.start()
+    await heldWhileOthersGo(again, b, 'logs/b.log')
+    const left = await readFile(again.path('peers/beta/outbox/logs/b.log'), 'utf8')
+    expect(left).toMatch(/^first\nsecond\n\.*$/)
+    expect((await sh(`touch ${again.path('peers/beta/outbox/logs/b.log')}`)).code).toBe(0)
+    await eventually(async () => existsSync(dest) && (await readFile(dest, 'utf8')) === left, 'b.log delivered as it was left, once touched', 30_000)
+  }, 150_000)
 
   for (const mode of ['in order', 'rewrite', 'kill'] as const) {
     const what = {

@@ -19,7 +19,8 @@ async function folder (): Promise<{ top: ReturnType<PassRoot['top']>, told: stri
   const root = new PassRoot(dir, {
     writing: (rel, d) => told.push(`writing ${rel} ${d}`),
     grew: (rel, end) => told.push(`grew ${rel} ${end ?? 'no'}`),
-    ready: (rel) => told.push(`ready ${rel}`)
+    ready: (rel) => told.push(`ready ${rel}`),
+    gone: (rel) => told.push(`gone ${rel}`)
   }, false)
   return { top: root.top(), told }
 }
@@ -59,5 +60,29 @@ describe('the outbox folder tells its owner', () => {
     write(hidden, 'abc', 0)
     hidden.release()
     expect(told.filter(t => t.startsWith('grew'))).toEqual([])
+  })
+
+  it('that a file renamed while open, or in a folder renamed, is written under its new name: ready only at its close, there', async () => {
+    const { top, told } = await folder()
+    const h = top.create('a.log', 0o644)
+    write(h, 'abc', 0)
+    await top.rename('a.log', top, 'b.log')
+    write(h, 'def', 3)
+    expect(told).toEqual(['writing a.log 1', 'grew a.log 3', 'gone a.log', 'writing a.log -1', 'writing b.log 1', 'ready b.log'])
+    told.length = 0
+    h.release()
+    // No stream of it any more: it goes as the file its writer closed.
+    expect(told).toEqual(['writing b.log -1', 'ready b.log'])
+
+    await top.mkdir('d', 0o755)
+    const d = top.lookup('d') as unknown as ReturnType<PassRoot['top']>
+    const inner = d.create('x', 0o644)
+    const other = top.create('y', 0o644)
+    told.length = 0
+    await top.rename('d', top, 'e')
+    write(inner, 'x', 0)
+    inner.release()
+    other.release()
+    expect(told).toEqual(['gone d', 'writing d/x -1', 'writing e/x 1', 'ready e', 'writing e/x -1', 'ready e/x', 'writing y -1'])
   })
 })
