@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs'
 // cancels wait for the link, nothing is left open, and a transfer the
 // receiver cannot take now does not hold up the others.
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, open, readFile, readdir, readlink, rename, rm, stat, truncate, writeFile } from 'node:fs/promises'
+import { appendFile, mkdir, mkdtemp, open, readFile, readdir, readlink, rename, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { parseConfig } from '../../src/config.js'
@@ -762,6 +762,41 @@ describe('streams: a file sent while it is written', () => {
     // Reported a moment after it is placed.
     await eventually(() => r.received.length === 2, 'reported received')
     expect(r.received).toEqual(['other', 'note'])
+  })
+
+  it('keeps a delivered file that a writer opened again before it was removed: removed at that close if unchanged, sent again if written', async () => {
+    const r = await rig()
+    const file = path.join(r.outbox, 'log')
+    // A logger opens the file again (to append) after the peer has it, before its xdone is taken.
+    let reopen: string | undefined = 'log'
+    r.dropAnswers((m) => {
+      if (m.type === 'xdone' && reopen !== undefined) {
+        r.sender.writing(reopen, 1)
+        reopen = undefined
+      }
+      return false
+    })
+    await r.put('log', 'line 1\n')
+    await eventually(async () => (await r.inboxFile('log')).toString() === 'line 1\n', 'delivered')
+    await eventually(() => r.sent.length === 1, 'reported sent')
+    expect(existsSync(file)).toBe(true)
+    await appendFile(file, 'line 2\n')
+    r.sender.writing('log', -1)
+    r.sender.ready('log', await stat(file))
+    await eventually(async () => (await r.inboxFile('log')).toString() === 'line 1\nline 2\n', 'sent again with what was appended')
+    await eventually(async () => (await r.leftovers()).length === 0, 'nothing left')
+
+    // Opened again and closed without a write: it goes from the outbox at that close, not sent twice.
+    reopen = 'quiet'
+    await r.put('quiet', 'once\n')
+    await eventually(() => r.sent.length === 3, 'reported sent')
+    expect(existsSync(path.join(r.outbox, 'quiet'))).toBe(true)
+    r.sender.writing('quiet', -1)
+    await eventually(() => !existsSync(path.join(r.outbox, 'quiet')), 'removed at the close')
+    await r.put('after', 'x')
+    await eventually(() => r.sent.includes('after'), 'a later file reported sent')
+    expect(r.sent).toEqual(['log', 'log', 'quiet', 'after'])
+    expect(r.received).toEqual(['log', 'log', 'quiet', 'after'])
   })
 
   it('sends a file left unclosed once a writer writes and closes it again, and forgets it once removed', async () => {

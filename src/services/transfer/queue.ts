@@ -83,6 +83,14 @@ export class OutboxQueue {
    * nothing when the writer wrote nothing. Bounded by the writers.
    */
   private readonly readyAtClose = new Set<string>()
+  /**
+   * Delivered while a writer had them open (a logger that reopened a file
+   * it appends to): not removed under that writer, whose next write would
+   * go to a file nobody sends. At the last close, one still as delivered
+   * goes; a changed one is reported ready and sent again. Bounded by the
+   * writers.
+   */
+  private readonly deliveredOpen = new Map<string, Item>()
   /** The files open for writing, kept for the next start, and those the last run left unclosed. */
   private readonly writerLog: WriterLog
   /** Waiting files in the order they became ready, small and large apart. */
@@ -158,6 +166,13 @@ export class OutboxQueue {
       this.writers.delete(rel)
       this.growing.delete(rel)
       this.writerLog.closed(rel)
+      const done = this.deliveredOpen.get(rel)
+      this.deliveredOpen.delete(rel)
+      // As delivered, it goes, and a ready() that came meanwhile is moot; changed, the close's ready() sends it again.
+      if (done !== undefined && this.asDelivered(done)) {
+        this.readyAtClose.delete(rel)
+        void this.removeIfAsDelivered([done]).catch(() => {})
+      }
       return g
     }
     if (n === 1 && !isHidden(rel)) this.writerLog.opened(rel)
@@ -411,19 +426,32 @@ export class OutboxQueue {
   /**
    * Removes a delivered transfer's files that are unchanged since they
    * were read, and its bundle; a changed one stays (requeued once the
-   * transfer no longer claims it). The folders this empties go later,
-   * when the outbox is quiet (see prune).
+   * transfer no longer claims it), and one a writer has open waits for its
+   * close (deliveredOpen). The folders this empties go later, when the
+   * outbox is quiet (see prune).
    */
   async clear (rec: SentRecord): Promise<void> {
+    // Past the bound one stays in the outbox, and a scan sends it again: twice, never lost.
+    for (const it of rec.items) if (this.writers.has(it.rel) && this.deliveredOpen.size < this.settings.maxQueued) this.deliveredOpen.set(it.rel, it)
+    await this.removeIfAsDelivered(rec.items.filter(it => !this.writers.has(it.rel)))
+    await this.store.dropBundle(rec)
+  }
+
+  /** The file is as it was read for the transfer that delivered it. */
+  private asDelivered (it: Item): boolean {
+    const st = lstatSync(path.join(this.outbox, it.rel), { throwIfNoEntry: false })
+    return st !== undefined && st.size === it.size && st.mtimeMs === it.mtimeMs
+  }
+
+  /** Removes the delivered files that are as they were read (a changed one stays, and goes again). */
+  private async removeIfAsDelivered (items: Item[]): Promise<void> {
     const doomed: string[] = []
-    for (const [i, it] of rec.items.entries()) {
+    for (const [i, it] of items.entries()) {
       if (i > 0 && i % STAT_SLICE === 0) await yieldLoop()
       // The stat is synchronous (microseconds); the unlink is not: on ext4
       // it frees blocks and inodes, 0.1-0.2 ms each here, and on this thread
       // it would hold up the FUSE operations of a cp -r still running.
-      const st = lstatSync(path.join(this.outbox, it.rel), { throwIfNoEntry: false })
-      if (st === undefined || st.size !== it.size || st.mtimeMs !== it.mtimeMs) continue
-      doomed.push(it.rel)
+      if (this.asDelivered(it)) doomed.push(it.rel)
     }
     for (let i = 0; i < doomed.length; i += UNLINK_AT_ONCE) {
       await Promise.all(doomed.slice(i, i + UNLINK_AT_ONCE).map(async rel => {
@@ -432,7 +460,6 @@ export class OutboxQueue {
         if (dir !== '.' && this.emptied.size < this.settings.maxQueued) this.emptied.add(dir)
       }))
     }
-    await this.store.dropBundle(rec)
   }
 
   /** Removes the folders delivery emptied (after a start, every empty one) once the outbox is quiet for pruneMs. */
