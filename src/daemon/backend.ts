@@ -43,7 +43,8 @@ class PeerViewImpl implements PeerView {
       ready: (rel, st) => sender()?.ready(rel, st),
       gone: (rel) => sender()?.gone(rel),
       writing: (rel, delta) => sender()?.writing(rel, delta),
-      grew: (rel, end) => sender()?.grew(rel, end)
+      grew: (rel, end) => sender()?.grew(rel, end),
+      renamed: (from, to) => sender()?.renamed(from, to)
     }
   }
 

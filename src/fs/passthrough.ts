@@ -20,7 +20,7 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import { E, FsError } from '../lib/errors.js'
 import { fsErrorOf, setTimesSync } from '../lib/durable.js'
-import { checkComponent, isHidden, isUnder, joinRel } from '../lib/names.js'
+import { checkComponent, isHidden, isUnder, joinRel, rsyncTarget } from '../lib/names.js'
 import type { Attr, DirNode, FileNode, FsNode, Handle, MutableDirNode, OpenContext } from './types.js'
 
 export interface PassHooks {
@@ -31,12 +31,15 @@ export interface PassHooks {
   /** A handle writing rel opened (+1) or closed (-1): not ready meanwhile. */
   writing?: (rel: string, delta: number) => void
   /**
-   * A visible file this folder created, written in order from its start,
-   * now holds end bytes, which may be read while it is written; undefined:
-   * it is not written so any more (a write elsewhere, a truncate, a write
-   * refused for its size), until its writers close it.
+   * A visible file this folder created (or rsync's temp file of one),
+   * written in order from its start, now holds end bytes, which may be
+   * read while it is written; undefined: it is not written so any more (a
+   * write elsewhere, a truncate, a write refused for its size), until its
+   * writers close it.
    */
   grew?: (rel: string, end: number | undefined) => void
+  /** The file or folder at from is at to now: told before gone(from) and ready(to). */
+  renamed?: (from: string, to: string) => void
   /** Refuses a new name (create, mkdir, rename target) by throwing a PeerfsError. */
   admit?: (rel: string) => void
   /** Largest size a write or truncate may make a file; past it, EFBIG. */
@@ -44,6 +47,8 @@ export interface PassHooks {
 }
 
 const visible = (rel: string): boolean => !isHidden(rel)
+/** Reported to grew as it is written: a visible file, or rsync's temp file of one. */
+const growable = (rel: string): boolean => visible(rel) || rsyncTarget(rel) !== undefined
 
 function attrOf (st: Stats): Attr {
   return { mode: st.mode, size: st.size, blocks: st.blocks, mtimeMs: st.mtimeMs, atimeMs: st.atimeMs, ctimeMs: st.ctimeMs }
@@ -184,6 +189,7 @@ export class PassDir extends PassNode implements MutableDirNode {
     const from = this.child(name)
     const to = target.newChild(newName)
     wrap(from, () => renameSync(this.root.real(from), this.root.real(to)))
+    this.root.hooks.renamed?.(from, to)
     this.root.hooks.gone?.(from)
     this.root.moved(from, to)
     if (visible(to)) {
@@ -201,7 +207,7 @@ export class PassFile extends PassNode implements FileNode {
     if (this.root.readOnly) throw new FsError(E.EROFS, 'read-only')
     fitsLimit(this.root, this.rel, size)
     wrap(this.rel, () => truncateSync(this.real, size))
-    if (visible(this.rel)) this.root.hooks.grew?.(this.rel, undefined)
+    if (growable(this.rel)) this.root.hooks.grew?.(this.rel, undefined)
     this.changed()
   }
 
@@ -229,7 +235,7 @@ export class PassHandle implements Handle {
   private wrote = false
   /** A write refused for its size: the file is not what its writer meant, so it is not announced. */
   private refused = false
-  /** A created visible file written in order so far: its size (hooks.grew); undefined once it is not. */
+  /** A created file (visible, or rsync's temp file) written in order so far: its size (hooks.grew); undefined once it is not. */
   private inOrder: number | undefined
 
   constructor (private readonly root: PassRoot, private name: string, private readonly fd: number, private readonly writer: boolean, readonly direct: boolean) {
@@ -237,7 +243,7 @@ export class PassHandle implements Handle {
       root.writers.add(this)
       root.hooks.writing?.(name, 1)
     }
-    if (direct && visible(name)) this.inOrder = 0
+    if (direct && growable(name)) this.inOrder = 0
   }
 
   /** The name the file has now (a rename carries an open handle along). */

@@ -74,6 +74,22 @@ export function isHidden (rel: string): boolean {
   return rel.split('/').some(p => p === '' || p.startsWith('.'))
 }
 
+/** rsync's temp file: "." + the file's name + "." + six letters or digits, beside it (receiver.c, get_tmpname). */
+const RSYNC_TEMP_RE = /^\.(.+)\.[A-Za-z0-9]{6}$/
+
+/**
+ * The name rsync will rename its temp file rel to, if rel looks like one:
+ * a guess (rsync shortens a name too long for the pattern), which only the
+ * rename confirms.
+ */
+export function rsyncTarget (rel: string): string | undefined {
+  const slash = rel.lastIndexOf('/')
+  const m = RSYNC_TEMP_RE.exec(rel.slice(slash + 1))
+  if (m === null) return undefined
+  const target = rel.slice(0, slash + 1) + m[1]
+  return isHidden(target) ? undefined : target
+}
+
 /** Joins a folder's relative path and a child name ('' is the root). */
 export function joinRel (dir: string, name: string): string {
   return dir === '' ? name : `${dir}/${name}`

@@ -2,6 +2,7 @@
 // files closed go while another is open, a folder their delivery emptied
 // stays for the next file the writer puts there, and a large file written
 // in order moves while it is written, to appear in the inbox at its close.
+import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
@@ -284,6 +285,60 @@ for i in range(1500):
     expect((await sh(`touch ${again.path('peers/beta/outbox/logs/b.log')}`)).code).toBe(0)
     await eventually(async () => existsSync(dest) && (await readFile(dest, 'utf8')) === left, 'b.log delivered as it was left, once touched', 30_000)
   }, 150_000)
+
+  it('streams a file rsync -a writes under its temp name, and places it at rsync\'s rename: once, whole, with its times', async () => {
+    const { a, b } = await startPair()
+    const src = await tempDir()
+    const file = path.join(src, 'big.bin')
+    await writeFile(file, randomBytes(24 << 20))
+    await sh(`touch -d '2024-01-02 03:04:05' ${file}`)
+    const inbox = b.path('peers/alpha/inbox')
+    const events = await EventRecorder.open(b.path('events'))
+    // 24 MiB at 8 MB/s: three seconds of rsync writing its temp file.
+    const rsync = sh(`rsync -a --bwlimit=8000 ${file} ${a.path('peers/beta/outbox')}/`, 60_000)
+    let running = true
+    void rsync.then(() => { running = false })
+    let streamed = 0
+    await eventually(async () => {
+      const m = /^incoming_progress: (\d+) bytes, the file still being written$/m.exec(await readText(b.path('peers/alpha/status')))
+      if (m !== null && running && (await readdir(inbox)).length === 0) streamed = Number(m[1])
+      return streamed >= 12 << 20 || !running
+    }, 'streamed while rsync runs', 60_000, 20)
+    expect(streamed).toBeGreaterThanOrEqual(12 << 20)
+    expect((await rsync).code).toBe(0)
+    const dest = path.join(inbox, 'big.bin')
+    await eventually(async () => existsSync(dest) && (await sh(`cmp ${file} ${dest}`)).code === 0, 'big.bin delivered whole', 30_000)
+    expect((await sh(`stat -c %Y ${dest}`)).stdout).toBe((await sh(`stat -c %Y ${file}`)).stdout)
+    await events.waitFor(/ recv big\.bin$/)
+    expect(events.matching(/ recv /)).toHaveLength(1)
+    expect(a.stderr).not.toMatch(/cancelling a transfer/)
+    expect((await sh(`ls -A ${inbox}`)).stdout).toBe('big.bin\n')
+  }, 120_000)
+
+  it('an rsync stream cut off by kill -9 of the sender is cancelled at its restart; rsync run again delivers the file once, whole', async () => {
+    const { netw, a, b } = await startPair()
+    const src = await tempDir()
+    const file = path.join(src, 'big.bin')
+    await writeFile(file, randomBytes(24 << 20))
+    const inbox = b.path('peers/alpha/inbox')
+    const events = await EventRecorder.open(b.path('events'))
+    const cut = sh(`rsync -a --bwlimit=8000 ${file} ${a.path('peers/beta/outbox')}/`, 60_000)
+    await eventually(async () => /^incoming_progress: ([89]|\d\d)\d{6} bytes, the file still being written$/m.test(await readText(b.path('peers/alpha/status'))), '8 MB streamed', 60_000, 20)
+    await a.kill()
+    expect((await cut).code).not.toBe(0)
+    const again = new Daemon(netw.node('alpha'))
+    await again.start()
+    expect(again.stderr).toMatch(/a stream its writer had not closed is cancelled/)
+    await eventually(async () => (await sh(`find ${path.join(b.spec.dir, 'state')} -name '*.part'`)).stdout === '', 'the partial dropped', 30_000)
+    expect((await readdir(inbox))).toEqual([])
+    expect((await sh(`rsync -a ${file} ${again.path('peers/beta/outbox')}/`, 60_000)).code).toBe(0)
+    const dest = path.join(inbox, 'big.bin')
+    await eventually(async () => existsSync(dest) && (await sh(`cmp ${file} ${dest}`)).code === 0, 'big.bin delivered whole', 30_000)
+    await events.waitFor(/ recv big\.bin$/)
+    await eventually(async () => (await sh(`find ${again.path('peers/beta/outbox')} -type f -name big.bin`)).stdout === '', 'gone from the outbox', 30_000)
+    expect(events.matching(/ recv /)).toHaveLength(1)
+    expect((await sh(`ls -A ${inbox}`)).stdout).toBe('big.bin\n')
+  }, 120_000)
 
   for (const mode of ['in order', 'rewrite', 'kill'] as const) {
     const what = {

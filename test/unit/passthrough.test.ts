@@ -20,7 +20,8 @@ async function folder (): Promise<{ top: ReturnType<PassRoot['top']>, told: stri
     writing: (rel, d) => told.push(`writing ${rel} ${d}`),
     grew: (rel, end) => told.push(`grew ${rel} ${end ?? 'no'}`),
     ready: (rel) => told.push(`ready ${rel}`),
-    gone: (rel) => told.push(`gone ${rel}`)
+    gone: (rel) => told.push(`gone ${rel}`),
+    renamed: (from, to) => told.push(`renamed ${from} ${to}`)
   }, false)
   return { top: root.top(), told }
 }
@@ -68,7 +69,7 @@ describe('the outbox folder tells its owner', () => {
     write(h, 'abc', 0)
     await top.rename('a.log', top, 'b.log')
     write(h, 'def', 3)
-    expect(told).toEqual(['writing a.log 1', 'grew a.log 3', 'gone a.log', 'writing a.log -1', 'writing b.log 1', 'ready b.log'])
+    expect(told).toEqual(['writing a.log 1', 'grew a.log 3', 'renamed a.log b.log', 'gone a.log', 'writing a.log -1', 'writing b.log 1', 'ready b.log'])
     told.length = 0
     h.release()
     // No stream of it any more: it goes as the file its writer closed.
@@ -83,6 +84,16 @@ describe('the outbox folder tells its owner', () => {
     write(inner, 'x', 0)
     inner.release()
     other.release()
-    expect(told).toEqual(['gone d', 'writing d/x -1', 'writing e/x 1', 'ready e', 'writing e/x -1', 'ready e/x', 'writing y -1'])
+    expect(told).toEqual(['renamed d e', 'gone d', 'writing d/x -1', 'writing e/x 1', 'ready e', 'writing e/x -1', 'ready e/x', 'writing y -1'])
+  })
+
+  it('the order of rsync\'s temp file as it is written, and its rename into place, never ready under its temp name', async () => {
+    const { top, told } = await folder()
+    const h = top.create('.big.bin.Zx81Qa', 0o644)
+    write(h, 'abc', 0)
+    write(h, 'de', 3)
+    h.release()
+    await top.rename('.big.bin.Zx81Qa', top, 'big.bin')
+    expect(told).toEqual(['writing .big.bin.Zx81Qa 1', 'grew .big.bin.Zx81Qa 3', 'grew .big.bin.Zx81Qa 5', 'writing .big.bin.Zx81Qa -1', 'renamed .big.bin.Zx81Qa big.bin', 'gone .big.bin.Zx81Qa', 'ready big.bin'])
   })
 })

@@ -6,13 +6,13 @@ import { existsSync } from 'node:fs'
 // cancels wait for the link, nothing is left open, and a transfer the
 // receiver cannot take now does not hold up the others.
 import { createHash, randomBytes } from 'node:crypto'
-import { appendFile, mkdir, mkdtemp, open, readFile, readdir, readlink, rename, rm, stat, truncate, writeFile } from 'node:fs/promises'
+import { appendFile, mkdir, mkdtemp, open, readFile, readdir, readlink, rename, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { parseConfig } from '../../src/config.js'
 import { systemClock, type Clock } from '../../src/lib/clock.js'
 import { silentLogger } from '../../src/lib/log.js'
-import { badRelPath } from '../../src/lib/names.js'
+import { badRelPath, rsyncTarget } from '../../src/lib/names.js'
 import { InboxReceiver, OutboxSender, xferHandler, type TransferSettings } from '../../src/services/transfer/index.js'
 import { TransferBook } from '../../src/services/transfer/book.js'
 import { ReceiverStore } from '../../src/services/transfer/receiver-store.js'
@@ -194,7 +194,22 @@ async function rig (o: RigOptions = {}) {
           sender.ready(rel, await stat(file))
         },
         /** Its daemon died: the descriptor goes, and nobody is told. */
-        async abandon () { await fh.close() }
+        async abandon () { await fh.close() },
+        /**
+         * rsync's end of its temp file: the close (a hidden name is never
+         * reported ready), its times set, then the rename into place (to),
+         * reported as the tree does (renamed, gone, ready).
+         */
+        async rsyncDone (to: string | undefined, mtime: Date) {
+          await fh.close()
+          sender.writing(rel, -1)
+          await utimes(file, mtime, mtime)
+          if (to === undefined) return
+          await rename(file, path.join(outbox, to))
+          sender.renamed(rel, to)
+          sender.gone(rel)
+          sender.ready(to, await stat(path.join(outbox, to)))
+        }
       }
     },
     /** Bytes of xdata sent, and the kinds offered, in order. */
@@ -641,6 +656,12 @@ describe('transfer', () => {
     expect(badRelPath('.peerfs-x')).toMatch(/reserved/)
     expect(badRelPath('a\0b')).toMatch(/NUL/)
   })
+
+  it('tells rsync\'s temp files, and the names they will be renamed to', () => {
+    expect(rsyncTarget('.big.bin.Zx81Qa')).toBe('big.bin')
+    expect(rsyncTarget('d/e/.x.AAAAAA')).toBe('d/e/x')
+    for (const not of ['big.bin', '.big.bin', '.big.tmp', '.big.bin.Zx81Q', '.big.bin.Zx8-Qa', '.d/.x.AAAAAA', '..x.AAAAAA']) expect(rsyncTarget(not), not).toBeUndefined()
+  })
 })
 
 type Rig = Awaited<ReturnType<typeof rig>>
@@ -671,6 +692,59 @@ describe('streams: a file sent while it is written', () => {
     expect(r.received).toEqual(['big'])
     expect(r.sent).toEqual(['big'])
   })
+
+  it('streams rsync\'s temp file under the name it is renamed to, and commits it at that rename: once, whole, with rsync\'s times', async () => {
+    const r = await rig({ streams: true })
+    const data = randomBytes(4 * MiB)
+    await mkdir(path.join(r.outbox, 'd'))
+    const w = await r.create('d/.big.x7Qz2K')
+    for (let i = 0; i < 12; i++) await w.write(data.subarray(i * MiB / 4, (i + 1) * MiB / 4))
+    await eventually(() => r.dataBytes === 3 * MiB, 'all 3 MiB written so far sent before the close')
+    expect(r.kinds).toEqual(['stream'])
+    expect(Object.fromEntries(r.sender.status()).transfer).toBe('d/big (as it is written)')
+    for (let i = 12; i < 16; i++) await w.write(data.subarray(i * MiB / 4, (i + 1) * MiB / 4))
+    const mtime = new Date('2024-05-06T07:08:09Z')
+    await w.rsyncDone(undefined, mtime)
+    // Closed, not renamed yet: all of it is sent, nothing is placed.
+    await eventually(() => r.dataBytes === 4 * MiB, 'all of it sent')
+    await new Promise(resolve => setTimeout(resolve, 50))
+    expect(await readdir(r.inbox).catch(() => [])).toEqual([])
+    await rename(path.join(r.outbox, 'd/.big.x7Qz2K'), path.join(r.outbox, 'd/big'))
+    r.sender.renamed('d/.big.x7Qz2K', 'd/big')
+    r.sender.gone('d/.big.x7Qz2K')
+    r.sender.ready('d/big', await stat(path.join(r.outbox, 'd/big')))
+    await eventually(async () => (await r.inboxFile('d/big')).equals(data), 'delivered')
+    expect((await stat(path.join(r.inbox, 'd/big'))).mtimeMs).toBe(mtime.getTime())
+    expect(r.dataBytes).toBe(4 * MiB)
+    expect(r.kinds).toEqual(['stream'])
+    await eventually(async () => (await r.leftovers()).length === 0, 'outbox, spool and partials empty')
+    expect(r.received).toEqual(['d/big'])
+    expect(r.sent).toEqual(['d/big'])
+  })
+
+  for (const end of ['removed', 'renamed elsewhere'] as const) {
+    it(`cancels the stream of rsync's temp file ${end} after its close; the file goes by its name as usual`, async () => {
+      const r = await rig({ streams: true })
+      const data = randomBytes(2 * MiB)
+      const w = await r.create('.big.AbC123')
+      await w.write(data)
+      await eventually(() => r.dataBytes === 2 * MiB, 'streamed')
+      if (end === 'removed') {
+        await w.rsyncDone(undefined, new Date())
+        await rm(path.join(r.outbox, '.big.AbC123'))
+        r.sender.gone('.big.AbC123')
+      } else {
+        await w.rsyncDone('other', new Date())
+      }
+      await eventually(async () => (await partials(r)).length === 0, 'the partial dropped')
+      await r.put('later', 'x')
+      await eventually(async () => (await r.inboxFile('later')).toString() === 'x', 'a later file delivered')
+      if (end === 'renamed elsewhere') await eventually(async () => (await r.inboxFile('other')).equals(data), 'other delivered as a file')
+      await eventually(async () => (await r.leftovers()).length === 0, 'outbox, spool and partials empty')
+      expect(await readdir(r.inbox)).toEqual(end === 'removed' ? ['later'] : ['later', 'other'].sort())
+      expect(r.received.sort()).toEqual(end === 'removed' ? ['later'] : ['later', 'other'])
+    })
+  }
 
   const spoilers: Array<[string, (w: Writer, r: Rig) => Promise<void>]> = [
     ['a write out of order', async (w) => await w.writeAt(Buffer.from('HEAD'), 0)],

@@ -39,6 +39,13 @@ export class TransferBook {
     for (const it of rec.items) if (this.claims.get(it.rel) === rec.xid) this.claims.delete(it.rel)
   }
 
+  /** rec's one file is at rel now (rsync's temp file renamed into place): the claim follows it. */
+  moveFile (rec: SentRecord, rel: string): void {
+    this.release(rec)
+    rec.items = [{ ...rec.items[0], rel }]
+    this.claims.set(rel, rec.xid)
+  }
+
   remove (xid: string): void {
     const rec = this.records.get(xid)
     if (rec !== undefined) this.release(rec)

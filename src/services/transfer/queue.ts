@@ -40,7 +40,7 @@ import { lstatSync } from 'node:fs'
 import { readdir, rm, rmdir, stat, unlink } from 'node:fs/promises'
 import path from 'node:path'
 import type { Clock, Timer } from '../../lib/clock.js'
-import { isHidden, isUnder, joinRel } from '../../lib/names.js'
+import { isHidden, isUnder, joinRel, rsyncTarget } from '../../lib/names.js'
 import { yieldLoop } from '../../lib/wait.js'
 import { walkFiles } from '../../lib/walk.js'
 import { XID_BYTES } from '../../transport/messages/xfer.js'
@@ -206,12 +206,24 @@ export class OutboxQueue {
     if (g !== undefined) g.ok = false
   }
 
-  /** A file that may go as a stream now: growing in order past largeFileBytes, in no transfer. */
+  /**
+   * A file that may go as a stream now: growing in order past
+   * largeFileBytes, in no transfer. rsync's temp file goes under the name
+   * it will be renamed to, unless a file of that name waits to be sent or
+   * is in a transfer: the peer would then get the two in any order.
+   */
   private streamable (): string | undefined {
     for (const [rel, g] of this.growing) {
-      if (g.ok && g.end >= this.settings.largeFileBytes && !this.claimed(rel) && !this.packing.has(rel)) return rel
+      if (!g.ok || g.end < this.settings.largeFileBytes || this.claimed(rel) || this.packing.has(rel)) continue
+      const target = rsyncTarget(rel)
+      if (target === undefined || !this.targetBusy(target)) return rel
     }
     return undefined
+  }
+
+  /** A file of this name waits, is written, or is in a transfer: a stream from rsync's temp file may not take the name. */
+  targetBusy (target: string): boolean {
+    return this.small.has(target) || this.large.has(target) || this.writers.has(target) || this.claimed(target) || this.packing.has(target)
   }
 
   get writersOpen (): number { return this.writers.size }
@@ -374,7 +386,7 @@ export class OutboxQueue {
     if (batch.length === 0) {
       const rel = streams ? this.streamable() : undefined
       if (rel === undefined) return undefined
-      const rec: SentRecord = { ...base, kind: 'stream', name: rel, size: 0, items: [{ rel, size: 0, mtimeMs: 0 }] }
+      const rec: SentRecord = { ...base, kind: 'stream', name: rsyncTarget(rel) ?? rel, size: 0, items: [{ rel, size: 0, mtimeMs: 0 }] }
       this.packing.add(rel)
       try {
         await this.store.save(rec)

@@ -27,6 +27,12 @@
 //   restart before the close, a writer pausing while other files wait,
 //   the receiver unable to take it now) cancels it, and the file goes as
 //   usual once closed (after a restart, once released: queue.ts).
+// - rsync's temp file (.name.XXXXXX) streams under the name it will be
+//   renamed to; its close only ends its data, and the rename to that name
+//   (with rsync's times set) is the close above. A rename elsewhere, a
+//   removal, a file of that name waiting or in a transfer, or no rename
+//   within RENAME_WAIT_MS cancels it, and the file goes by whatever name
+//   it is given.
 import { lstatSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import path from 'node:path'
@@ -38,6 +44,7 @@ import type { Handler } from '../../transport/messages/codec.js'
 import { XSTREAM, type XferMessage, type XferToSender } from '../../transport/messages/xfer.js'
 import { Attempt } from './attempt.js'
 import { TransferBook, describe } from './book.js'
+import type { Item } from './bundle.js'
 import { OutboxQueue, RESCAN_MS, type FileFacts, type Growing } from './queue.js'
 import { SenderStore, type SentRecord } from './sender-store.js'
 import type { StatusPairs, TransferSettings, XferLink } from './shared.js'
@@ -47,6 +54,9 @@ const SEND_SLICE_BYTES = 256 << 10
 
 /** A stream whose writer wrote nothing for this long gives way to files that wait. */
 const STREAM_PAUSE_MS = 1000
+
+/** rsync renames its temp file as soon as it has set its times and mode: a stream of one not renamed by then is cancelled. */
+const RENAME_WAIT_MS = 5000
 
 type Phase = 'idle' | 'preparing' | 'offering' | 'sending' | 'ending' | 'stopped'
 type Msg<T extends XferMessage['type']> = Extract<XferMessage, { type: T }>
@@ -76,6 +86,8 @@ export class OutboxSender {
   private again = false
   /** The next transfer is being packed while the current one is sent. */
   private prefetching = false
+  /** Streams of rsync's temp files, closed, waiting for the rename into place (bounded by the saved transfers). */
+  private readonly unrenamed = new Map<string, { rec: SentRecord, end: number, timer: Timer }>()
 
   /** The router's entry: the receiver's answers. */
   readonly answers: Handler<XferToSender> = {
@@ -128,6 +140,7 @@ export class OutboxSender {
     this.endAttempt()
     this.phase = 'stopped'
     this.opts.clock.clearTimeout(this.kickTimer)
+    for (const source of [...this.unrenamed.keys()]) this.forgetRename(source)
     this.queue.stop()
   }
 
@@ -274,13 +287,13 @@ export class OutboxSender {
     const now = this.opts.clock.now()
     const others = this.book.due(now).some(r => r !== att.rec) ? 0 : this.queue.dueIn(now, false)
     if (others === undefined) return
-    const g = this.queue.growth(att.rec.name)
-    // Closed: it is being recorded as a file, and its end goes next.
+    const g = this.queue.growth(att.rec.items[0].rel)
+    // Closed: it is being recorded as a file (or waits for its rename), and its end goes next.
     if (g === undefined) return
     const idle = now - g.lastAt
     const wait = Math.max(others, STREAM_PAUSE_MS - idle)
     if (wait > 0) return this.kick(wait)
-    this.queue.unstream(att.rec.name)
+    this.queue.unstream(att.rec.items[0].rel)
     this.cancel(att.rec, `its writer paused ${idle} ms while other files wait`)
   }
 
@@ -291,11 +304,38 @@ export class OutboxSender {
    * cancelled and goes as a file.
    */
   private sized (rec: SentRecord, g: Growing): void {
+    const source = rec.items[0].rel
     const st = lstatSync(this.store.source(rec), { throwIfNoEntry: false })
     if (!g.ok || st?.isFile() !== true || st.size !== g.end) return this.cancel(rec, 'not what was streamed once closed')
-    const item = { rel: rec.name, size: st.size, mtimeMs: st.mtimeMs }
+    if (source === rec.name) return this.commit(rec, { rel: source, size: st.size, mtimeMs: st.mtimeMs })
+    // rsync's temp file: its times, mode and name are set after the close; the rename commits it.
+    const timer = this.opts.clock.setTimeout(() => {
+      if (this.unrenamed.get(source)?.rec === rec) this.cancel(rec, `not renamed to ${rec.name} within ${RENAME_WAIT_MS} ms of its close`)
+    }, RENAME_WAIT_MS)
+    this.unrenamed.set(source, { rec, end: st.size, timer })
+  }
+
+  /** The tree's renamed hook: a closed stream of rsync's temp file commits once renamed to the name it was sent under. */
+  renamed (from: string, to: string): void {
+    const w = this.unrenamed.get(from)
+    if (w === undefined) return
+    this.forgetRename(from)
+    const st = lstatSync(path.join(this.outbox, to), { throwIfNoEntry: false })
+    if (to !== w.rec.name || this.queue.targetBusy(to) || st?.isFile() !== true || st.size !== w.end) return this.cancel(w.rec, `renamed to ${to}, not ${w.rec.name} as it was streamed`)
+    // Claimed under its new name before the rename's gone() and ready() arrive.
+    this.book.moveFile(w.rec, to)
+    this.commit(w.rec, { rel: to, size: st.size, mtimeMs: st.mtimeMs })
+  }
+
+  private forgetRename (source: string): void {
+    this.opts.clock.clearTimeout(this.unrenamed.get(source)?.timer)
+    this.unrenamed.delete(source)
+  }
+
+  /** Saves a stream whose writer is done as a file of item's size, then sends the rest and the end. */
+  private commit (rec: SentRecord, item: Item): void {
     this.lock.run(async () => {
-      if (this.book.stream(rec.name) !== rec) return
+      if (this.book.stream(item.rel) !== rec) return
       await this.store.save({ ...rec, kind: 'file', size: item.size, items: [item] })
       rec.kind = 'file'
       rec.size = item.size
@@ -351,8 +391,12 @@ export class OutboxSender {
   private onAccept (m: Msg<'xaccept'>): void {
     const att = this.att
     if (att === undefined || this.phase !== 'offering' || !m.xid.equals(att.xid)) return
-    if (att.rec.kind === 'stream') {
-      const g = this.queue.growth(att.rec.name)
+    const closed = this.unrenamed.get(att.rec.items[0].rel)
+    if (closed !== undefined) {
+      if (m.offset > closed.end) return this.cancel(att.rec, 'not written in order any more')
+      att.limit = closed.end
+    } else if (att.rec.kind === 'stream') {
+      const g = this.queue.growth(att.rec.items[0].rel)
       if (g?.ok !== true || m.offset > g.end) return this.cancel(att.rec, 'not written in order any more')
       att.limit = g.end
     }
@@ -472,6 +516,7 @@ export class OutboxSender {
   }
 
   private cancel (rec: SentRecord, why: string): void {
+    this.forgetRename(rec.items[0].rel)
     if (!this.mark(rec, why)) return
     void this.lock.run(async () => await this.saveCancel(rec))
     this.kick(0)
