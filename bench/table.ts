@@ -24,6 +24,8 @@ const ROWS: Row[] = [
   { what: '  CPU of the sending daemon meanwhile', peerfs: 'cpu.big.sender', unit: 's', goal: NaN, kind: 'max' },
   { what: '  CPU of the receiving daemon meanwhile', peerfs: 'cpu.big.receiver', unit: 's', goal: NaN, kind: 'max' },
   { what: `${PACED_MB} MiB written over ${PACED_MB / PACED_RATE} s, close to complete in the inbox`, peerfs: 'peerfs.paced', anchor: 'rsync.paced', anchorName: 'rsync -a over ssh after it', unit: 's', goal: NaN, kind: 'ratio' },
+  { what: `${PACED_MB} MiB, rsync -a into the outbox to complete in the inbox`, peerfs: 'peerfs.rsync', anchor: 'rsync.paced', anchorName: 'rsync -a over ssh', unit: 's', goal: NaN, kind: 'ratio' },
+  { what: '  of which the rsync -a into the outbox', peerfs: 'peerfs.rsync.cmd', unit: 's', goal: NaN, kind: 'max' },
   { what: `${SMALL} x 4 KiB, cp -r to complete in the inbox`, peerfs: 'peerfs.tree', anchor: 'rsync.tree', anchorName: 'rsync -a over ssh', unit: 's', goal: 1.5, kind: 'ratio' },
   { what: '  the same, cp -r to a local folder', peerfs: 'peerfs.tree', anchor: 'local.tree', anchorName: 'cp -r to a local folder', unit: 's', goal: NaN, kind: 'ratio' },
   { what: '  of which the cp -r into the outbox', peerfs: 'peerfs.tree.cp', unit: 's', goal: NaN, kind: 'max' },

@@ -722,6 +722,30 @@ describe('streams: a file sent while it is written', () => {
     expect(r.sent).toEqual(['d/big'])
   })
 
+  it('resumes a closed stream of rsync\'s temp file after the link went down and came back before its rename', async () => {
+    const r = await rig({ streams: true })
+    const data = randomBytes(3 * MiB)
+    const w = await r.create('.big.Q1w2E3')
+    await w.write(data.subarray(0, 2 * MiB))
+    await eventually(() => r.dataBytes === 2 * MiB, 'streamed')
+    await w.write(data.subarray(2 * MiB))
+    r.setUp(false)
+    await w.rsyncDone(undefined, new Date('2023-03-04T05:06:07Z'))
+    r.setUp(true)
+    await new Promise(resolve => setTimeout(resolve, 100))
+    await rename(path.join(r.outbox, '.big.Q1w2E3'), path.join(r.outbox, 'big'))
+    r.sender.renamed('.big.Q1w2E3', 'big')
+    r.sender.gone('.big.Q1w2E3')
+    r.sender.ready('big', await stat(path.join(r.outbox, 'big')))
+    await eventually(async () => (await r.inboxFile('big')).equals(data), 'delivered')
+    await eventually(async () => (await r.leftovers()).length === 0, 'outbox, spool and partials empty')
+    expect(r.kinds[0]).toBe('stream')
+    expect(r.kinds.slice(1).every(k => k === 'stream' || k === 'file')).toBe(true)
+    // Resumed, not sent again from the start.
+    expect(r.dataBytes).toBeLessThan(5 * MiB)
+    expect(r.received).toEqual(['big'])
+  })
+
   for (const end of ['removed', 'renamed elsewhere'] as const) {
     it(`cancels the stream of rsync's temp file ${end} after its close; the file goes by its name as usual`, async () => {
       const r = await rig({ streams: true })

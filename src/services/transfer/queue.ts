@@ -353,7 +353,7 @@ export class OutboxQueue {
 
   /** The source is still what the record was made from (a stream: still written in order). */
   async intact (rec: SentRecord): Promise<boolean> {
-    if (rec.kind === 'stream') return this.growing.get(rec.name)?.ok === true
+    if (rec.kind === 'stream') return this.growing.get(rec.items[0].rel)?.ok === true
     const st = await stat(this.store.source(rec)).catch(() => undefined)
     if (st === undefined || st.size !== rec.size) return false
     return rec.kind === 'tar' || st.mtimeMs === rec.items[0].mtimeMs

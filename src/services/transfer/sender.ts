@@ -268,7 +268,8 @@ export class OutboxSender {
       let why: string | undefined
       // The peer came back as a version that cannot decode a stream (it would close the link).
       if (rec.kind === 'stream' && !this.streams()) why = 'the peer no longer takes streams'
-      else if (!await this.queue.intact(rec)) why = 'changed or gone before it was sent'
+      // A closed stream of rsync's temp file is intact while it waits for its rename.
+      else if (!this.unrenamed.has(rec.items[0].rel) && !await this.queue.intact(rec)) why = 'changed or gone before it was sent'
       if (why === undefined) return rec
       if (this.mark(rec, why)) await this.saveCancel(rec)
     }
@@ -320,8 +321,11 @@ export class OutboxSender {
     const w = this.unrenamed.get(from)
     if (w === undefined) return
     this.forgetRename(from)
+    if (this.book.stream(from) !== w.rec) return
+    if (to !== w.rec.name) return this.cancel(w.rec, `renamed to ${to}, not ${w.rec.name} as it was streamed`)
+    if (this.queue.targetBusy(to)) return this.cancel(w.rec, `another ${to} waits to be sent`)
     const st = lstatSync(path.join(this.outbox, to), { throwIfNoEntry: false })
-    if (to !== w.rec.name || this.queue.targetBusy(to) || st?.isFile() !== true || st.size !== w.end) return this.cancel(w.rec, `renamed to ${to}, not ${w.rec.name} as it was streamed`)
+    if (st?.isFile() !== true || st.size !== w.end) return this.cancel(w.rec, 'not what was streamed once renamed')
     // Claimed under its new name before the rename's gone() and ready() arrive.
     this.book.moveFile(w.rec, to)
     this.commit(w.rec, { rel: to, size: st.size, mtimeMs: st.mtimeMs })
@@ -516,7 +520,6 @@ export class OutboxSender {
   }
 
   private cancel (rec: SentRecord, why: string): void {
-    this.forgetRename(rec.items[0].rel)
     if (!this.mark(rec, why)) return
     void this.lock.run(async () => await this.saveCancel(rec))
     this.kick(0)
@@ -525,6 +528,7 @@ export class OutboxSender {
   /** Turns a transfer into a cancel; false if it is one already, or delivered. */
   private mark (rec: SentRecord, why: string): boolean {
     if (this.att?.rec === rec) this.endAttempt()
+    this.forgetRename(rec.items[0].rel)
     if (this.book.standing(rec) !== 'send') return false
     this.book.cancelled(rec)
     this.opts.log.info({ peer: this.peerId, files: rec.items.length, why }, 'cancelling a transfer')
