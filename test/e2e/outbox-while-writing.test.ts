@@ -96,14 +96,9 @@ except OSError as e:
     os._exit(0)
 `
 
-// Opens argv[1] for writing, writes half a note, says so in <sync>/half,
-// and waits for a write to fail (the test kills the daemon); prints the error.
-const HALF_WRITTEN = `
-import errno, os, sys, time
-f = open(sys.argv[1], 'wb', buffering=0)
-f.write(b'half a note')
-open(os.path.join(sys.argv[2], 'half'), 'w').close()
-end = time.monotonic() + 30
+// Python: writes a dot to f every 50 ms until a write fails (the test kills
+// the daemon) or time passes end; prints the error.
+const DOTS_UNTIL_CUT = `
 try:
     while time.monotonic() < end:
         time.sleep(0.05)
@@ -113,6 +108,16 @@ except OSError as e:
     print(errno.errorcode.get(e.errno, e.errno), flush=True)
     os._exit(0)
 `
+
+// Opens argv[1] for writing, writes half a note, says so in <sync>/half,
+// and waits for a write to fail (the test kills the daemon); prints the error.
+const HALF_WRITTEN = `
+import errno, os, sys, time
+f = open(sys.argv[1], 'wb', buffering=0)
+f.write(b'half a note')
+open(os.path.join(sys.argv[2], 'half'), 'w').close()
+end = time.monotonic() + 30
+${DOTS_UNTIL_CUT}`
 
 // Writes "first" to <outbox>/a.log, renames it to logs/b.log while open (a
 // mv of a log being written), writes "second", says so in <sync>/renamed.
@@ -135,15 +140,7 @@ if mode == 'close':
     f.write(b'last\\n')
     f.close()
     sys.exit(0)
-try:
-    while time.monotonic() < end:
-        time.sleep(0.05)
-        f.write(b'.')
-    sys.exit('no write failed')
-except OSError as e:
-    print(errno.errorcode.get(e.errno, e.errno), flush=True)
-    os._exit(0)
-`
+${DOTS_UNTIL_CUT}`
 
 /**
  * rel, left unclosed in a's outbox, waits there (status counts it) while a

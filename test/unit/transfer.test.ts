@@ -195,16 +195,14 @@ async function rig (o: RigOptions = {}) {
         },
         /** Its daemon died: the descriptor goes, and nobody is told. */
         async abandon () { await fh.close() },
-        /**
-         * rsync's end of its temp file: the close (a hidden name is never
-         * reported ready), its times set, then the rename into place (to),
-         * reported as the tree does (renamed, gone, ready).
-         */
-        async rsyncDone (to: string | undefined, mtime: Date) {
+        /** rsync's close of its temp file (a hidden name is never reported ready), then its times set. */
+        async rsyncClose (mtime: Date) {
           await fh.close()
           sender.writing(rel, -1)
           await utimes(file, mtime, mtime)
-          if (to === undefined) return
+        },
+        /** rsync's rename into place, reported as the tree does (renamed, gone, ready). */
+        async rsyncRename (to: string) {
           await rename(file, path.join(outbox, to))
           sender.renamed(rel, to)
           sender.gone(rel)
@@ -704,15 +702,12 @@ describe('streams: a file sent while it is written', () => {
     expect(Object.fromEntries(r.sender.status()).transfer).toBe('d/big (as it is written)')
     for (let i = 12; i < 16; i++) await w.write(data.subarray(i * MiB / 4, (i + 1) * MiB / 4))
     const mtime = new Date('2024-05-06T07:08:09Z')
-    await w.rsyncDone(undefined, mtime)
+    await w.rsyncClose(mtime)
     // Closed, not renamed yet: all of it is sent, nothing is placed.
     await eventually(() => r.dataBytes === 4 * MiB, 'all of it sent')
     await new Promise(resolve => setTimeout(resolve, 50))
     expect(await readdir(r.inbox).catch(() => [])).toEqual([])
-    await rename(path.join(r.outbox, 'd/.big.x7Qz2K'), path.join(r.outbox, 'd/big'))
-    r.sender.renamed('d/.big.x7Qz2K', 'd/big')
-    r.sender.gone('d/.big.x7Qz2K')
-    r.sender.ready('d/big', await stat(path.join(r.outbox, 'd/big')))
+    await w.rsyncRename('d/big')
     await eventually(async () => (await r.inboxFile('d/big')).equals(data), 'delivered')
     expect((await stat(path.join(r.inbox, 'd/big'))).mtimeMs).toBe(mtime.getTime())
     expect(r.dataBytes).toBe(4 * MiB)
@@ -730,13 +725,10 @@ describe('streams: a file sent while it is written', () => {
     await eventually(() => r.dataBytes === 2 * MiB, 'streamed')
     await w.write(data.subarray(2 * MiB))
     r.setUp(false)
-    await w.rsyncDone(undefined, new Date('2023-03-04T05:06:07Z'))
+    await w.rsyncClose(new Date('2023-03-04T05:06:07Z'))
     r.setUp(true)
     await new Promise(resolve => setTimeout(resolve, 100))
-    await rename(path.join(r.outbox, '.big.Q1w2E3'), path.join(r.outbox, 'big'))
-    r.sender.renamed('.big.Q1w2E3', 'big')
-    r.sender.gone('.big.Q1w2E3')
-    r.sender.ready('big', await stat(path.join(r.outbox, 'big')))
+    await w.rsyncRename('big')
     await eventually(async () => (await r.inboxFile('big')).equals(data), 'delivered')
     await eventually(async () => (await r.leftovers()).length === 0, 'outbox, spool and partials empty')
     expect(r.kinds[0]).toBe('stream')
@@ -753,12 +745,12 @@ describe('streams: a file sent while it is written', () => {
       const w = await r.create('.big.AbC123')
       await w.write(data)
       await eventually(() => r.dataBytes === 2 * MiB, 'streamed')
+      await w.rsyncClose(new Date())
       if (end === 'removed') {
-        await w.rsyncDone(undefined, new Date())
         await rm(path.join(r.outbox, '.big.AbC123'))
         r.sender.gone('.big.AbC123')
       } else {
-        await w.rsyncDone('other', new Date())
+        await w.rsyncRename('other')
       }
       await eventually(async () => (await partials(r)).length === 0, 'the partial dropped')
       await r.put('later', 'x')
