@@ -146,17 +146,17 @@ export async function transferBench (samples: Samples): Promise<{ skipped?: stri
       if (placed === undefined) throw new Error(`${paced} never arrived`)
       record(samples, 'peerfs.paced', (placed - Number(w.stdout.trim())) / 1000)
 
-      // The same file by rsync -a into the outbox: its temp file streams, and is placed at rsync's rename.
+      // The same file by rsync -a at the same pace (a slow source, a remote
+      // rsync): its temp file streams, and is placed at rsync's rename.
       const synced = `rsynced-${r}.bin`
       const rsynced = nthEvent(b.path('events'), ` alpha recv ${synced.replace('.', '\\.')}$`, 1, 600_000)
       await rsynced.opened
       await must('sync')
-      const t2 = Date.now()
-      await must(`rsync -a ${work}/paced.bin ${outbox}/${synced}`)
-      record(samples, 'peerfs.rsync.cmd', (Date.now() - t2) / 1000)
+      await must(`rsync -a --bwlimit=${PACED_RATE * 1024} ${work}/paced.bin ${outbox}/${synced}`)
+      const rsyncEnd = Date.now()
       const rsyncPlaced = await rsynced.stamp
       if (rsyncPlaced === undefined) throw new Error(`${synced} never arrived`)
-      record(samples, 'peerfs.rsync', (rsyncPlaced - t2) / 1000)
+      record(samples, 'peerfs.rsync', (rsyncPlaced - rsyncEnd) / 1000)
 
       record(samples, 'local.tree', await timedSh(`cp -r ${src.tree} ${work}/local/tree-${r}`))
       if (sshd !== undefined) record(samples, 'rsync.tree', await timedSh(sshd.rsync(src.tree + '/', `${work}/ssh-dest/tree-${r}`)))
@@ -178,7 +178,7 @@ export async function transferBench (samples: Samples): Promise<{ skipped?: stri
       record(samples, 'rss.sender', await peakRss(a.pid))
       record(samples, 'rss.receiver', await peakRss(b.pid))
       const f = (k: string): string => samples.get(k)?.[r]?.toFixed(2) ?? '-'
-      console.log(`transfer round ${r + 1}: 1 file peerfs ${f('peerfs.big')} s, rsync ${f('rsync.big')} s; paced file after its close peerfs ${f('peerfs.paced')} s, rsync ${f('rsync.paced')} s; rsync -a into the outbox ${f('peerfs.rsync')} s; small files peerfs ${f('peerfs.tree')} s, rsync ${f('rsync.tree')} s; echo p99 ${f('echo.p99')} ms; CPU ${f('cpu.big.sender')}/${f('cpu.big.receiver')} s; RSS ${f('rss.sender')}/${f('rss.receiver')} MB`)
+      console.log(`transfer round ${r + 1}: 1 file peerfs ${f('peerfs.big')} s, rsync ${f('rsync.big')} s; paced file after its close peerfs ${f('peerfs.paced')} s, rsync ${f('rsync.paced')} s; rsync -a into the outbox, after its end ${f('peerfs.rsync')} s; small files peerfs ${f('peerfs.tree')} s, rsync ${f('rsync.tree')} s; echo p99 ${f('echo.p99')} ms; CPU ${f('cpu.big.sender')}/${f('cpu.big.receiver')} s; RSS ${f('rss.sender')}/${f('rss.receiver')} MB`)
     }
     return { skipped: typeof found === 'string' ? `${found}; rsync anchor skipped (BENCH_SSHD=<sshd> names one)` : undefined }
   } catch (err) {
