@@ -220,6 +220,21 @@ for i in range(300):
     }
   }, 120_000)
 
+  it('a folder in the inbox where a file goes holds that file in the outbox, with the reason in status, and it arrives once the folder is moved', async () => {
+    const { a, b } = await startPair()
+    const outbox = a.path('peers/beta/outbox')
+    const inbox = b.path('peers/alpha/inbox')
+    await sh(`mkdir -p ${outbox}/report && echo part1 > ${outbox}/report/part1`)
+    await eventually(async () => (await readText(path.join(inbox, 'report/part1')).catch(() => '')) === 'part1\n', 'report/part1 delivered')
+    await eventually(async () => (await sh(`rmdir ${outbox}/report`)).code === 0, 'the emptied folder removed', 30_000)
+    expect((await sh(`echo final > ${outbox}/report`)).code).toBe(0)
+    await eventually(async () => /^transfer_waiting: .*report exists in the inbox and is not a file/m.test(await readText(a.path('peers/beta/status'))), 'the reason in status', 30_000)
+    expect((await readdir(outbox))).toEqual(['report'])
+    await rm(path.join(inbox, 'report'), { recursive: true })
+    await eventually(async () => (await readText(path.join(inbox, 'report')).catch(() => '')) === 'final\n', 'report delivered', 60_000)
+    await eventually(async () => (await readdir(outbox)).length === 0, 'the outbox empties', 30_000)
+  }, 120_000)
+
   it('sends files queued before SIGTERM after the restart', async () => {
     const netw = await makeNetwork(['alpha', 'beta'])
     let a = new Daemon(netw.node('alpha'))

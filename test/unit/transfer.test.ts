@@ -854,6 +854,27 @@ describe('streams: a file sent while it is written', () => {
     expect(r.received).toEqual(['other', 'note'])
   })
 
+  it('keeps a file that something in the inbox is in the way of, and places it once that is moved: never dropped, never reported sent before', async () => {
+    const r = await rig()
+    // A folder where the file goes, and a file where its folder goes.
+    await mkdir(path.join(r.inbox, 'report'), { recursive: true })
+    await writeFile(path.join(r.inbox, 'notes'), 'day1')
+    await mkdir(path.join(r.outbox, 'notes'))
+    await r.put('report', 'final report')
+    await writeFile(path.join(r.outbox, 'notes/day2'), 'day2')
+    r.sender.ready('notes/day2', await stat(path.join(r.outbox, 'notes/day2')))
+    await eventually(() => /cannot be placed yet: (report exists in the inbox and is not a file|notes\/day2: notes exists in the inbox and is not a folder)/.test(String(Object.fromEntries(r.sender.status()).transfer_waiting)), 'the reason shown')
+    expect(r.sent).toEqual([])
+    expect(existsSync(path.join(r.outbox, 'report'))).toBe(true)
+    expect(existsSync(path.join(r.outbox, 'notes/day2'))).toBe(true)
+    await rm(path.join(r.inbox, 'report'), { recursive: true })
+    await rm(path.join(r.inbox, 'notes'))
+    await eventually(async () => (await r.inboxFile('report')).toString() === 'final report' && (await r.inboxFile('notes/day2')).toString() === 'day2', 'both placed')
+    await eventually(async () => (await r.leftovers()).length === 0, 'outbox, spool and partials empty')
+    expect(r.sent.sort()).toEqual(['notes/day2', 'report'])
+    expect(r.received.sort()).toEqual(['notes/day2', 'report'])
+  })
+
   it('keeps a delivered file that a writer opened again before it was removed: removed at that close if unchanged, sent again if written', async () => {
     const r = await rig()
     const file = path.join(r.outbox, 'log')

@@ -30,9 +30,14 @@ export interface Placement {
 export interface Placed {
   /** Placed now. */
   placed: string[]
-  /** Not placeable (a folder in the way); its staged copy is dropped. */
-  skipped: Array<{ rel: string, why: string }>
+  /** Not placeable now (a folder where the file goes, a file where a folder does): its staged copy stays for the retry. */
+  blocked: Array<{ rel: string, why: string }>
+  /** Never placeable (a name the inbox refuses): its staged copy is dropped. */
+  refused: Array<{ rel: string, why: string }>
 }
+
+/** Something of the user's is where the file goes: it waits, staged, until that is moved. */
+export class Blocked extends Error {}
 
 const exists = (p: string): boolean => lstatSync(p, { throwIfNoEntry: false }) !== undefined
 
@@ -43,7 +48,7 @@ const exists = (p: string): boolean => lstatSync(p, { throwIfNoEntry: false }) !
  * turn of the event loop every PLACE_AT_ONCE files.
  */
 export async function placeAll (files: Placement[], inbox: string): Promise<Placed> {
-  const out: Placed = { placed: [], skipped: [] }
+  const out: Placed = { placed: [], blocked: [], refused: [] }
   const dirs = new Set<string>()
   /** Folders checked or made during this call: not looked at again per file. */
   const known = new Set<string>()
@@ -55,9 +60,14 @@ export async function placeAll (files: Placement[], inbox: string): Promise<Plac
       dirs.add(dir)
       out.placed.push(f.rel)
     } catch (err) {
-      if (!(err instanceof Refusal)) throw err
-      await rm(f.src, { force: true })
-      out.skipped.push({ rel: f.rel, why: err.message })
+      if (err instanceof Blocked) {
+        out.blocked.push({ rel: f.rel, why: err.message })
+      } else if (err instanceof Refusal) {
+        await rm(f.src, { force: true })
+        out.refused.push({ rel: f.rel, why: err.message })
+      } else {
+        throw err
+      }
     }
     if (i % PLACE_AT_ONCE === PLACE_AT_ONCE - 1) await yieldLoop()
   }
@@ -85,7 +95,7 @@ async function placeOne (f: Placement, inbox: string, known: Set<string>): Promi
   }
   folders(inbox, f.rel, known)
   const existing = lstatSync(dest, { throwIfNoEntry: false })
-  if (existing !== undefined && !existing.isFile()) throw new Refusal(`${f.rel} exists in the inbox and is not a file`)
+  if (existing !== undefined && !existing.isFile()) throw new Blocked(`${f.rel} exists in the inbox and is not a file`)
   chmodSync(f.src, f.mode & 0o777)
   setTimesSync(f.src, f.mtimeMs, f.mtimeMs)
   try {
@@ -118,7 +128,7 @@ function folders (inbox: string, rel: string, known: Set<string>): void {
     if (known.has(dir)) continue
     const st = lstatSync(dir, { throwIfNoEntry: false })
     if (st === undefined) mkdirSync(dir, { mode: 0o755 })
-    else if (!st.isDirectory()) throw new Refusal(`${rel}: ${p} exists in the inbox and is not a folder`)
+    else if (!st.isDirectory()) throw new Blocked(`${rel}: ${p} exists in the inbox and is not a folder`)
     known.add(dir)
   }
 }

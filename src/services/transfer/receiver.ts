@@ -365,9 +365,15 @@ export class InboxReceiver {
       const inbox = this.opts.inboxOf(peer)
       await mkdir(inbox, { recursive: true, mode: 0o700 })
       const out = await placeAll(files, inbox)
-      for (const s of out.skipped) this.opts.log.error({ peer, rel: s.rel, why: s.why }, 'cannot place a received file; dropped')
-      await this.store.dropData(peer, rec.xid)
+      for (const s of out.refused) this.opts.log.error({ peer, rel: s.rel, why: s.why }, 'cannot place a received file; dropped')
       for (const rel of out.placed) this.opts.onReceived(peer, rel)
+      if (out.blocked.length > 0) {
+        // Kept staged; the sender offers it again with its backoff, and the rest was placed once.
+        const why = `${out.blocked.length} file(s) cannot be placed yet: ${out.blocked[0].why}`
+        this.opts.log.warn({ peer, files: out.blocked.slice(0, 20).map(b => b.rel), why }, 'cannot place a received file until what is in its way is moved; the sender will retry')
+        return this.verdict(peer, xid, 'retry', why)
+      }
+      await this.store.dropData(peer, rec.xid)
       this.verdict(peer, xid, 'ok', `${out.placed.length} files`)
     } catch (err) {
       const e = fsErrorOf(err, 'inbox delivery')
