@@ -1,5 +1,5 @@
 // Sender and receiver in one process over a fake link that can go down and
-import { existsSync } from 'node:fs'
+import { existsSync, renameSync, utimesSync, writeFileSync } from 'node:fs'
 // lose what was in flight: packets, the window, resuming from the last
 // acknowledged offset, and the exactly-once rules: a delivered transfer
 // offered again is answered "delivered", placing is idempotent per file,
@@ -874,6 +874,35 @@ describe('streams: a file sent while it is written', () => {
     expect(r.sent.sort()).toEqual(['notes/day2', 'report'])
     expect(r.received.sort()).toEqual(['notes/day2', 'report'])
   })
+
+  for (const how of ['renamed over (rsync -a -I)', 'rewritten in place, its mtime restored (rsync --inplace)'] as const) {
+    it(`sends again a file ${how} with its size and mtime unchanged just as the peer had the old one`, async () => {
+      const r = await rig()
+      const file = path.join(r.outbox, 'x')
+      const mtime = new Date('2022-02-02T02:02:02Z')
+      let replace = true
+      r.dropAnswers((m) => {
+        if (m.type !== 'xdone' || !replace) return false
+        replace = false
+        // Synchronous: the sender takes the answer right after this returns.
+        if (how.startsWith('renamed')) {
+          writeFileSync(`${file}.new`, 'B'.repeat(1000))
+          utimesSync(`${file}.new`, mtime, mtime)
+          renameSync(`${file}.new`, file)
+        } else {
+          writeFileSync(file, 'B'.repeat(1000))
+          utimesSync(file, mtime, mtime)
+        }
+        return false
+      })
+      await writeFile(path.join(r.outbox, '.x'), 'A'.repeat(1000))
+      await utimes(path.join(r.outbox, '.x'), mtime, mtime)
+      await r.reveal('x')
+      await eventually(async () => (await r.inboxFile('x')).toString() === 'B'.repeat(1000), 'the new version delivered')
+      await eventually(async () => (await r.leftovers()).length === 0, 'outbox, spool and partials empty')
+      expect(r.received).toEqual(['x', 'x'])
+    })
+  }
 
   it('keeps a delivered file that a writer opened again before it was removed: removed at that close if unchanged, sent again if written', async () => {
     const r = await rig()

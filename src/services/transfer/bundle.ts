@@ -17,7 +17,25 @@ import { badRelPath } from '../../lib/names.js'
 import { Refusal } from './shared.js'
 
 /** A file of the outbox as it was when it was picked. */
-export interface Item { rel: string, size: number, mtimeMs: number }
+/**
+ * A file as it was read for a transfer. ino and ctimeMs (absent in records
+ * of earlier versions) tell a file renamed over it, or rewritten with its
+ * size and mtime restored (cp -p, rsync -a -I, rsync --inplace from a
+ * source with normalised times), from the one that was read.
+ */
+export interface Item { rel: string, size: number, mtimeMs: number, ino?: number, ctimeMs?: number }
+
+/** What an Item is made from: a file's stat. */
+export interface FileStamp { size: number, mtimeMs: number, ino?: number, ctimeMs?: number }
+
+export function itemOf (rel: string, st: FileStamp): Item {
+  return { rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, ctimeMs: st.ctimeMs }
+}
+
+/** st is still the file the item was made from. */
+export function sameFile (it: Item, st: FileStamp): boolean {
+  return st.size === it.size && st.mtimeMs === it.mtimeMs && (it.ino === undefined || st.ino === it.ino) && (it.ctimeMs === undefined || st.ctimeMs === it.ctimeMs)
+}
 
 /** A file unpacked into staging/<index>, waiting to be placed. */
 export interface Staged { rel: string, mode: number, mtimeMs: number }
@@ -90,7 +108,7 @@ function readWhole (file: string, it: Item): { buf: Buffer, mode: number } | und
   }
   try {
     const st = fstatSync(fd)
-    if (!st.isFile() || st.size !== it.size || st.mtimeMs !== it.mtimeMs) return undefined
+    if (!st.isFile() || !sameFile(it, st)) return undefined
     const buf = Buffer.allocUnsafe(it.size)
     let got = 0
     while (got < buf.length) {

@@ -44,13 +44,13 @@ import { isHidden, isUnder, joinRel, rsyncTarget } from '../../lib/names.js'
 import { yieldLoop } from '../../lib/wait.js'
 import { walkFiles } from '../../lib/walk.js'
 import { XID_BYTES } from '../../transport/messages/xfer.js'
-import { packBundle, type Item } from './bundle.js'
+import { itemOf, packBundle, sameFile, type FileStamp, type Item } from './bundle.js'
 import type { SenderStore, SentRecord } from './sender-store.js'
 import type { TransferSettings } from './shared.js'
 import { WriterLog } from '../../lib/writers.js'
 
 /** What a hook knows of a file it reports ready. */
-export interface FileFacts { size: number, mtimeMs: number, isFile: () => boolean }
+export interface FileFacts extends FileStamp { isFile: () => boolean }
 
 /** With nothing to send, the outbox is scanned this often (a file that came behind the tree's back). */
 export const RESCAN_MS = 60_000
@@ -240,7 +240,7 @@ export class OutboxQueue {
     this.add(rel, st, now)
   }
 
-  private add (rel: string, st: { size: number, mtimeMs: number }, now: number): void {
+  private add (rel: string, st: FileStamp, now: number): void {
     if (this.writers.has(rel)) {
       this.readyAtClose.add(rel)
       return
@@ -253,7 +253,7 @@ export class OutboxQueue {
       this.beyond = { files: this.beyond.files + 1, bytes: this.beyond.bytes + st.size }
       return
     }
-    const held = { item: { rel, size: st.size, mtimeMs: st.mtimeMs }, at: now, seq: ++this.seq }
+    const held = { item: itemOf(rel, st), at: now, seq: ++this.seq }
     if (st.size >= this.settings.largeFileBytes) {
       this.large.set(rel, held)
       this.largeBytes += st.size
@@ -337,7 +337,7 @@ export class OutboxQueue {
     let over = { files: 0, bytes: 0 }
     for await (const { rel, st } of walkFiles(this.outbox, { skipHidden: true })) {
       if (this.waits(rel, st.mtimeMs)) continue
-      if (found.size < this.settings.maxQueued) found.set(rel, { rel, size: st.size, mtimeMs: st.mtimeMs })
+      if (found.size < this.settings.maxQueued) found.set(rel, itemOf(rel, st))
       else over = { files: over.files + 1, bytes: over.bytes + st.size }
     }
     // What a hook reported while the walk went on stays, seen by the walk or not.
@@ -345,7 +345,7 @@ export class OutboxQueue {
     const t = this.clock.now()
     for (const it of found.values()) {
       const h = this.small.get(it.rel) ?? this.large.get(it.rel)
-      if (h === undefined || h.item.size !== it.size || h.item.mtimeMs !== it.mtimeMs) this.add(it.rel, it, t)
+      if (h === undefined || !sameFile(h.item, it)) this.add(it.rel, it, t)
     }
     this.beyond = over
     if (over.files > 0) this.stale = true
@@ -356,7 +356,7 @@ export class OutboxQueue {
     if (rec.kind === 'stream') return this.growing.get(rec.items[0].rel)?.ok === true
     const st = await stat(this.store.source(rec)).catch(() => undefined)
     if (st === undefined || st.size !== rec.size) return false
-    return rec.kind === 'tar' || st.mtimeMs === rec.items[0].mtimeMs
+    return rec.kind === 'tar' || sameFile(rec.items[0], st)
   }
 
   /**
@@ -452,7 +452,7 @@ export class OutboxQueue {
   /** The file is as it was read for the transfer that delivered it. */
   private asDelivered (it: Item): boolean {
     const st = lstatSync(path.join(this.outbox, it.rel), { throwIfNoEntry: false })
-    return st !== undefined && st.size === it.size && st.mtimeMs === it.mtimeMs
+    return st !== undefined && sameFile(it, st)
   }
 
   /** Removes the delivered files that are as they were read (a changed one stays, and goes again). */

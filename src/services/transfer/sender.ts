@@ -44,7 +44,7 @@ import type { Handler } from '../../transport/messages/codec.js'
 import { XSTREAM, type XferMessage, type XferToSender } from '../../transport/messages/xfer.js'
 import { Attempt } from './attempt.js'
 import { TransferBook, describe } from './book.js'
-import type { Item } from './bundle.js'
+import { itemOf, sameFile, type Item } from './bundle.js'
 import { OutboxQueue, RESCAN_MS, type FileFacts, type Growing } from './queue.js'
 import { SenderStore, type SentRecord } from './sender-store.js'
 import type { StatusPairs, TransferSettings, XferLink } from './shared.js'
@@ -308,7 +308,7 @@ export class OutboxSender {
     const source = rec.items[0].rel
     const st = lstatSync(this.store.source(rec), { throwIfNoEntry: false })
     if (!g.ok || st?.isFile() !== true || st.size !== g.end) return this.cancel(rec, 'not what was streamed once closed')
-    if (source === rec.name) return this.commit(rec, { rel: source, size: st.size, mtimeMs: st.mtimeMs })
+    if (source === rec.name) return this.commit(rec, itemOf(source, st))
     // rsync's temp file: its times, mode and name are set after the close; the rename commits it.
     const timer = this.opts.clock.setTimeout(() => {
       if (this.unrenamed.get(source)?.rec === rec) this.cancel(rec, `not renamed to ${rec.name} within ${RENAME_WAIT_MS} ms of its close`)
@@ -328,7 +328,7 @@ export class OutboxSender {
     if (st?.isFile() !== true || st.size !== w.end) return this.cancel(w.rec, 'not what was streamed once renamed')
     // Claimed under its new name before the rename's gone() and ready() arrive.
     this.book.moveFile(w.rec, to)
-    this.commit(w.rec, { rel: to, size: st.size, mtimeMs: st.mtimeMs })
+    this.commit(w.rec, itemOf(to, st))
   }
 
   private forgetRename (source: string): void {
@@ -453,7 +453,7 @@ export class OutboxSender {
       if (att.pos < att.size) return
       const st = await att.stat()
       if (this.gen !== gen) return
-      if (att.rec.kind === 'file' && (st.size !== att.size || st.mtimeMs !== att.rec.items[0].mtimeMs)) return this.cancel(att.rec, 'changed while it was sent')
+      if (att.rec.kind === 'file' && !sameFile(att.rec.items[0], st)) return this.cancel(att.rec, 'changed while it was sent')
       this.phase = 'ending'
       if (this.trySend({ type: 'xend', xid: att.xid, sha256: att.hash.digest(), mode: st.mode & 0o7777, mtimeMs: Math.floor(st.mtimeMs) })) this.arm()
     })().catch((err: unknown) => this.failed(gen, err)).finally(() => { att.pumping = false })
