@@ -243,8 +243,42 @@ export class FuseAdapter {
     })
   }
 
+  /**
+   * Opens the file at path. A writer's file removed since the kernel's
+   * lookup found it (a delivery clearing the last version) is created: the
+   * kernel drops O_CREAT once a lookup found the file, so a program
+   * creating it (shell >, cp, a logger) would get ENOENT.
+   */
+  private openFile (path: string, flags: number): MaybePromise<[number, number]> {
+    const open = (): MaybePromise<[number, number]> => then(this.file(path), (node) => this.openHandle(path, flags, node.stream === true, (ctx) => node.open(ctx)))
+    if ((flags & O_ACCMODE) === fsc.O_RDONLY) return open()
+    const created = (err: unknown): MaybePromise<[number, number]> => {
+      if (!(err instanceof FsError) || err.errno !== E.ENOENT) throw err
+      return this.createFile(path, 0o644)
+    }
+    try {
+      const r = open()
+      return r instanceof Promise ? r.catch(created) : r
+    } catch (err) {
+      return created(err)
+    }
+  }
+
+  /** One step: the folder creates the file and opens it (a passthrough: one open(2)). */
+  private createFile (path: string, mode: number): MaybePromise<[number, number]> {
+    return then(this.parent(path), ([dir, name]) => this.openHandle(path, fsc.O_RDWR, false, (ctx) => dir.create(name, mode, ctx)))
+  }
+
   private async truncate (path: string, size: number): Promise<void> {
-    const node = await this.file(path)
+    let node: FileNode
+    try {
+      node = await this.file(path)
+    } catch (err) {
+      // open(O_TRUNC) truncates by path before the open (see openFile): a
+      // file gone since the lookup has nothing to empty, and the open creates it.
+      if (size === 0 && err instanceof FsError && err.errno === E.ENOENT) return
+      throw err
+    }
     if (node.truncate === undefined) throw new FsError(E.EACCES, `${path}: read-only`)
     await node.truncate(size)
   }
@@ -297,7 +331,7 @@ export class FuseAdapter {
       open: (path, flags, cb) => {
         let fd = 0
         this.answer<number>('open', path, (err, res) => cb(err, fd, res), () =>
-          then(then(this.file(path), (node) => this.openHandle(path, flags, node.stream === true, (ctx) => node.open(ctx))), ([n, openFlags]) => {
+          then(this.openFile(path, flags), ([n, openFlags]) => {
             fd = n
             return openFlags
           }))
@@ -305,9 +339,8 @@ export class FuseAdapter {
 
       create: (path, mode, cb) => {
         let fd = 0
-        // One step: the folder creates the file and opens it (a passthrough: one open(2)).
         this.answer<number>('create', path, (err, res) => cb(err, fd, res), () =>
-          then(then(this.parent(path), ([dir, name]) => this.openHandle(path, fsc.O_RDWR, false, (ctx) => dir.create(name, mode, ctx))), ([n, openFlags]) => {
+          then(this.createFile(path, mode), ([n, openFlags]) => {
             fd = n
             return openFlags
           }))

@@ -2,9 +2,12 @@
 // step, so a read-only source arrives read-only without the daemon needing
 // root's override of file modes; and the created descriptor goes past the
 // page cache (direct_io) while a file opened again keeps it, so in-place
-// edits through a shared mmap still work.
+// edits through a shared mmap still work. A writer's open never fails with
+// ENOENT because a delivery removed the last version under it.
+import { readFile } from 'node:fs/promises'
+import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Daemon, eventually, makeNetwork, py, sh, teardown, waitState } from '../helpers/net.js'
+import { Daemon, eventually, makeNetwork, py, sh, startPair, teardown, waitState } from '../helpers/net.js'
 
 afterEach(teardown)
 
@@ -55,4 +58,34 @@ print(back.decode(), open(p, 'rb').read(8).decode())
     await eventually(async () => (await sh(`test -e ${dest}`)).code === 0, 'delivered', 60_000)
     expect((await sh(`head -c 14 ${dest}`)).stdout).toBe('EDIT4567890123')
   })
+
+  it('never answers a writer\'s open(O_CREAT|O_TRUNC) with ENOENT while deliveries remove the last versions of the same names; the last version of each arrives', async () => {
+    const { a, b } = await startPair()
+    // 20 names rewritten for 5 s while each version is delivered and removed:
+    // the kernel's lookup finds a version its delivery then removes.
+    const r = await py(`
+import os, sys, time
+out = sys.argv[1]; errs = 0; n = 0; end = time.time() + 5
+while time.time() < end:
+    for k in range(20):
+        n += 1
+        try:
+            fd = os.open(os.path.join(out, 'n%d' % k), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.write(fd, b'%08d' % n); os.close(fd)
+        except FileNotFoundError:
+            errs += 1
+    time.sleep(0.001)
+for k in range(20):
+    with open(os.path.join(out, 'n%d' % k), 'w') as f: f.write('last')
+print(n, errs)
+`, [a.path('peers/beta/outbox')], 60_000)
+    const [n, errs] = r.stdout.trim().split(' ').map(Number)
+    expect(n).toBeGreaterThan(1000)
+    expect(errs).toBe(0)
+    const inbox = b.path('peers/alpha/inbox')
+    await eventually(async () => {
+      for (let k = 0; k < 20; k++) if ((await readFile(path.join(inbox, `n${k}`), 'utf8').catch(() => '')) !== 'last') return false
+      return true
+    }, 'the last version of every name delivered', 60_000)
+  }, 120_000)
 })

@@ -36,7 +36,7 @@
 //   writing: it is not sent until it is released, by a writer closing it
 //   again, a touch or chmod, a rename, or its removal. At most maxQueued.
 import { randomBytes } from 'node:crypto'
-import { lstatSync } from 'node:fs'
+import { lstatSync, mkdirSync, renameSync, unlinkSync } from 'node:fs'
 import { readdir, rm, rmdir, stat, unlink } from 'node:fs/promises'
 import path from 'node:path'
 import type { Clock, Timer } from '../../lib/clock.js'
@@ -113,6 +113,8 @@ export class OutboxQueue {
    * kill -9 left between a delivery and the prune it was waiting for.
    */
   private sweepAll = true
+  /** Removals so far: each moves its files into a trash folder of its own. */
+  private trashed = 0
   /** Last time a file was created, written or reported: folders are not removed under a writer. */
   lastActivity = 0
   private pruneTimer: Timer | undefined
@@ -443,9 +445,7 @@ export class OutboxQueue {
    * outbox is quiet (see prune).
    */
   async clear (rec: SentRecord): Promise<void> {
-    // Past the bound one stays in the outbox, and a scan sends it again: twice, never lost.
-    for (const it of rec.items) if (this.writers.has(it.rel) && this.deliveredOpen.size < this.settings.maxQueued) this.deliveredOpen.set(it.rel, it)
-    await this.removeIfAsDelivered(rec.items.filter(it => !this.writers.has(it.rel)))
+    await this.removeIfAsDelivered(rec.items)
     await this.store.dropBundle(rec)
   }
 
@@ -455,23 +455,44 @@ export class OutboxQueue {
     return st !== undefined && sameFile(it, st)
   }
 
-  /** Removes the delivered files that are as they were read (a changed one stays, and goes again). */
+  /**
+   * Removes the delivered files that are as they were read (a changed one
+   * stays, and goes again). Each is checked and moved out of the outbox in
+   * one turn of this thread, which the tree's FUSE operations run on too:
+   * no writer can open it between the check and the move, as one could
+   * before an unlink in the thread pool (its new version was removed
+   * then). The unlink, which frees the blocks, runs in the pool after.
+   */
   private async removeIfAsDelivered (items: Item[]): Promise<void> {
-    const doomed: string[] = []
+    const trashed: string[] = []
+    // Its own folder, removed once emptied: no other call's removal races its renames.
+    const trash = this.store.trash(++this.trashed)
     for (const [i, it] of items.entries()) {
       if (i > 0 && i % STAT_SLICE === 0) await yieldLoop()
-      // The stat is synchronous (microseconds); the unlink is not: on ext4
-      // it frees blocks and inodes, 0.1-0.2 ms each here, and on this thread
-      // it would hold up the FUSE operations of a cp -r still running.
-      if (this.asDelivered(it)) doomed.push(it.rel)
+      if (this.writers.has(it.rel)) {
+        // Past the bound one stays in the outbox, and a scan sends it again: twice, never lost.
+        if (this.deliveredOpen.size < this.settings.maxQueued) this.deliveredOpen.set(it.rel, it)
+        continue
+      }
+      if (!this.asDelivered(it)) continue
+      const from = path.join(this.outbox, it.rel)
+      const to = path.join(trash, String(i))
+      try {
+        if (trashed.length === 0) mkdirSync(trash, { recursive: true, mode: 0o700 })
+        renameSync(from, to)
+        trashed.push(to)
+      } catch (err) {
+        // The spool on another filesystem than the outbox: removed here, in this turn all the same.
+        if ((err as NodeJS.ErrnoException).code !== 'EXDEV') continue
+        try { unlinkSync(from) } catch { continue }
+      }
+      const dir = path.dirname(it.rel)
+      if (dir !== '.' && this.emptied.size < this.settings.maxQueued) this.emptied.add(dir)
     }
-    for (let i = 0; i < doomed.length; i += UNLINK_AT_ONCE) {
-      await Promise.all(doomed.slice(i, i + UNLINK_AT_ONCE).map(async rel => {
-        await unlink(path.join(this.outbox, rel)).catch(() => {})
-        const dir = path.dirname(rel)
-        if (dir !== '.' && this.emptied.size < this.settings.maxQueued) this.emptied.add(dir)
-      }))
+    for (let i = 0; i < trashed.length; i += UNLINK_AT_ONCE) {
+      await Promise.all(trashed.slice(i, i + UNLINK_AT_ONCE).map(async f => { await unlink(f).catch(() => {}) }))
     }
+    if (trashed.length > 0) await rmdir(trash).catch(() => {})
   }
 
   /** Removes the folders delivery emptied (after a start, every empty one) once the outbox is quiet for pruneMs. */

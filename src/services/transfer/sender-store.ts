@@ -31,6 +31,9 @@ export class SenderStore {
 
   bundle (xid: string): string { return path.join(this.dir, `${xid}.tar`) }
 
+  /** Where the n-th removal moves delivered files out of the outbox before it unlinks them (queue.ts); removed at load. */
+  trash (n: number): string { return path.join(this.dir, `trash-${n}`) }
+
   /** What the transfer's bytes are read from. */
   source (rec: SentRecord): string {
     return rec.kind === 'tar' ? this.bundle(rec.xid) : path.join(this.outbox, rec.items[0].rel)
@@ -63,7 +66,8 @@ export class SenderStore {
     }
     const owned = new Set(recs.map(r => `${r.xid}.tar`))
     for (const name of names) {
-      if ((name.endsWith('.tar') && !owned.has(name)) || name.startsWith('.tmp-')) await rm(path.join(this.dir, name), { force: true })
+      // trash-<n>: delivered files a run moved aside and died before it unlinked them.
+      if ((name.endsWith('.tar') && !owned.has(name)) || name.startsWith('.tmp-') || name.startsWith('trash-')) await rm(path.join(this.dir, name), { recursive: true, force: true })
     }
     return recs.sort((a, b) => a.created - b.created)
   }
