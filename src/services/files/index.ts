@@ -310,6 +310,14 @@ export class ManagedFiles {
       if (e !== undefined && sameStamp(e.disk, st) && e.state !== 'pending') return
       sha = await sha256Of(file, st.size).catch(() => '')
       if (sha === '') return
+      // Rewritten while it was hashed (a save right after a save): the hash is of neither
+      // version, and a manifest of it would never be fetched. Its close, or this, publishes it.
+      const after = lstatSync(file, { throwIfNoEntry: false })
+      if (after === undefined || !sameStamp(stampOf(st, sha), after)) {
+        this.dirty.add(name)
+        if (!this.writers.has(name)) void this.run(name, async () => await this.publishAndWake(name))
+        return
+      }
       // Metadata only (touch, chmod), or the content we installed: no new version.
       if (e !== undefined && e.disk?.sha256 === sha && e.state !== 'pending') {
         await this.store.record(name, e.m, stampOf(st, sha), e.state).durable
