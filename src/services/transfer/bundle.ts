@@ -16,9 +16,8 @@ import { yieldLoop } from '../../lib/wait.js'
 import { badRelPath } from '../../lib/names.js'
 import { Refusal } from './shared.js'
 
-/** A file of the outbox as it was when it was picked. */
 /**
- * A file as it was read for a transfer. ino and ctimeMs (absent in records
+ * A file of the outbox as it was when it was picked. ino and ctimeMs (absent in records
  * of earlier versions) tell a file renamed over it, or rewritten with its
  * size and mtime restored (cp -p, rsync -a -I, rsync --inplace from a
  * source with normalised times), from the one that was read.
