@@ -44,10 +44,14 @@ export async function tablePath (mnt: string): Promise<string> {
   return await realpath(path.dirname(mnt)).then(d => path.join(d, path.basename(mnt)), () => mnt)
 }
 
+/** The innermost of the entries mounted at one of the paths (later entries are mounted over earlier ones). */
+function innermost (entries: MountEntry[], ...paths: string[]): MountEntry | undefined {
+  return entries.filter(m => paths.includes(m.where)).at(-1)
+}
+
 /** The innermost mount at exactly this path, if any. */
 export async function mountAt (mnt: string): Promise<MountEntry | undefined> {
-  const real = await tablePath(mnt)
-  return (await mounts()).filter(m => m.where === real || m.where === mnt).at(-1)
+  return innermost(await mounts(), await tablePath(mnt), mnt)
 }
 
 /**
@@ -56,7 +60,7 @@ export async function mountAt (mnt: string): Promise<MountEntry | undefined> {
  * every thread of the pool may be stuck, and a stop must still unmount.
  */
 export function isFuseMounted (where: string): boolean {
-  return parseMounts(readFileSync('/proc/self/mounts', 'utf8')).filter(m => m.where === where).at(-1)?.type.startsWith('fuse') === true
+  return innermost(parseMounts(readFileSync('/proc/self/mounts', 'utf8')), where)?.type.startsWith('fuse') === true
 }
 
 type Probe = 'missing' | 'dead' | 'alive' | 'not-dir' | 'hung'

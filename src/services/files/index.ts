@@ -92,7 +92,7 @@ export class ManagedFiles {
       log: opts.log,
       clock: opts.clock,
       signerName: opts.signerName,
-      writing: (n) => this.writers.has(n) || this.dirty.has(n) || this.writerLog.held(n),
+      writing: (n) => this.holdsBack(n),
       ignored: (n) => this.ignore.ignored(n),
       maxFileBytes: opts.maxFileBytes
     })
@@ -153,7 +153,7 @@ export class ManagedFiles {
     const work: Array<Promise<void>> = []
     for await (const { rel, st } of walkFiles(this.dataDir, { skipHidden: true })) {
       seen.add(rel)
-      if (managedNameError(rel) !== undefined || this.ignore.ignored(rel) || this.writerLog.held(rel)) continue
+      if (!this.publishable(rel) || this.writerLog.held(rel)) continue
       const e = this.store.get(rel)
       if (e !== undefined && sameStamp(e.disk, st)) continue
       work.push(this.run(rel, async () => await this.publishNow(rel)))
@@ -218,7 +218,7 @@ export class ManagedFiles {
     const had = this.writers.has(rel)
     this.writers.add(rel, delta)
     // Only names that are published: editor debris and hidden names stay local, held or not.
-    if (!had && this.writers.has(rel) && managedNameError(rel) === undefined && !this.ignore.ignored(rel)) this.writerLog.opened(rel)
+    if (!had && this.writers.has(rel) && this.publishable(rel)) this.writerLog.opened(rel)
     if (delta < 0 && !this.writers.has(rel)) {
       this.writerLog.closed(rel)
       void this.run(rel, async () => await this.closed(rel))
@@ -227,10 +227,24 @@ export class ManagedFiles {
 
   /** Hook: the file at rel (or a folder of them) was written and closed, or changed by path. */
   ready (rel: string): void {
-    this.dirty.add(rel)
     this.writerLog.release(rel)
-    if (this.writers.has(rel)) return
-    void this.run(rel, async () => await this.publishAndWake(rel))
+    this.publishSoon(rel)
+  }
+
+  /** rel changed: published once no writer has it open (its close does it then). */
+  private publishSoon (rel: string): void {
+    this.dirty.add(rel)
+    if (!this.writers.has(rel)) void this.run(rel, async () => await this.publishAndWake(rel))
+  }
+
+  /** A local write of name is under way or unpublished, or one the last run left unclosed: versions from peers wait for it. */
+  private holdsBack (name: string): boolean {
+    return this.writers.has(name) || this.dirty.has(name) || this.writerLog.held(name)
+  }
+
+  /** name is one that is published: not editor debris, an ignored name, or a name the listings could not carry. */
+  private publishable (name: string): boolean {
+    return managedNameError(name) === undefined && !this.ignore.ignored(name)
   }
 
   /** Hook: rel (a file or a folder) went away: tombstones for what we published there. */
@@ -280,7 +294,7 @@ export class ManagedFiles {
   /** Settles the names that waited for rel's writer. */
   private wake (rel: string): void {
     const names = this.waiting.get(rel)
-    if (names === undefined || this.writers.has(rel) || this.dirty.has(rel) || this.writerLog.held(rel)) return
+    if (names === undefined || this.holdsBack(rel)) return
     this.waiting.delete(rel)
     for (const n of names) void this.run(n, async () => await this.settle(n))
   }
@@ -288,7 +302,7 @@ export class ManagedFiles {
   /** Signs the local state of name (its content, or its absence) as a new version. Under name's lock. */
   private async publishNow (name: string): Promise<void> {
     this.dirty.delete(name)
-    if (managedNameError(name) !== undefined || this.ignore.ignored(name)) return
+    if (!this.publishable(name)) return
     const file = path.join(this.dataDir, name)
     const st = lstatSync(file, { throwIfNoEntry: false })
     const e = this.store.get(name)
@@ -313,11 +327,7 @@ export class ManagedFiles {
       // Rewritten while it was hashed (a save right after a save): the hash is of neither
       // version, and a manifest of it would never be fetched. Its close, or this, publishes it.
       const after = lstatSync(file, { throwIfNoEntry: false })
-      if (after === undefined || !sameStamp(stampOf(st, sha), after)) {
-        this.dirty.add(name)
-        if (!this.writers.has(name)) void this.run(name, async () => await this.publishAndWake(name))
-        return
-      }
+      if (after === undefined || !sameStamp(stampOf(st, sha), after)) return this.publishSoon(name)
       // Metadata only (touch, chmod), or the content we installed: no new version.
       if (e !== undefined && e.disk?.sha256 === sha && e.state !== 'pending') {
         await this.store.record(name, e.m, stampOf(st, sha), e.state).durable
