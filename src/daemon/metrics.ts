@@ -44,6 +44,7 @@ const PEER_FIELDS: Record<string, Known[]> = {
   outbox_files: [{ name: 'peerfs_peer_outbox_files', type: 'gauge', help: 'Files in the outbox waiting to be sent.' }],
   outbox_bytes: [{ name: 'peerfs_peer_outbox_bytes', type: 'gauge', help: 'Bytes in the outbox waiting to be sent.' }],
   outbox_unclosed: [{ name: 'peerfs_peer_outbox_unclosed_files', type: 'gauge', help: 'Outbox files left open for writing when the daemon last stopped, not sent until written again, touched or removed.' }],
+  outbox_refused: [{ name: 'peerfs_peer_outbox_refused_files', type: 'gauge', help: 'Outbox files the peer refused, kept until they change.' }],
   transfer_progress: [
     { name: 'peerfs_peer_transfer_acked_bytes', type: 'gauge', help: 'Bytes of the current transfer acknowledged by the peer.', value: progress(1) },
     { name: 'peerfs_peer_transfer_size_bytes', type: 'gauge', help: 'Size of the current transfer.', value: progress(2) }
@@ -58,7 +59,7 @@ const PEER_FIELDS: Record<string, Known[]> = {
   rx_bytes: [{ name: 'peerfs_peer_received_bytes_total', type: 'counter', help: 'Bytes received from the peer on its links.' }]
 }
 /** String fields shown in status and deliberately not exported (free text, or in another metric). */
-const PEER_TEXT = new Set(['state', 'address', 'transfer', 'transfer_waiting', 'incoming', 'last_error'])
+const PEER_TEXT = new Set(['state', 'address', 'transfer', 'transfer_waiting', 'outbox_refused_last', 'incoming', 'last_error'])
 const KNOWN_NAMES = new Set(Object.values(PEER_FIELDS).flat().map(k => k.name).concat('peerfs_peer_up', 'peerfs_peer_state'))
 
 export function escapeLabel (v: string): string {

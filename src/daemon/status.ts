@@ -42,7 +42,7 @@ export function peerStatus (p: Peer, services: PeerServices, packets: Packets): 
 /** The outbox sender's fields, then what the peer is sending us. */
 function outboxStatus (id: string, services: PeerServices): StatusPairs {
   return [
-    ...services.outboxes.get(id)?.status() ?? [['outbox_files', 0], ['outbox_bytes', 0], ['outbox_unclosed', 0]],
+    ...services.outboxes.get(id)?.status() ?? [['outbox_files', 0], ['outbox_bytes', 0], ['outbox_unclosed', 0], ['outbox_refused', 0], ['outbox_refused_last', '-']],
     ...services.inbox?.status(id) ?? []
   ]
 }

@@ -235,6 +235,28 @@ for i in range(300):
     await eventually(async () => (await readdir(outbox)).length === 0, 'the outbox empties', 30_000)
   }, 120_000)
 
+  it('a batch beta refuses whole (over its inbox quota, one name too deep) is split: the 300 files that fit arrive once, the refused one stays, counted in status', async () => {
+    // The quota is below the one batch of all of it, and above all that fits.
+    const netw = await makeNetwork(['alpha', 'beta'], { peer: { 'beta>alpha': { extra: 'inbox_quota_bytes = 1350000' } } })
+    const ds = await startNetwork(netw)
+    const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
+    await waitState(a, 'beta')
+    const outbox = a.path('peers/beta/outbox')
+    const deep = Array.from({ length: 65 }, () => 'd').join('/')
+    const src = `${netw.dir}/tree`
+    expect((await sh(`mkdir -p ${src}/${deep} && echo refused > ${src}/${deep}/x && for i in $(seq 1 300); do head -c 4096 /dev/urandom > ${src}/f$i; done`)).code).toBe(0)
+    // Copied under a hidden name and renamed into view: one batch of it all.
+    expect((await sh(`cp -r ${src} ${outbox}/.tree && mv ${outbox}/.tree ${outbox}/tree`, 60_000)).code).toBe(0)
+    await eventually(async () => /^outbox_refused: 1$/m.test(await readText(a.path('peers/beta/status'))), 'one file refused, in status', 60_000)
+    expect(await field(a, 'beta', 'outbox_refused_last')).toMatch(/^tree\/d\/d\/.*\/x: .*path too deep$/)
+    await eventually(async () => (await sh(`find ${b.path('peers/alpha/inbox/tree')} -type f | wc -l`)).stdout.trim() === '300', 'the 300 others placed', 60_000)
+    expect((await sh(`cd ${src} && sha256sum f* > ${netw.dir}/sums && cd ${b.path('peers/alpha/inbox/tree')} && sha256sum -c --quiet ${netw.dir}/sums`)).code).toBe(0)
+    await eventually(async () => (await sh(`find ${outbox} -type f`)).stdout === `${outbox}/tree/${deep}/x\n`, 'only the refused file left in the outbox', 30_000)
+    expect(a.stderr).toMatch(/peer refused a batch; sending its files in smaller batches/)
+    expect(b.stderr).toMatch(/over the inbox quota of 1350000 bytes/)
+    expect(b.stderr).toMatch(/path too deep/)
+  }, 120_000)
+
   it('sends files queued before SIGTERM after the restart', async () => {
     const netw = await makeNetwork(['alpha', 'beta'])
     let a = new Daemon(netw.node('alpha'))

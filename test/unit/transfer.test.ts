@@ -492,6 +492,60 @@ describe('transfer', () => {
     await eventually(() => Object.fromEntries(r.sender.status()).transfer_waiting === '-', 'nothing waiting')
   })
 
+  // One name in a batch that the receiver can never place: by the rules every peer applies, or only in its inbox, whose own path is longer.
+  const deep = Array.from({ length: 65 }, () => 'd').join('/')
+  const long = Array.from({ length: 16 }, (_, i) => `${i}`.padEnd(240, 'L')).join('/')
+  for (const [what, bad] of [['a folder 65 deep', deep], ['a path that fits the outbox but not the inbox', long]] as const) {
+    it(`splits a batch the receiver refuses for one name (${what}): the others are placed once, the refused one stays, counted in status`, async () => {
+      const inbox = path.join(await tempDir(), 'i'.repeat(250))
+      const r = await rig({
+        inbox,
+        prepare: async (outbox) => {
+          for (let i = 0; i < 9; i++) await writeFile(path.join(outbox, `f${i}`), `file ${i}`)
+          await mkdir(path.dirname(path.join(outbox, bad)), { recursive: true })
+          await writeFile(path.join(outbox, bad), 'refused')
+        }
+      })
+      await eventually(() => r.received.length === 9, 'the nine others placed')
+      const status = (): Record<string, unknown> => Object.fromEntries(r.sender.status())
+      await eventually(() => status().outbox_refused === 1, 'one refused, in status')
+      expect(String(status().outbox_refused_last)).toMatch(new RegExp(`^${bad.slice(0, 20)}.*: .*(path too deep|over 4095)`))
+      expect(r.received.sort()).toEqual(Array.from({ length: 9 }, (_, i) => `f${i}`))
+      for (let i = 0; i < 9; i++) expect((await r.inboxFile(`f${i}`)).toString()).toBe(`file ${i}`)
+      expect(existsSync(path.join(r.outbox, bad))).toBe(true)
+      // Refused until it changes: not offered again meanwhile.
+      const offers = r.kinds.length
+      await new Promise(resolve => setTimeout(resolve, 300))
+      expect(r.kinds.length).toBe(offers)
+      // Halved each time: 10, 5, 3, 2, 1.
+      expect(r.toSender.filter(m => m.type === 'xdone' && m.result === 'refused')).toHaveLength(5)
+      expect(r.sent.sort()).toEqual(r.received.sort())
+    })
+  }
+
+  it('splits a batch over the whole inbox quota until its parts fit, and each file is placed once', async () => {
+    const r = await rig({
+      quota: () => 8000,
+      prepare: async (outbox) => {
+        for (let i = 0; i < 10; i++) await writeFile(path.join(outbox, `f${i}`), Buffer.alloc(1000, 48 + i))
+      }
+    })
+    // Its user takes what arrives, as a consumer of a capped inbox does.
+    const taken: string[] = []
+    await eventually(async () => {
+      for (const rel of r.received.slice(taken.length)) {
+        expect((await r.inboxFile(rel)).equals(Buffer.alloc(1000, 48 + Number(rel.slice(1))))).toBe(true)
+        await rm(path.join(r.inbox, rel))
+        taken.push(rel)
+      }
+      return taken.length === 10
+    }, 'all ten placed', 15_000)
+    expect(taken.sort()).toEqual(Array.from({ length: 10 }, (_, i) => `f${i}`))
+    await eventually(async () => (await r.leftovers()).length === 0, 'outbox, spool and partials empty')
+    expect(Object.fromEntries(r.sender.status()).outbox_refused).toBe(0)
+    expect(r.toSender.some(m => m.type === 'xdone' && m.result === 'refused' && /a batch of \d+ bytes is over the inbox quota of 8000 bytes/.test(m.reason))).toBe(true)
+  })
+
   it('counts partials against the quota', async () => {
     const r = await rig({ quota: () => 3 << 20 })
     const xid = randomBytes(16)

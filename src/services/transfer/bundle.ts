@@ -13,7 +13,6 @@ import { promisify } from 'node:util'
 import tar from 'tar-stream'
 import { fsyncDir } from '../../lib/durable.js'
 import { yieldLoop } from '../../lib/wait.js'
-import { badRelPath } from '../../lib/names.js'
 import { Refusal } from './shared.js'
 
 /**
@@ -151,8 +150,12 @@ async function drained (ex: ReturnType<typeof tar.extract>): Promise<void> {
 
 const quoted = (name: string): string => JSON.stringify(name.slice(0, 200))
 
-/** Unpacks a verified bundle into staging (emptied first); throws Refusal for an entry we never take. */
-export async function unpackBundle (bundle: string, staging: string): Promise<Staged[]> {
+/**
+ * Unpacks a verified bundle into staging (emptied first); throws Refusal
+ * for an entry we never take: a name `refuses` gives a reason for, a
+ * link or device, a name twice.
+ */
+export async function unpackBundle (bundle: string, staging: string, refuses: (rel: string) => string | undefined): Promise<Staged[]> {
   await rm(staging, { recursive: true, force: true })
   await mkdir(staging, { recursive: true, mode: 0o700 })
   const files: Staged[] = []
@@ -185,8 +188,8 @@ export async function unpackBundle (bundle: string, staging: string): Promise<St
   // The entry event rather than async iteration: two promises and a
   // listener less per entry, which is most of a 4 KiB file's cost here.
   const onEntry = (h: tar.Header, stream: EntryStream, next: () => void): void => {
-    const bad = badRelPath(h.name.replace(/\/$/, ''))
-    if (bad !== undefined) throw new Refusal(`tar entry ${quoted(h.name)}: ${bad}`)
+    const bad = refuses(h.name.replace(/\/$/, ''))
+    if (bad !== undefined) throw new Refusal(`tar entry ${bad}`)
     if (h.type === 'directory') {
       stream.on('end', next)
       stream.resume()

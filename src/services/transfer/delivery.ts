@@ -13,7 +13,7 @@ import { chmodSync, lstatSync, mkdirSync, renameSync, unlinkSync } from 'node:fs
 import { statfs, stat, chmod, copyFile, open, rename, rm, unlink } from 'node:fs/promises'
 import path from 'node:path'
 import { fsyncDir, setTimes, setTimesSync } from '../../lib/durable.js'
-import { RESERVED_PREFIX, badRelPath } from '../../lib/names.js'
+import { PATH_MAX, RESERVED_PREFIX, badRelPath } from '../../lib/names.js'
 import { yieldLoop } from '../../lib/wait.js'
 import { Refusal } from './shared.js'
 
@@ -38,6 +38,27 @@ export interface Placed {
 
 /** Something of the user's is where the file goes: it waits, staged, until that is moved. */
 export class Blocked extends Error {}
+
+/** The longest name a placement uses beside its destination (RESERVED_PREFIX, an xid, the file's index). */
+const NEAR_NAME_MAX = RESERVED_PREFIX.length + 64 + 1 + 10
+
+/**
+ * Why rel can never be placed in this inbox, or undefined: a name the
+ * rules refuse, or a path the kernel would refuse there (ENAMETOOLONG:
+ * the inbox's own path counts, so a name that fits the sender's outbox
+ * may not fit). Checked before a transfer is taken, so such a file is
+ * refused by itself instead of retried for ever or dropped after its
+ * batch was reported placed.
+ */
+export function placeError (inbox: string, rel: string): string | undefined {
+  const bad = badRelPath(rel)
+  if (bad !== undefined) return `${JSON.stringify(rel.slice(0, 200))}: ${bad}`
+  const dest = path.join(inbox, rel)
+  const longest = Buffer.byteLength(path.dirname(dest)) + 1 + Math.max(Buffer.byteLength(path.basename(dest)), NEAR_NAME_MAX)
+  // PATH_MAX counts the terminating NUL.
+  if (longest >= PATH_MAX) return `${JSON.stringify(rel.slice(0, 200))}: path of ${longest} bytes in the inbox, over ${PATH_MAX - 1}`
+  return undefined
+}
 
 const exists = (p: string): boolean => lstatSync(p, { throwIfNoEntry: false }) !== undefined
 
@@ -79,8 +100,8 @@ const PLACE_AT_ONCE = 256
 
 /** Moves one staged file into place; undefined if it was placed before. Returns the folder it went into. */
 async function placeOne (f: Placement, inbox: string, known: Set<string>): Promise<string | undefined> {
-  const bad = badRelPath(f.rel)
-  if (bad !== undefined) throw new Refusal(`${JSON.stringify(f.rel.slice(0, 200))}: ${bad}`)
+  const bad = placeError(inbox, f.rel)
+  if (bad !== undefined) throw new Refusal(bad)
   const dest = path.join(inbox, f.rel)
   const dir = path.dirname(dest)
   const near = path.join(dir, `${RESERVED_PREFIX}${f.tag}`)

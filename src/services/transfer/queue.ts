@@ -35,6 +35,14 @@
 //   daemon died or stopped; lib/writers.ts) is not a file closed after
 //   writing: it is not sent until it is released, by a writer closing it
 //   again, a touch or chmod, a rename, or its removal. At most maxQueued.
+// - A batch the receiver refuses (one name it cannot place, a quota below
+//   the batch's size) is split: its files go in batches of at most half
+//   as many (caps), down to one file, which goes as itself and alone is
+//   refused (until it changes) or set aside. So one bad file costs
+//   log2(batchFiles) offers and holds back no other. Refused files and
+//   caps are at most maxQueued each; past it the oldest refusal is
+//   forgotten (that file is offered again at a scan), and a batch that
+//   cannot be capped is refused whole, as before splitting existed.
 import { randomBytes } from 'node:crypto'
 import { lstatSync, mkdirSync, renameSync, unlinkSync } from 'node:fs'
 import { readdir, rm, rmdir, stat, unlink } from 'node:fs/promises'
@@ -77,6 +85,10 @@ export class OutboxQueue {
   private readonly growing = new Map<string, Growing>()
   /** Refused files and their mtime: not offered again until they change. */
   private readonly refused = new Map<string, number>()
+  /** The last refusal, for status. */
+  private lastRefusal = '-'
+  /** Most files a batch holding this file may have: set when a batch holding it was refused. */
+  private readonly caps = new Map<string, number>()
   /**
    * Reported ready while a writer had them open (touch opens the file it
    * sets the times of): looked at again at the last close, which reports
@@ -282,6 +294,7 @@ export class OutboxQueue {
   gone (rel: string): boolean {
     this.lastActivity = this.clock.now()
     this.refused.delete(rel)
+    this.caps.delete(rel)
     for (const k of this.writerLog.heldUnder(rel)) this.writerLog.release(k)
     // A writer still open on it writes a file of another name now.
     for (const [k, g] of this.growing) if (k === rel || isUnder(k, rel)) g.ok = false
@@ -291,6 +304,7 @@ export class OutboxQueue {
       return true
     }
     for (const m of [this.small, this.large]) for (const k of m.keys()) if (isUnder(k, rel)) this.forget(k)
+    for (const m of [this.refused, this.caps]) for (const k of m.keys()) if (isUnder(k, rel)) m.delete(k)
     return false
   }
 
@@ -323,8 +337,30 @@ export class OutboxQueue {
     return Math.max(0, Math.min(first.value.at + s.batchMs, this.lastActivity + Math.min(s.batchMs, QUIET_MS)) - now)
   }
 
-  refuse (items: Item[]): void {
-    for (const it of items) this.refused.set(it.rel, it.mtimeMs)
+  /** The receiver refused these files, as they are now, for this reason. */
+  refuse (items: Item[], why: string): void {
+    for (const it of items) {
+      this.refused.delete(it.rel)
+      if (this.refused.size >= this.settings.maxQueued) this.refused.delete(this.refused.keys().next().value as string)
+      this.refused.set(it.rel, it.mtimeMs)
+    }
+    this.lastRefusal = `${items.length === 1 ? items[0].rel : `${items.length} files`}: ${why}`
+  }
+
+  get refusedStatus (): { files: number, last: string } {
+    return { files: this.refused.size, last: this.lastRefusal }
+  }
+
+  /**
+   * The receiver refused a batch of these files: they go again in batches
+   * of at most half as many. False if that cannot be recorded (past the
+   * bound), in which case the caller refuses them whole.
+   */
+  split (items: Item[]): boolean {
+    if (items.length < 2 || this.caps.size + items.length > this.settings.maxQueued) return false
+    const cap = Math.ceil(items.length / 2)
+    for (const it of items) this.caps.set(it.rel, Math.min(cap, this.caps.get(it.rel) ?? cap))
+    return true
   }
 
   /**
@@ -379,8 +415,10 @@ export class OutboxQueue {
       batch = [l.value.item]
     } else {
       let bytes = 0
+      let most = s.batchFiles
       for (const { item } of this.small.values()) {
-        if (batch.length >= s.batchFiles || (batch.length > 0 && bytes + item.size > s.bundleMaxBytes)) break
+        most = Math.min(most, this.caps.get(item.rel) ?? most)
+        if (batch.length > 0 && (batch.length >= most || bytes + item.size > s.bundleMaxBytes)) break
         batch.push(item)
         bytes += item.size
       }
@@ -411,7 +449,8 @@ export class OutboxQueue {
     let rec: SentRecord | undefined
     const left: Item[] = []
     try {
-      if (batch[0].size >= s.largeFileBytes) {
+      // One file of a refused batch goes as itself: the receiver's verdict on it is its own.
+      if (batch[0].size >= s.largeFileBytes || (batch.length === 1 && this.caps.has(batch[0].rel))) {
         rec = { ...base, kind: 'file', name: batch[0].rel, size: batch[0].size, items: batch }
       } else {
         const packed = await packBundle(this.outbox, batch, this.store.bundle(base.xid))
@@ -445,6 +484,7 @@ export class OutboxQueue {
    * outbox is quiet (see prune).
    */
   async clear (rec: SentRecord): Promise<void> {
+    for (const it of rec.items) this.caps.delete(it.rel)
     await this.removeIfAsDelivered(rec.items)
     await this.store.dropBundle(rec)
   }

@@ -28,12 +28,11 @@ import type { Clock, Timer } from '../../lib/clock.js'
 import { fsErrorOf } from '../../lib/durable.js'
 import type { Logger } from '../../lib/log.js'
 import { KeyedLock } from '../../lib/lock.js'
-import { badRelPath } from '../../lib/names.js'
 import { treeBytes } from '../../lib/walk.js'
 import type { Handler } from '../../transport/messages/codec.js'
 import type { XferKind, XferMessage, XferResult, XferToReceiver } from '../../transport/messages/xfer.js'
 import { unpackBundle } from './bundle.js'
-import { noRoom, placeAll, streamRoom } from './delivery.js'
+import { noRoom, placeAll, placeError, streamRoom } from './delivery.js'
 import { Partial } from './partial.js'
 import { ReceiverStore, type Held, type RecvRecord } from './receiver-store.js'
 import { Progress, Refusal, label, type StatusPairs, type TransferSettings, type XferLink } from './shared.js'
@@ -167,9 +166,10 @@ export class InboxReceiver {
       log.warn({ peer, name: m.name, result, reason }, 'transfer not accepted')
       this.verdict(peer, m.xid, result, reason)
     }
+    const inbox = this.opts.inboxOf(peer)
     if (m.kind !== 'tar') {
-      const bad = badRelPath(m.name)
-      if (bad !== undefined) return notNow('refused', `${bad}: ${JSON.stringify(m.name.slice(0, 200))}`)
+      const bad = placeError(inbox, m.name)
+      if (bad !== undefined) return notNow('refused', bad)
     }
     // A second offer starts again from what is durable.
     await this.close(peer, xid)
@@ -180,10 +180,11 @@ export class InboxReceiver {
     let offset = same ? rec.offset : 0
     if (offset === 0) await this.store.drop(peer, xid)
     const held = await this.store.held(peer)
-    const inbox = this.opts.inboxOf(peer)
     const quota = this.opts.quotaOf(peer)
     let quotaLeft = Infinity
     if (quota > 0) {
+      // A batch that could never fit is the sender's to split; a file that big waits for the quota to be raised.
+      if (m.kind === 'tar' && m.size > quota) return notNow('refused', `a batch of ${m.size} bytes is over the inbox quota of ${quota} bytes`)
       const used = await treeBytes(inbox) + held.reduce((n, h) => n + (h.xid === xid ? 0 : h.bytes), 0)
       if (used + m.size > quota) return notNow('retry', `over the inbox quota: ${used} + ${m.size} bytes > ${quota}`)
       quotaLeft = quota - used
@@ -335,7 +336,7 @@ export class InboxReceiver {
         if (inc.size === 0) await this.store.save(peer, { ...rec, phase: 'receiving' })
         rec.files = [{ rel: inc.name, mode: m.mode, mtimeMs: m.mtimeMs }]
       } else {
-        rec.files = await unpackBundle(part, this.store.staging(peer, xid))
+        rec.files = await unpackBundle(part, this.store.staging(peer, xid), rel => placeError(this.opts.inboxOf(peer), rel))
         await this.store.save(peer, rec)
         await rm(part, { force: true })
       }

@@ -212,10 +212,13 @@ export class OutboxSender {
     const now = this.opts.clock.now()
     const q = this.queue.queued
     const u = this.book.unsent()
+    const refused = this.queue.refusedStatus
     return [
       ['outbox_files', q.files + u.files],
       ['outbox_bytes', q.bytes + u.bytes],
       ['outbox_unclosed', this.queue.unclosedCount],
+      ['outbox_refused', refused.files],
+      ['outbox_refused_last', refused.last],
       ['transfer', att === undefined ? '-' : describe(att.rec)],
       ['transfer_progress', att === undefined ? '-' : att.progress.text()],
       ['transfer_bytes_per_s', att === undefined ? 0 : att.progress.bytesPerS(now)],
@@ -475,8 +478,12 @@ export class OutboxSender {
       const wait = this.book.setAside(rec, m.reason, this.opts.clock.now())
       this.opts.log.info({ peer: this.peerId, transfer: describe(rec), reason: m.reason, retryInMs: wait }, 'peer cannot take the transfer now; set aside')
     } else {
-      this.opts.log.error({ peer: this.peerId, files: rec.items.map(i => i.rel), reason: m.reason }, 'peer refused the transfer; the files stay in the outbox until they change')
-      this.queue.refuse(rec.items)
+      if (this.queue.split(rec.items)) {
+        this.opts.log.warn({ peer: this.peerId, files: rec.items.length, reason: m.reason }, 'peer refused a batch; sending its files in smaller batches to find those it refuses')
+      } else {
+        this.opts.log.error({ peer: this.peerId, files: rec.items.map(i => i.rel), reason: m.reason }, 'peer refused the transfer; the files stay in the outbox until they change')
+        this.queue.refuse(rec.items, m.reason)
+      }
       this.book.remove(xid)
       // Those changed since they were read are new versions.
       this.queue.requeue(rec.items)
