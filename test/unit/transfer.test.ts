@@ -546,6 +546,15 @@ describe('transfer', () => {
     expect(r.toSender.some(m => m.type === 'xdone' && m.result === 'refused' && /a batch of \d+ bytes is over the inbox quota of 8000 bytes/.test(m.reason))).toBe(true)
   })
 
+  it('sends a lone file whose tar is over the whole inbox quota, though the file fits, as itself', async () => {
+    const r = await rig({ quota: () => 1500 })
+    await r.put('lone', Buffer.alloc(1200, 7))
+    await eventually(async () => (await r.inboxFile('lone')).equals(Buffer.alloc(1200, 7)), 'placed')
+    expect(r.kinds).toEqual(['tar', 'file'])
+    await eventually(async () => (await r.leftovers()).length === 0, 'outbox, spool and partials empty')
+    expect(Object.fromEntries(r.sender.status()).outbox_refused).toBe(0)
+  })
+
   it('counts partials against the quota', async () => {
     const r = await rig({ quota: () => 3 << 20 })
     const xid = randomBytes(16)

@@ -353,11 +353,12 @@ export class OutboxQueue {
 
   /**
    * The receiver refused a batch of these files: they go again in batches
-   * of at most half as many. False if that cannot be recorded (past the
-   * bound), in which case the caller refuses them whole.
+   * of at most half as many (a batch of one, as itself: its tar may be
+   * what did not fit). False if that cannot be recorded (past the bound),
+   * in which case the caller refuses them whole.
    */
   split (items: Item[]): boolean {
-    if (items.length < 2 || this.caps.size + items.length > this.settings.maxQueued) return false
+    if (this.caps.size + items.length > this.settings.maxQueued) return false
     const cap = Math.ceil(items.length / 2)
     for (const it of items) this.caps.set(it.rel, Math.min(cap, this.caps.get(it.rel) ?? cap))
     return true

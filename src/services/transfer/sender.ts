@@ -478,7 +478,7 @@ export class OutboxSender {
       const wait = this.book.setAside(rec, m.reason, this.opts.clock.now())
       this.opts.log.info({ peer: this.peerId, transfer: describe(rec), reason: m.reason, retryInMs: wait }, 'peer cannot take the transfer now; set aside')
     } else {
-      if (this.queue.split(rec.items)) {
+      if (rec.kind === 'tar' && this.queue.split(rec.items)) {
         this.opts.log.warn({ peer: this.peerId, files: rec.items.length, reason: m.reason }, 'peer refused a batch; sending its files in smaller batches to find those it refuses')
       } else {
         this.opts.log.error({ peer: this.peerId, files: rec.items.map(i => i.rel), reason: m.reason }, 'peer refused the transfer; the files stay in the outbox until they change')
