@@ -17,6 +17,12 @@ export function fsErrorOf (err: unknown, what: string): PeerfsError {
   return new PeerfsError(errno ?? E.EIO, `${what}: ${(err as Error).message}`)
 }
 
+/** The disk (or the user's quota on it) is full: Node's error or ours. */
+export function isNoRoom (err: unknown): boolean {
+  const errno = err instanceof PeerfsError ? err.errno : (constants.errno as Record<string, number>)[(err as NodeJS.ErrnoException).code ?? '']
+  return errno === constants.errno.ENOSPC || errno === constants.errno.EDQUOT
+}
+
 /**
  * Sets both times from milliseconds. utimes takes float seconds, which land
  * just below the intended millisecond often enough that a later floor to

@@ -235,6 +235,36 @@ for i in range(300):
     await eventually(async () => (await readdir(outbox)).length === 0, 'the outbox empties', 30_000)
   }, 120_000)
 
+  it('an outbox that filled its own disk while beta was down is delivered whole once beta is back: one file at a time until there is room for batches again', async () => {
+    // alpha's whole state, so its outbox and spool, on a small disk of its own.
+    const parent = await tempDir()
+    const disk = `${parent}/disk`
+    await sh(`mkdir -p ${disk} && mount -t tmpfs -o size=16m peerfs-test ${disk}`)
+    try {
+      const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: 'transfer_retry_ms = 200\ntransfer_retry_max_ms = 1000\n' } })
+      expect((await sh(`sed -i 's|^state = "state"$|state = "${disk}/state"|' ${netw.node('alpha').config}`)).code).toBe(0)
+      const a = new Daemon(netw.node('alpha'))
+      await a.start()
+      const outbox = a.path('peers/beta/outbox')
+      // Files of 4 KiB until the disk is full; those written whole are listed.
+      const fill = await sh(`mkdir -p ${outbox}/d && i=0; while [ $i -lt 6000 ]; do head -c 4096 /dev/urandom > ${netw.dir}/one && cp ${netw.dir}/one ${outbox}/d/f$i 2>/dev/null && sha256sum ${netw.dir}/one | sed "s|${netw.dir}/one|d/f$i|" >> ${netw.dir}/sums || { rm -f ${outbox}/d/f$i; break; }; i=$((i+1)); done; wc -l < ${netw.dir}/sums`, 120_000)
+      const written = Number(fill.stdout.trim())
+      expect(written).toBeGreaterThan(1000)
+      expect(written).toBeLessThan(6000)
+      const b = new Daemon(netw.node('beta'))
+      await b.start()
+      const inbox = b.path('peers/alpha/inbox')
+      await eventually(async () => (await sh(`find ${inbox}/d -type f | wc -l`)).stdout.trim() === String(written), `all ${written} files delivered`, 90_000)
+      expect((await sh(`cd ${inbox} && sha256sum -c --quiet ${netw.dir}/sums`)).code).toBe(0)
+      await eventually(async () => (await sh(`find ${outbox} -type f | wc -l`)).stdout.trim() === '0', 'the outbox empties', 30_000)
+      expect(a.stderr).toMatch(/ENOSPC/)
+    } finally {
+      await teardown()
+      await sh(`umount -l ${disk}`)
+      await rm(parent, { recursive: true, force: true })
+    }
+  }, 240_000)
+
   it('a batch beta refuses whole (over its inbox quota, one name too deep) is split: the 300 files that fit arrive once, the refused one stays, counted in status', async () => {
     // The quota is below the one batch of all of it, and above all that fits.
     const netw = await makeNetwork(['alpha', 'beta'], { peer: { 'beta>alpha': { extra: 'inbox_quota_bytes = 1350000' } } })

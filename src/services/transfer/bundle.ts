@@ -63,6 +63,8 @@ export async function packBundle (outbox: string, items: Item[], dest: string): 
     if (n > 0) await fh.write(Buffer.concat(buf, n))
     size += n
   })()
+  // A failed write (a full disk) ends the packing with its own error, not tar's "destroyed".
+  drain.catch((err: Error) => pack.destroy(err))
   const packed: Item[] = []
   try {
     for (const [i, it] of items.entries()) {
@@ -80,8 +82,7 @@ export async function packBundle (outbox: string, items: Item[], dest: string): 
     return { items: packed, size }
   } catch (err) {
     pack.destroy()
-    await drain.catch(() => {})
-    throw err
+    throw await drain.then(() => err, (cause: unknown) => cause)
   } finally {
     await fh.close()
   }

@@ -35,6 +35,10 @@
 //   daemon died or stopped; lib/writers.ts) is not a file closed after
 //   writing: it is not sent until it is released, by a writer closing it
 //   again, a touch or chmod, a rename, or its removal. At most maxQueued.
+// - The spool's disk is the outbox's. Once a batch finds no room there to
+//   be packed, small files go one at a time as themselves (no copy in the
+//   spool; each delivered frees its room) until the sender says there is
+//   room again.
 // - A batch the receiver refuses (one name it cannot place, a quota below
 //   the batch's size) is split: its files go in batches of at most half
 //   as many (caps), down to one file, which goes as itself and alone is
@@ -45,9 +49,10 @@
 //   cannot be capped is refused whole, as before splitting existed.
 import { randomBytes } from 'node:crypto'
 import { lstatSync, mkdirSync, renameSync, unlinkSync } from 'node:fs'
-import { readdir, rm, rmdir, stat, unlink } from 'node:fs/promises'
+import { readdir, rm, rmdir, stat, statfs, unlink } from 'node:fs/promises'
 import path from 'node:path'
 import type { Clock, Timer } from '../../lib/clock.js'
+import { isNoRoom } from '../../lib/durable.js'
 import { isHidden, isUnder, joinRel, rsyncTarget } from '../../lib/names.js'
 import { yieldLoop } from '../../lib/wait.js'
 import { walkFiles } from '../../lib/walk.js'
@@ -89,6 +94,8 @@ export class OutboxQueue {
   private lastRefusal = '-'
   /** Most files a batch holding this file may have: set when a batch holding it was refused. */
   private readonly caps = new Map<string, number>()
+  /** A batch found no room in the spool: small files go one at a time, as themselves, until this many bytes are free there. */
+  private lowSpace: number | undefined
   /**
    * Reported ready while a writer had them open (touch opens the file it
    * sets the times of): looked at again at the last close, which reports
@@ -351,6 +358,13 @@ export class OutboxQueue {
     return { files: this.refused.size, last: this.lastRefusal }
   }
 
+  /** After a delivery: batches again once the spool's disk has room for the one that did not fit. */
+  async checkRoom (): Promise<void> {
+    if (this.lowSpace === undefined) return
+    const fs = await statfs(this.store.dir).catch(() => undefined)
+    if (fs !== undefined && fs.bavail * fs.bsize >= this.lowSpace) this.lowSpace = undefined
+  }
+
   /**
    * The receiver refused a batch of these files: they go again in batches
    * of at most half as many (a batch of one, as itself: its tar may be
@@ -416,7 +430,7 @@ export class OutboxQueue {
       batch = [l.value.item]
     } else {
       let bytes = 0
-      let most = s.batchFiles
+      let most = this.lowSpace !== undefined ? 1 : s.batchFiles
       for (const { item } of this.small.values()) {
         most = Math.min(most, this.caps.get(item.rel) ?? most)
         if (batch.length > 0 && (batch.length >= most || bytes + item.size > s.bundleMaxBytes)) break
@@ -450,8 +464,8 @@ export class OutboxQueue {
     let rec: SentRecord | undefined
     const left: Item[] = []
     try {
-      // One file of a refused batch goes as itself: the receiver's verdict on it is its own.
-      if (batch[0].size >= s.largeFileBytes || (batch.length === 1 && this.caps.has(batch[0].rel))) {
+      // One file of a refused batch goes as itself: the receiver's verdict on it is its own; so does one sent while the spool has no room.
+      if (batch[0].size >= s.largeFileBytes || (batch.length === 1 && (this.caps.has(batch[0].rel) || this.lowSpace !== undefined))) {
         rec = { ...base, kind: 'file', name: batch[0].rel, size: batch[0].size, items: batch }
       } else {
         const packed = await packBundle(this.outbox, batch, this.store.bundle(base.xid))
@@ -469,6 +483,8 @@ export class OutboxQueue {
       rec = undefined
       left.splice(0, left.length, ...batch)
       await rm(this.store.bundle(base.xid), { force: true }).catch(() => {})
+      // Its tar and a margin: one that fits would not leave the disk full again.
+      if (isNoRoom(err)) this.lowSpace = 2 * batch.reduce((n, it) => n + it.size + 1024, 0)
       throw err
     } finally {
       for (const it of batch) this.packing.delete(it.rel)

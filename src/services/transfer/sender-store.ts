@@ -4,9 +4,16 @@
 // it was delivered already. A record's phase is 'send' until it is done,
 // or 'cancel' once its files left the outbox before it was delivered: the
 // cancel is kept until the receiver answers it.
-import { readdir, readFile, rename, rm } from 'node:fs/promises'
+//
+// The spool's disk is the outbox's: a user can fill it to the last block
+// with files to send (a peer down for days). A record is then what stands
+// between the full disk and the deliveries that would empty it, so
+// RESERVE_BYTES of it are kept in a file of their own beside the spool
+// folder (<spool>.reserve), given up when a record finds no room, and
+// taken back once there is room again.
+import { open, readdir, readFile, rename, rm, stat } from 'node:fs/promises'
 import path from 'node:path'
-import { writeDurable } from '../../lib/durable.js'
+import { isNoRoom, writeDurable } from '../../lib/durable.js'
 import type { XferKind } from '../../transport/messages/xfer.js'
 import type { Item } from './bundle.js'
 
@@ -26,10 +33,16 @@ export interface SentRecord {
 
 const RECORD_RE = /^([0-9a-f]{32})\.json$/
 
+/** Room for a few hundred records (each a block or two) on a disk the outbox filled. */
+export const RESERVE_BYTES = 1 << 20
+
+
 export class SenderStore {
   constructor (readonly dir: string, private readonly outbox: string) {}
 
   bundle (xid: string): string { return path.join(this.dir, `${xid}.tar`) }
+
+  private get reserve (): string { return `${this.dir}.reserve` }
 
   /** Where the n-th removal moves delivered files out of the outbox before it unlinks them (queue.ts); removed at load. */
   trash (n: number): string { return path.join(this.dir, `trash-${n}`) }
@@ -73,7 +86,40 @@ export class SenderStore {
   }
 
   async save (rec: SentRecord): Promise<void> {
-    await writeDurable(path.join(this.dir, `${rec.xid}.json`), JSON.stringify(rec))
+    const write = async (): Promise<void> => { await writeDurable(path.join(this.dir, `${rec.xid}.json`), JSON.stringify(rec)) }
+    try {
+      await write()
+    } catch (err) {
+      if (!isNoRoom(err) || !await this.spendReserve()) throw err
+      await write()
+    }
+  }
+
+  /** Gives the reserve up; true if there was one. */
+  private async spendReserve (): Promise<boolean> {
+    const file = this.reserve
+    if (await stat(file).catch(() => undefined) === undefined) return false
+    await rm(file, { force: true })
+    return true
+  }
+
+  /** Makes the reserve whole, if there is room for it; true if it is. Never throws (a full disk is what it is for). */
+  async keepReserve (): Promise<boolean> {
+    const file = this.reserve
+    if ((await stat(file).catch(() => undefined))?.size === RESERVE_BYTES) return true
+    // Written, not sparse: the blocks must be taken now, to be given back later.
+    const fh = await open(file, 'w', 0o600).catch(() => undefined)
+    if (fh === undefined) return false
+    try {
+      await fh.write(Buffer.alloc(RESERVE_BYTES))
+      await fh.sync()
+    } catch {
+      await fh.close().catch(() => {})
+      await rm(file, { force: true }).catch(() => {})
+      return false
+    }
+    await fh.close()
+    return true
   }
 
   async dropBundle (rec: SentRecord): Promise<void> {

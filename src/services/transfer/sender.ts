@@ -84,6 +84,8 @@ export class OutboxSender {
   private answerTimer: Timer | undefined
   /** step() was asked for while an attempt was being prepared. */
   private again = false
+  /** Why the last attempt to prepare a transfer failed (a full spool disk), for status; cleared by the next that works. */
+  private notPrepared: string | undefined
   /** The next transfer is being packed while the current one is sent. */
   private prefetching = false
   /** Streams of rsync's temp files, closed, waiting for the rename into place (bounded by the saved transfers). */
@@ -124,6 +126,7 @@ export class OutboxSender {
       }
       this.book.add(rec)
     }
+    await this.store.keepReserve()
     const unclosed = await this.queue.loadUnclosed()
     if (unclosed.length > 0) {
       this.opts.log.warn({ peer: this.peerId, count: unclosed.length, files: unclosed.slice(0, 20) }, 'files still open for writing when peerfs last stopped are not sent until written again, touched or removed')
@@ -222,7 +225,7 @@ export class OutboxSender {
       ['transfer', att === undefined ? '-' : describe(att.rec)],
       ['transfer_progress', att === undefined ? '-' : att.progress.text()],
       ['transfer_bytes_per_s', att === undefined ? 0 : att.progress.bytesPerS(now)],
-      ['transfer_waiting', this.book.waiting(now)]
+      ['transfer_waiting', this.notPrepared ?? this.book.waiting(now)]
     ]
   }
 
@@ -255,7 +258,11 @@ export class OutboxSender {
     this.phase = 'preparing'
     this.again = false
     const gen = this.gen
-    this.lock.run(async () => await this.next()).then((rec) => this.offer(gen, rec), (err: unknown) => {
+    this.lock.run(async () => await this.next()).then((rec) => {
+      this.notPrepared = undefined
+      this.offer(gen, rec)
+    }, (err: unknown) => {
+      this.notPrepared = `cannot prepare a transfer: ${(err as Error).message}`
       this.opts.log.error({ peer: this.peerId, err }, 'cannot prepare an outbox transfer; retrying')
       if (this.gen !== gen || this.phase !== 'preparing') return
       this.phase = 'idle'
@@ -502,6 +509,8 @@ export class OutboxSender {
       // transfer is picked meanwhile instead of after.
       void (async () => {
         await this.queue.clear(rec)
+        // What the delivery freed on a full disk goes to the reserve first, then to batches again.
+        if (await this.store.keepReserve()) await this.queue.checkRoom()
         for (const it of rec.items) this.opts.onSent?.(it.rel)
         this.opts.log.info({ peer: this.peerId, files: rec.items.length, bytes: rec.size }, 'transfer delivered')
         this.book.cleared(rec)
