@@ -70,7 +70,8 @@ function wrap<T> (what: string, fn: () => T): T {
 export class PassRoot {
   /** Handles open for writing: a rename carries them to the new name. */
   readonly writers = new Set<PassHandle>()
-  constructor (readonly dir: string, readonly hooks: PassHooks, readonly readOnly: boolean) {}
+  /** hidden: names of the owner's own files in progress there (an inbox's copy beside its destination), never shown. */
+  constructor (readonly dir: string, readonly hooks: PassHooks, readonly readOnly: boolean, readonly hidden: (name: string) => boolean = () => false) {}
   real (rel: string): string { return path.join(this.dir, rel) }
   top (): PassDir { return new PassDir(this, '') }
 
@@ -143,6 +144,7 @@ export class PassDir extends PassNode implements MutableDirNode {
   // The kernel looked up every folder on the way; one lstat of the end suffices.
   lookupPath (names: string[]): FsNode | undefined {
     for (const n of names) checkComponent(n)
+    if (names.some(n => this.root.hidden(n))) return undefined
     const rel = [this.rel, ...names].filter(p => p !== '').join('/')
     // A missing name is the common case (every create looks up first);
     // without throwIfNoEntry it costs an exception, ~100 us here.
@@ -153,7 +155,7 @@ export class PassDir extends PassNode implements MutableDirNode {
   }
 
   list (): string[] {
-    return wrap(this.rel, () => readdirSync(this.real))
+    return wrap(this.rel, () => readdirSync(this.real)).filter(n => !this.root.hidden(n))
   }
 
   // One open(2), which creates: a second open of a new 0444 file for

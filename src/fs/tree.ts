@@ -11,6 +11,7 @@ import { ALL_SERVICES, parseSvcName, svcName, USER_SERVICES } from '../lib/svc.j
 import type { Backend, PeerView, ServiceHost } from './backend.js'
 import { CtlFile } from './ctl.js'
 import { DeferFile } from './defer.js'
+import { isReserved } from '../lib/names.js'
 import { PassRoot } from './passthrough.js'
 import { EventsFile } from './events-file.js'
 import { PacketDir } from './packet.js'
@@ -58,7 +59,8 @@ const PEER_DIRTAB: readonly PeerEntry[] = [
   { name: 'svc', make: (p, t) => new PerServiceDir((n) => new RequestFile(p, n, t), new Map(), t) },
   { name: 'defer', make: (p, t) => new PerServiceDir((n) => new DeferFile(p, n, t), new Map([['log', new TextFile(async () => await p.deferLog(), t)]]), t) },
   { name: 'outbox', make: (p) => new PassRoot(p.outboxDir, p.outboxHooks, false).top() },
-  { name: 'inbox', make: (p) => new PassRoot(p.inboxDir, {}, true).top() }
+  // A file placed across filesystems is copied beside its destination under a reserved name first (delivery.ts).
+  { name: 'inbox', make: (p) => new PassRoot(p.inboxDir, {}, true, isReserved).top() }
 ]
 
 /** A peer's svc/ or defer/: one file per service 01..63, made on first use, plus fixed extras. */

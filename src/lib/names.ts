@@ -12,6 +12,9 @@ export const RESERVED_PREFIX = '.peerfs-'
 
 export class NameError extends PeerfsError {}
 
+/** A name of ours (a status file, a copy in progress beside a delivery). */
+export const isReserved = (name: string): boolean => name.startsWith(RESERVED_PREFIX)
+
 /**
  * File names are bytes, but fuse-native hands paths to us as strings
  * decoded from UTF-8, and every invalid sequence becomes U+FFFD: `bad\xff`
@@ -59,7 +62,7 @@ export function relPathError (rel: string): NameError | undefined {
     if (p === '' || p === '.') return new NameError(E.EINVAL, 'empty path component')
     const err = componentError(p)
     if (err !== undefined) return err
-    if (p.startsWith(RESERVED_PREFIX)) return new NameError(E.EINVAL, 'reserved name')
+    if (isReserved(p)) return new NameError(E.EINVAL, 'reserved name')
   }
   return undefined
 }

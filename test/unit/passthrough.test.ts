@@ -2,9 +2,11 @@
 // sender is told of a file as it is written, so it can send a file that
 // is written in order before it is closed (and only then).
 import { constants as fsc } from 'node:fs'
-import { rm } from 'node:fs/promises'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
+import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { PassFile, PassRoot, type PassHandle } from '../../src/fs/passthrough.js'
+import { isReserved } from '../../src/lib/names.js'
 import { tempDir } from '../helpers/net.js'
 
 const dirs: string[] = []
@@ -95,5 +97,19 @@ describe('the outbox folder tells its owner', () => {
     h.release()
     await top.rename('.big.bin.Zx81Qa', top, 'big.bin')
     expect(told).toEqual(['writing .big.bin.Zx81Qa 1', 'grew .big.bin.Zx81Qa 3', 'grew .big.bin.Zx81Qa 5', 'writing .big.bin.Zx81Qa -1', 'renamed .big.bin.Zx81Qa big.bin', 'gone .big.bin.Zx81Qa', 'ready big.bin'])
+  })
+})
+
+describe('a folder that hides its owner\'s files in progress (an inbox)', () => {
+  it('neither lists nor finds a reserved name, at the top or below', async () => {
+    const dir = await tempDir()
+    dirs.push(dir)
+    await mkdir(path.join(dir, 'sub'))
+    for (const f of ['a', '.peerfs-0123-0', 'sub/b', 'sub/.peerfs-4567-1']) await writeFile(path.join(dir, f), 'x')
+    const top = new PassRoot(dir, {}, true, isReserved).top()
+    expect(top.list().sort()).toEqual(['a', 'sub'])
+    expect(top.lookup('.peerfs-0123-0')).toBeUndefined()
+    expect(top.lookupPath(['sub', '.peerfs-4567-1'])).toBeUndefined()
+    expect(top.lookupPath(['sub', 'b'])).toBeDefined()
   })
 })
