@@ -11,7 +11,7 @@
 // RESERVE_BYTES of it are kept in a file of their own beside the spool
 // folder (<spool>.reserve), given up when a record finds no room, and
 // taken back once there is room again.
-import { open, readdir, readFile, rename, rm, stat } from 'node:fs/promises'
+import { open, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/promises'
 import path from 'node:path'
 import { isNoRoom, writeDurable } from '../../lib/durable.js'
 import type { XferKind } from '../../transport/messages/xfer.js'
@@ -35,6 +35,9 @@ const RECORD_RE = /^([0-9a-f]{32})\.json$/
 
 /** Room for a few hundred records (each a block or two) on a disk the outbox filled. */
 export const RESERVE_BYTES = 1 << 20
+
+/** The reserve is taken only from a disk with this many times its size free. */
+const RESERVE_SPARE = 4
 
 
 export class SenderStore {
@@ -103,23 +106,29 @@ export class SenderStore {
     return true
   }
 
-  /** Makes the reserve whole, if there is room for it; true if it is. Never throws (a full disk is what it is for). */
-  async keepReserve (): Promise<boolean> {
+  /**
+   * Makes the reserve whole, if the disk has room to spare for it (a
+   * small state disk is not given up to it). Never throws: a full disk is
+   * what it is for.
+   */
+  async keepReserve (): Promise<void> {
     const file = this.reserve
-    if ((await stat(file).catch(() => undefined))?.size === RESERVE_BYTES) return true
+    if ((await stat(file).catch(() => undefined))?.size === RESERVE_BYTES) return
+    const fs = await statfs(this.dir).catch(() => undefined)
+    if (fs === undefined || fs.bavail * fs.bsize < RESERVE_SPARE * RESERVE_BYTES) return
     // Written, not sparse: the blocks must be taken now, to be given back later.
     const fh = await open(file, 'w', 0o600).catch(() => undefined)
-    if (fh === undefined) return false
+    if (fh === undefined) return
+    let whole = false
     try {
-      await fh.write(Buffer.alloc(RESERVE_BYTES))
+      whole = (await fh.write(Buffer.alloc(RESERVE_BYTES))).bytesWritten === RESERVE_BYTES
       await fh.sync()
     } catch {
+      whole = false
+    } finally {
       await fh.close().catch(() => {})
-      await rm(file, { force: true }).catch(() => {})
-      return false
     }
-    await fh.close()
-    return true
+    if (!whole) await rm(file, { force: true }).catch(() => {})
   }
 
   async dropBundle (rec: SentRecord): Promise<void> {

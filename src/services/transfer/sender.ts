@@ -510,7 +510,8 @@ export class OutboxSender {
       void (async () => {
         await this.queue.clear(rec)
         // What the delivery freed on a full disk goes to the reserve first, then to batches again.
-        if (await this.store.keepReserve()) await this.queue.checkRoom()
+        await this.store.keepReserve()
+        await this.queue.checkRoom()
         for (const it of rec.items) this.opts.onSent?.(it.rel)
         this.opts.log.info({ peer: this.peerId, files: rec.items.length, bytes: rec.size }, 'transfer delivered')
         this.book.cleared(rec)
