@@ -37,8 +37,8 @@
 //   again, a touch or chmod, a rename, or its removal. At most maxQueued.
 // - The spool's disk is the outbox's. Once a batch finds no room there to
 //   be packed, small files go one at a time as themselves (no copy in the
-//   spool; each delivered frees its room) until the sender says there is
-//   room again.
+//   spool; each delivered frees its room) until the disk has twice that
+//   batch free (checkRoom, after each delivery).
 // - A batch the receiver refuses (one name it cannot place, a quota below
 //   the batch's size) is split: its files go in batches of at most half
 //   as many (caps), down to one file, which goes as itself and alone is

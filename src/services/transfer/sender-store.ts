@@ -34,11 +34,10 @@ export interface SentRecord {
 const RECORD_RE = /^([0-9a-f]{32})\.json$/
 
 /** Room for a few hundred records (each a block or two) on a disk the outbox filled. */
-export const RESERVE_BYTES = 1 << 20
+const RESERVE_BYTES = 1 << 20
 
 /** The reserve is taken only from a disk with this many times its size free. */
 const RESERVE_SPARE = 4
-
 
 export class SenderStore {
   constructor (readonly dir: string, private readonly outbox: string) {}
