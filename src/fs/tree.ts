@@ -7,11 +7,11 @@
 // Per-peer folders are cached so a file's state (a request file's last
 // reply) lives as long as the peer stays configured. A new kind of entry
 // is one line in ROOT_DIRTAB or PEER_DIRTAB.
+import { isReserved } from '../lib/names.js'
 import { ALL_SERVICES, parseSvcName, svcName, USER_SERVICES } from '../lib/svc.js'
 import type { Backend, PeerView, ServiceHost } from './backend.js'
 import { CtlFile } from './ctl.js'
 import { DeferFile } from './defer.js'
-import { isReserved } from '../lib/names.js'
 import { PassRoot } from './passthrough.js'
 import { EventsFile } from './events-file.js'
 import { PacketDir } from './packet.js'

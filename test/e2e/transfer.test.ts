@@ -42,6 +42,28 @@ async function bigFile (netw: Network, mib: number): Promise<string> {
   return f
 }
 
+/** A set-aside that ends soon, so a test waits seconds for a retry. */
+const QUICK_RETRY = 'transfer_retry_ms = 200\ntransfer_retry_max_ms = 1000\n'
+
+/**
+ * Runs fn with a small disk (a tmpfs of this size) mounted at a folder of
+ * its own, not under a network's folder: it is mounted before the network
+ * is made. Unmounted and removed after, also on failure, once the daemons
+ * that may write there are gone.
+ */
+async function onSmallDisk (size: string, fn: (dir: string) => Promise<void>): Promise<void> {
+  const parent = await tempDir()
+  const dir = `${parent}/disk`
+  await sh(`mkdir -p ${dir} && mount -t tmpfs -o size=${size} peerfs-test ${dir}`)
+  try {
+    await fn(dir)
+  } finally {
+    await teardown()
+    await sh(`umount -l ${dir}`)
+    await rm(parent, { recursive: true, force: true })
+  }
+}
+
 describe('outbox to inbox', () => {
   it('delivers a 64 MiB cp with the same SHA-256, and the outbox empties', async () => {
     const { netw, a, b } = await startPair()
@@ -185,13 +207,9 @@ for i in range(300):
   }, 120_000)
 
   it('a full inbox disk holds back only the file that does not fit: the one behind it arrives, the big one once there is room, each reported sent', async () => {
-    // Not under the network's folder: the inbox is mounted before the network is made.
-    const parent = await tempDir()
-    const inbox = `${parent}/inbox`
-    await sh(`mkdir -p ${inbox} && mount -t tmpfs -o size=8m peerfs-test ${inbox}`)
-    try {
+    await onSmallDisk('8m', async (inbox) => {
       const netw = await makeNetwork(['alpha', 'beta'], {
-        extra: { alpha: 'transfer_retry_ms = 200\ntransfer_retry_max_ms = 1000\n' },
+        extra: { alpha: QUICK_RETRY },
         peer: { 'beta>alpha': { extra: `inbox = "${inbox}"` } }
       })
       const ds = await startNetwork(netw)
@@ -213,11 +231,7 @@ for i in range(300):
       expect(await sha(b.path('peers/alpha/inbox/big-6.bin'))).toBe(await sha(src))
       expect(await field(a, 'beta', 'transfer_waiting')).toBe('-')
       expect(await listing(a.path('peers/beta/outbox'))).toBe('')
-    } finally {
-      await teardown()
-      await sh(`umount -l ${inbox}`)
-      await rm(parent, { recursive: true, force: true })
-    }
+    })
   }, 120_000)
 
   it('a folder in the inbox where a file goes holds that file in the outbox, with the reason in status, and it arrives once the folder is moved', async () => {
@@ -237,11 +251,8 @@ for i in range(300):
 
   it('an outbox that filled its own disk while beta was down is delivered whole once beta is back: one file at a time until there is room for batches again', async () => {
     // alpha's whole state, so its outbox and spool, on a small disk of its own.
-    const parent = await tempDir()
-    const disk = `${parent}/disk`
-    await sh(`mkdir -p ${disk} && mount -t tmpfs -o size=16m peerfs-test ${disk}`)
-    try {
-      const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: 'transfer_retry_ms = 200\ntransfer_retry_max_ms = 1000\n' } })
+    await onSmallDisk('16m', async (disk) => {
+      const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: QUICK_RETRY } })
       expect((await sh(`sed -i 's|^state = "state"$|state = "${disk}/state"|' ${netw.node('alpha').config}`)).code).toBe(0)
       const a = new Daemon(netw.node('alpha'))
       await a.start()
@@ -258,11 +269,7 @@ for i in range(300):
       expect((await sh(`cd ${inbox} && sha256sum -c --quiet ${netw.dir}/sums`)).code).toBe(0)
       await eventually(async () => (await sh(`find ${outbox} -type f | wc -l`)).stdout.trim() === '0', 'the outbox empties', 30_000)
       expect(a.stderr).toMatch(/ENOSPC/)
-    } finally {
-      await teardown()
-      await sh(`umount -l ${disk}`)
-      await rm(parent, { recursive: true, force: true })
-    }
+    })
   }, 240_000)
 
   it('a batch beta refuses whole (over its inbox quota, one name too deep) is split: the 300 files that fit arrive once, the refused one stays, counted in status', async () => {

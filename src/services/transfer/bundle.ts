@@ -13,7 +13,7 @@ import { promisify } from 'node:util'
 import tar from 'tar-stream'
 import { fsyncDir } from '../../lib/durable.js'
 import { yieldLoop } from '../../lib/wait.js'
-import { Refusal } from './shared.js'
+import { Refusal, quoted } from './shared.js'
 
 /**
  * A file of the outbox as it was when it was picked. ino and ctimeMs (absent in records
@@ -148,8 +148,6 @@ async function drained (ex: ReturnType<typeof tar.extract>): Promise<void> {
     ex.on('close', done)
   })
 }
-
-const quoted = (name: string): string => JSON.stringify(name.slice(0, 200))
 
 /**
  * Unpacks a verified bundle into staging (emptied first); throws Refusal

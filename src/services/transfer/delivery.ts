@@ -15,7 +15,7 @@ import path from 'node:path'
 import { fsyncDir, setTimes, setTimesSync } from '../../lib/durable.js'
 import { PATH_MAX, RESERVED_PREFIX, badRelPath } from '../../lib/names.js'
 import { yieldLoop } from '../../lib/wait.js'
-import { Refusal } from './shared.js'
+import { Refusal, quoted } from './shared.js'
 
 export interface Placement {
   /** The staged file (a verified partial, or one unpacked from a bundle). */
@@ -52,11 +52,11 @@ const NEAR_NAME_MAX = RESERVED_PREFIX.length + 64 + 1 + 10
  */
 export function placeError (inbox: string, rel: string): string | undefined {
   const bad = badRelPath(rel)
-  if (bad !== undefined) return `${JSON.stringify(rel.slice(0, 200))}: ${bad}`
+  if (bad !== undefined) return `${quoted(rel)}: ${bad}`
   const dest = path.join(inbox, rel)
   const longest = Buffer.byteLength(path.dirname(dest)) + 1 + Math.max(Buffer.byteLength(path.basename(dest)), NEAR_NAME_MAX)
   // PATH_MAX counts the terminating NUL.
-  if (longest >= PATH_MAX) return `${JSON.stringify(rel.slice(0, 200))}: path of ${longest} bytes in the inbox, over ${PATH_MAX - 1}`
+  if (longest >= PATH_MAX) return `${quoted(rel)}: path of ${longest} bytes in the inbox, over ${PATH_MAX - 1}`
   return undefined
 }
 

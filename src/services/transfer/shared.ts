@@ -74,6 +74,9 @@ export function label (name: string): string {
 /** The transfer can never be taken as it is (a bad name, a link in a tar); the sender stops offering it. */
 export class Refusal extends Error {}
 
+/** A peer's name as a message quotes it: escaped, and cut to 200 characters. */
+export const quoted = (name: string): string => JSON.stringify(name.slice(0, 200))
+
 /** Feeds bytes [from, to) of a file to a hash: the prefix a resumed transfer already holds. */
 export async function hashRange (fh: FileHandle, hash: Hash, from: number, to: number): Promise<void> {
   const buf = Buffer.allocUnsafe(1 << 20)
