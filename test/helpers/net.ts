@@ -26,17 +26,30 @@ export const CLI = path.join(ROOT, 'dist/src/cli.js')
 /** More node flags for every daemon (bench/run.ts: PEERFS_NODE_ARGS, for profiling). */
 const EXTRA_NODE_ARGS = (process.env.PEERFS_NODE_ARGS ?? '').split(' ').filter(a => a !== '')
 
+/** Test workers that run at once get slices of the port range; more than vitest's maxWorkers. */
+const PORT_SLICES = 4
+/** Ports this process handed out: a port picked is free only until its daemon binds it. */
+const handed = new Set<number>()
+
 /**
  * A port free now, picked below the kernel's ephemeral range: a port from
  * that range (what listen(0) gives) can be taken, before the daemon binds
- * it, by any outgoing connection, and some tests make thousands.
+ * it, by any outgoing connection, and some tests make thousands. Each
+ * worker picks from its own slice, and never the same port twice: a port
+ * is free from its pick until the daemon binds it, and another node, of
+ * this test or of a test in another worker, must not pick it meanwhile.
  */
 export async function freePort (): Promise<number> {
   const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])
-  const span = Math.max(0, Math.min(low, 65536) - 10_000)
-  for (let i = 0; i < 50 && span > 0; i++) {
-    const port = 10_000 + Math.floor(Math.random() * span)
-    if (await bindable(port)) return port
+  const slice = Math.floor(Math.max(0, Math.min(low, 65536) - 10_000) / PORT_SLICES)
+  const start = 10_000 + (Number(process.env.VITEST_POOL_ID ?? 0) % PORT_SLICES) * slice
+  for (let i = 0; i < 50 && slice > 0; i++) {
+    const port = start + Math.floor(Math.random() * slice)
+    if (handed.has(port)) continue
+    if (await bindable(port) !== 0) {
+      handed.add(port)
+      return port
+    }
   }
   return await bindable(0)
 }
@@ -265,6 +278,11 @@ while time.monotonic() < end:
 export async function readText (file: string): Promise<string> {
   const r = await sh(`cat '${file}'`)
   return r.code === 0 ? r.stdout : ''
+}
+
+/** One field of peers/<peer>/status as node d shows it ('' if absent or unreadable). */
+export async function field (d: Daemon, peer: string, key: string): Promise<string> {
+  return new RegExp(`^${key}: (.*)$`, 'm').exec(await readText(d.path('peers', peer, 'status')))?.[1] ?? ''
 }
 
 /** A peer's state as node d sees it ('' if unreadable). */

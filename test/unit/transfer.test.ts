@@ -114,7 +114,8 @@ async function rig (o: RigOptions = {}) {
   cleanups.push(async () => {
     sender.stop()
     receiver.stop()
-    await rm(dir, { recursive: true, force: true })
+    // A delivery's clearing may still be writing there (its trash, the reserve): ENOTEMPTY is retried.
+    await rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 })
   })
   const r = {
     dir, outbox, inbox, spool, partial, offers, toReceiver, toSender, sent, received,
