@@ -163,8 +163,7 @@ export class PassDir extends PassNode implements MutableDirNode {
   create (name: string, mode: number): PassHandle {
     this.writable()
     const rel = this.newChild(name)
-    const fd = wrap(rel, () => openSync(this.root.real(rel), fsc.O_CREAT | fsc.O_RDWR, mode & 0o7777))
-    return new PassHandle(this.root, rel, fd, true, true)
+    return PassHandle.open(this.root, rel, true, true, () => openSync(this.root.real(rel), fsc.O_CREAT | fsc.O_RDWR, mode & 0o7777))
   }
 
   async mkdir (name: string, mode: number): Promise<void> {
@@ -216,8 +215,7 @@ export class PassFile extends PassNode implements FileNode {
   open (ctx: OpenContext): PassHandle {
     const acc = ctx.flags & 3
     if (this.root.readOnly && acc !== fsc.O_RDONLY) throw new FsError(E.EROFS, 'read-only')
-    const fd = wrap(this.rel, () => openSync(this.real, acc | (ctx.flags & fsc.O_APPEND)))
-    return new PassHandle(this.root, this.rel, fd, acc !== fsc.O_RDONLY, false)
+    return PassHandle.open(this.root, this.rel, acc !== fsc.O_RDONLY, false, () => openSync(this.real, acc | (ctx.flags & fsc.O_APPEND)))
   }
 }
 
@@ -240,12 +238,30 @@ export class PassHandle implements Handle {
   /** A created file (visible, or rsync's temp file) written in order so far: its size (hooks.grew); undefined once it is not. */
   private inOrder: number | undefined
 
-  constructor (private readonly root: PassRoot, private name: string, private readonly fd: number, private readonly writer: boolean, readonly direct: boolean) {
-    if (writer) {
-      root.writers.add(this)
-      root.hooks.writing?.(name, 1)
-    }
+  private constructor (private readonly root: PassRoot, private name: string, private readonly fd: number, private readonly writer: boolean, readonly direct: boolean) {
+    if (writer) root.writers.add(this)
     if (direct && growable(name)) this.inOrder = 0
+  }
+
+  /**
+   * Opens rel with open(), which returns the fd. A writer is registered
+   * with the owner before the open(2), not after: a create takes tens of
+   * microseconds in the kernel, and a kill -9 landing in it or just after
+   * ended the process with the file made and no writer on record, so the
+   * next run sent it as it was left, empty (found by a tester in 1 of 12
+   * kills of a busy writer). A writer recorded for a file the open then
+   * did not make is dropped at the next start, as the file is not there.
+   */
+  static open (root: PassRoot, rel: string, writer: boolean, direct: boolean, open: () => number): PassHandle {
+    if (writer) root.hooks.writing?.(rel, 1)
+    let fd: number
+    try {
+      fd = wrap(rel, open)
+    } catch (err) {
+      if (writer) root.hooks.writing?.(rel, -1)
+      throw err
+    }
+    return new PassHandle(root, rel, fd, writer, direct)
   }
 
   /** The name the file has now (a rename carries an open handle along). */

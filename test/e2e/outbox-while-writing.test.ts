@@ -8,7 +8,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { EventRecorder } from '../helpers/events.js'
-import { Daemon, eventually, py, readText, sh, startPair, teardown, tempDir } from '../helpers/net.js'
+import { Daemon, eventually, field, py, readText, sh, startPair, teardown, tempDir } from '../helpers/net.js'
 
 afterEach(async () => {
   EventRecorder.stopAll()
@@ -205,7 +205,7 @@ for i in range(1500):
     await again.start()
     const outbox = `${netw.node('alpha').dir}/state/outbox/beta`
     const left = async (): Promise<string[]> => (await sh(`cd ${outbox} && find . -type f | sort`)).stdout.split('\n').filter(l => l !== '').map(l => l.slice(2))
-    const unclosed = async (): Promise<number> => Number(/^outbox_unclosed: (\d+)$/m.exec(await readText(again.path('peers/beta/status')))?.[1])
+    const unclosed = async (): Promise<number> => Number(await field(again, 'beta', 'outbox_unclosed'))
     // All that is left in the outbox is what was held.
     await eventually(async () => (await left()).length === await unclosed(), 'the outbox sent all but what is held', 60_000)
     const held = await left()

@@ -6,10 +6,12 @@
 // partials or the inbox. Placed twice shows as a second `recv` of the same
 // path in beta's events, or as a file seen again after the consumer removed it.
 // Then large files streamed while they are written, while beta is killed.
-import { readdir } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { readdir, readFile, utimes, writeFile } from 'node:fs/promises'
+import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { EventRecorder } from '../helpers/events.js'
-import { Daemon, eventually, makeNetwork, py, sh, startNetwork, teardown, waitState } from '../helpers/net.js'
+import { Daemon, eventually, field, makeNetwork, py, sh, startNetwork, teardown, waitState } from '../helpers/net.js'
 
 afterEach(async () => {
   EventRecorder.stopAll()
@@ -22,6 +24,7 @@ const KILLS = 6
 const SEED = 0x11
 const STREAMED = 8
 const STREAM_KILLS = 4
+const WRITE_KILLS = 10
 
 /** mulberry32: a small seeded PRNG, so a failing schedule can be replayed. */
 function prng (seed: number): () => number {
@@ -208,12 +211,65 @@ for i in range(${STREAMED}):
     const dirs = [`${netw.node('alpha').dir}/state/outbox/beta`, `${netw.node('alpha').dir}/state/spool/beta`, `${netw.node('beta').dir}/state/partial/alpha`]
     const sums = async (): Promise<Map<string, string>> => new Map((await sh(`cd ${inbox} && sha256sum *`)).stdout.trim().split('\n').filter(l => l !== '').map(l => l.split(/ +/).reverse() as [string, string]))
     await eventually(async () => (await sums()).size === STREAMED && (await Promise.all(dirs.map(left))).every(l => l.length === 0),
-      async () => `all delivered, nothing left (kills after ${kills.join(', ')} ms): inbox ${[...(await sums()).keys()].join(' ')}; left ${(await Promise.all(dirs.map(left))).map(l => l.length).join('/')}`, 90_000, 200)
+      async () => `all delivered, nothing left (kills after ${kills.join(', ')} ms): inbox ${[...(await sums()).keys()].join(' ')}; left in the outbox, spool, partials: ${(await Promise.all(dirs.map(left))).map(l => l.join(' ') || '-').join(' / ')}`, 90_000, 200)
     expect(await sums()).toEqual(want)
     // Placed once each: no second recv (a kill between a placing and its event loses that event, never the file).
     const recv = received(recorders)
     expect([...new Set(recv.filter((rel, i) => recv.indexOf(rel) !== i))]).toEqual([])
     // For the record: how many transfers the kills made the sender cancel (each went again as a file).
     console.log(`stream kills after ${kills.join(', ')} ms; ${(a.stderr.match(/cancelling a transfer/g) ?? []).length} cancels`)
+  }, 180_000)
+  it(`never sends a file whose create or write a kill -9 cut off: ${WRITE_KILLS} kills of a busy writer's daemon, and every file written arrives whole, none that failed`, async () => {
+    const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: 'transfer_retry_ms = 100\ntransfer_retry_max_ms = 1000\n' } })
+    const ds = await startNetwork(netw)
+    let a = ds.get('alpha') as Daemon
+    await waitState(a, 'beta')
+    const [report, stop] = [`${netw.dir}/written`, `${netw.dir}/stop`]
+    // One small file after another (one write(2), at the close), as fast as the mount takes them; one that fails is left as it is.
+    const writer = py(`
+import os, sys, errno, hashlib, time
+out, report, stop = sys.argv[1:4]
+with open(report, 'w') as rep:
+    i = 0
+    while not os.path.exists(stop) and i < 100000:
+        rel, data = 'f%06d' % i, os.urandom((i * 7919) % 8192)
+        try:
+            with open(os.path.join(out, rel), 'wb') as f: f.write(data)
+            rep.write('%s %s\\n' % (rel, hashlib.sha256(data).hexdigest()))
+        except OSError as e:
+            rep.write('%s %s\\n' % (rel, errno.errorcode.get(e.errno, 'failed')))
+            time.sleep(0.1)
+        i += 1
+`, [a.path('peers/beta/outbox'), report, stop], 120_000)
+    const rnd = prng(SEED + 2)
+    for (let k = 0; k < WRITE_KILLS; k++) {
+      await new Promise(resolve => setTimeout(resolve, 300 + Math.floor(rnd() * 900)))
+      await a.kill('SIGKILL')
+      a = new Daemon(netw.node('alpha'))
+      await a.start()
+    }
+    await new Promise(resolve => setTimeout(resolve, 500))
+    await writeFile(stop, '')
+    expect((await writer).stderr).toBe('')
+    const lines = (await readFile(report, 'utf8')).trim().split('\n').map(l => l.split(' ') as [string, string])
+    const ok = new Map(lines.filter(([, r]) => /^[0-9a-f]{64}$/.test(r)))
+    const failed = lines.filter(([, r]) => !ok.has(r) && !/^[0-9a-f]{64}$/.test(r)).map(([rel]) => rel)
+    expect(failed.length).toBeGreaterThan(0)
+    const outbox = `${netw.node('alpha').dir}/state/outbox/beta`
+    const inbox = `${netw.node('beta').dir}/state/inbox/alpha`
+    const left = async (): Promise<string[]> => await readdir(outbox)
+    const unclosed = async (): Promise<number> => Number(await field(a, 'beta', 'outbox_unclosed'))
+    // All that stays in the outbox is held: files whose writer had not closed them (or whose close came too late to be heard).
+    await eventually(async () => (await left()).length === await unclosed(), 'the outbox sent all but what is held', 60_000)
+    // A file written whole and held is the user's to touch (the log names it); those go.
+    for (const rel of await left()) if (ok.has(rel)) await utimes(path.join(a.path('peers/beta/outbox'), rel), new Date(), new Date())
+    const sums = async (): Promise<Map<string, string>> => new Map((await sh(`cd ${inbox} && ls | xargs -r sha256sum`, 60_000)).stdout.trim().split('\n').filter(l => l !== '').map(l => l.split(/ +/).reverse() as [string, string]))
+    await eventually(async () => [...ok.keys()].every(rel => existsSync(path.join(inbox, rel))), 'every file written delivered', 60_000)
+    const got = await sums()
+    // None that failed was sent, as it was left (empty or cut short); every one written is whole.
+    expect(failed.filter(rel => got.has(rel))).toEqual([])
+    for (const [rel, hash] of ok) expect(got.get(rel), rel).toBe(hash)
+    expect(got.size).toBe(ok.size)
+    console.log(`${ok.size} files written, ${failed.length} failed under ${WRITE_KILLS} kills; ${failed.filter(rel => existsSync(path.join(outbox, rel))).length} of those held in the outbox`)
   }, 180_000)
 })

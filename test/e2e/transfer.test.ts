@@ -5,7 +5,7 @@ import { readdir, readFile, readlink, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { EventRecorder } from '../helpers/events.js'
-import { Daemon, eventually, makeNetwork, readText, sh, startNetwork, startPair, teardown, tempDir, type Network, waitState } from '../helpers/net.js'
+import { Daemon, eventually, field, makeNetwork, readText, sh, startNetwork, startPair, teardown, tempDir, type Network, waitState } from '../helpers/net.js'
 import { FaultProxy } from '../helpers/proxy.js'
 
 afterEach(async () => {
@@ -17,7 +17,6 @@ const sha = async (file: string): Promise<string> => createHash('sha256').update
 const exists = async (file: string): Promise<boolean> => (await sh(`test -e '${file}'`)).code === 0
 const listing = async (dir: string): Promise<string> => (await sh(`cd '${dir}' && find . -mindepth 1 | sort`)).stdout
 /** A status field of node d about peer. */
-const field = async (d: Daemon, peer: string, key: string): Promise<string> => new RegExp(`^${key}: (.*)$`, 'm').exec(await readText(d.path('peers', peer, 'status')))?.[1] ?? ''
 /** Bytes acknowledged of the sender's current transfer (0 if none), also of one streamed as it is written. */
 const acked = async (d: Daemon, peer: string): Promise<number> => Number(/^(\d+)[/ ]/.exec(await field(d, peer, 'transfer_progress'))?.[1] ?? 0)
 

@@ -1,7 +1,7 @@
 // The outbox folder's hooks, over a real folder without FUSE: what the
 // sender is told of a file as it is written, so it can send a file that
 // is written in order before it is closed (and only then).
-import { constants as fsc } from 'node:fs'
+import { constants as fsc, existsSync } from 'node:fs'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -42,6 +42,19 @@ describe('the outbox folder tells its owner', () => {
     write(h, 'fg', 5)
     h.release()
     expect(told).toEqual(['writing f 1', 'grew f 3', 'grew f 5', 'grew f no', 'writing f -1', 'ready f'])
+  })
+
+  it('of a writer before the open(2) that creates the file, and of its end when that open fails', async () => {
+    const dir = await tempDir()
+    dirs.push(dir)
+    const seen: string[] = []
+    // What a kill -9 at that instant leaves on disk: the file must not exist yet when its writer is told.
+    const root = new PassRoot(dir, { writing: (rel, d) => seen.push(`writing ${rel} ${d} ${existsSync(path.join(dir, rel)) ? 'exists' : 'not yet'}`) }, false)
+    root.top().create('new', 0o644).release()
+    // An open(2) that fails (a folder of that name): the writer it began ends.
+    await mkdir(path.join(dir, 'sub'))
+    expect(() => root.top().create('sub', 0o644)).toThrow(/EISDIR/)
+    expect(seen).toEqual(['writing new 1 not yet', 'writing new -1 exists', 'writing sub 1 exists', 'writing sub -1 exists'])
   })
 
   it('that a truncate or a write refused for its size ends the order', async () => {
