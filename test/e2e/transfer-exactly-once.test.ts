@@ -5,7 +5,9 @@
 // after its removal, and nothing may be left in the outbox, the spool, the
 // partials or the inbox. Placed twice shows as a second `recv` of the same
 // path in beta's events, or as a file seen again after the consumer removed it.
-// Then large files streamed while they are written, while beta is killed.
+// Then large files streamed while they are written, while beta is killed;
+// then alpha killed under a busy writer: no file whose create or write the
+// kill cut off may be sent as it was left.
 import { existsSync } from 'node:fs'
 import { readdir, readFile, utimes, writeFile } from 'node:fs/promises'
 import path from 'node:path'
