@@ -198,7 +198,8 @@ for i in range(1500):
 `, [src], 60_000)).code).toBe(0)
     const recv = await EventRecorder.open(b.path('events'))
     const cp = sh(`cp -r ${src}/t ${a.path('peers/beta/outbox')}/`, 120_000)
-    await eventually(() => recv.matching(/ alpha recv t\//).length >= 200, '200 files delivered', 60_000)
+    // Early in the cp, so that it is still copying when the kill comes, also on a loaded machine.
+    await eventually(() => recv.matching(/ alpha recv t\//).length >= 50, '50 files delivered', 60_000)
     await a.kill()
     expect((await cp).code).not.toBe(0)
     const again = new Daemon(netw.node('alpha'))
@@ -216,7 +217,7 @@ for i in range(1500):
     const lines = diff.stdout.trim().split('\n')
     expect(lines.slice(0, -1)).toEqual([])
     const delivered = Number(lines[lines.length - 1])
-    expect(delivered).toBeGreaterThanOrEqual(200)
+    expect(delivered).toBeGreaterThanOrEqual(50)
     expect(new Set(recv.matching(/ alpha recv t\//)).size).toBe(recv.matching(/ alpha recv t\//).length)
     for (const rel of held) expect(existsSync(path.join(inbox, rel))).toBe(false)
     // cp again of the one held: it goes, whole.
