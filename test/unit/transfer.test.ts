@@ -334,6 +334,31 @@ describe('transfer', () => {
     expect(await readFile(path.join(r.inbox, 'd', 'f3'), 'utf8')).toBe('file 3')
   })
 
+  it('forgets what its sender asks it to though it is not delivered here: what was verified is placed first, what was not dropped, so no forget is asked for ever', async () => {
+    const r = await rig()
+    const store = new ReceiverStore(r.partial)
+    const forget = async (xid: string): Promise<void> => {
+      const before = r.toSender.filter(m => m.type === 'xforgot').length
+      r.receiver.handler.xforget('alpha', { type: 'xforget', xid: Buffer.from(xid, 'hex') })
+      await eventually(() => r.toSender.filter(m => m.type === 'xforgot').length > before, 'forgot')
+    }
+    const receiving = randomBytes(16).toString('hex')
+    await store.save('alpha', { xid: receiving, phase: 'receiving', kind: 'stream', name: 'cut', size: 0, offset: 3 })
+    await writeFile(store.part('alpha', receiving), 'abc')
+    await forget(receiving)
+    expect(await readdir(store.dir('alpha'))).toEqual([])
+    const placing = randomBytes(16).toString('hex')
+    // A batch verified and unpacked, not all placed yet.
+    await store.save('alpha', { xid: placing, phase: 'placing', kind: 'tar', name: '', size: 5, offset: 5, files: [{ rel: 'whole', mode: 0o644, mtimeMs: Date.now() }] })
+    await mkdir(store.staging('alpha', placing))
+    await writeFile(path.join(store.staging('alpha', placing), '0'), 'whole')
+    r.receiver.handler.xforget('alpha', { type: 'xforget', xid: Buffer.from(placing, 'hex') })
+    await eventually(() => r.received.includes('whole'), 'placed')
+    expect(await readFile(path.join(r.inbox, 'whole'), 'utf8')).toBe('whole')
+    await forget(placing)
+    expect(await readdir(store.dir('alpha'))).toEqual([])
+  })
+
   it('answers a second offer of a delivered transfer with xdelivered: the sender only clears its outbox, a removed file stays removed', async () => {
     // The sender dies after the receiver placed the batch, before it heard so.
     let crashed = false

@@ -163,7 +163,7 @@ export class InboxReceiver {
     const xid = m.xid.toString('hex')
     const { log, settings, clock } = this.opts
     const notNow = (result: 'retry' | 'refused', reason: string): void => {
-      log.warn({ peer, name: m.name, result, reason }, 'transfer not accepted')
+      log.warn({ peer, xid, name: m.name, result, reason }, 'transfer not accepted')
       this.verdict(peer, m.xid, result, reason)
     }
     const inbox = this.opts.inboxOf(peer)
@@ -397,8 +397,15 @@ export class InboxReceiver {
   private async forget (peer: string, m: Msg<'xforget'>): Promise<void> {
     const xid = m.xid.toString('hex')
     const rec = await this.store.load(peer, xid)
-    // Only a delivered transfer is the sender's to forget.
-    if (rec !== undefined && rec.phase !== 'delivered') return
+    if (rec !== undefined && rec.phase !== 'delivered') {
+      // The sender forgets only what it has cleared from its outbox as
+      // delivered, so it never offers this again: were it kept, it would be
+      // asked for again every retry, for ever. What was verified is placed
+      // first (the next forget finds it delivered); what was not is dropped.
+      this.opts.log.warn({ peer, xid, phase: rec.phase, kind: rec.kind, name: rec.name }, 'asked to forget a transfer not delivered here')
+      if (rec.phase === 'placing') return await this.place(peer, rec)
+      await this.close(peer, xid)
+    }
     await this.store.drop(peer, xid)
     this.send(peer, { type: 'xforgot', xid: m.xid })
   }

@@ -120,7 +120,7 @@ export class OutboxSender {
     for (const rec of await this.store.load(bad)) {
       // The writer of a stream not closed went with the process that served it: cancelled, its file waits as unclosed.
       if (rec.kind === 'stream' && rec.phase === 'send') {
-        this.opts.log.info({ peer: this.peerId, file: rec.name }, 'a stream its writer had not closed is cancelled')
+        this.opts.log.info({ peer: this.peerId, xid: rec.xid, file: rec.name }, 'a stream its writer had not closed is cancelled')
         rec.phase = 'cancel'
         await this.store.save(rec)
       }
@@ -483,7 +483,7 @@ export class OutboxSender {
     if (m.result === 'retry' || rec.phase === 'cancel') {
       // A cancel answered so: the receiver could not finish placing what it came too late for; ask again later.
       const wait = this.book.setAside(rec, m.reason, this.opts.clock.now())
-      this.opts.log.info({ peer: this.peerId, transfer: describe(rec), reason: m.reason, retryInMs: wait }, 'peer cannot take the transfer now; set aside')
+      this.opts.log.info({ peer: this.peerId, xid: rec.xid, transfer: describe(rec), reason: m.reason, retryInMs: wait }, 'peer cannot take the transfer now; set aside')
     } else {
       if (rec.kind === 'tar' && this.queue.split(rec.items)) {
         this.opts.log.warn({ peer: this.peerId, files: rec.items.length, reason: m.reason }, 'peer refused a batch; sending its files in smaller batches to find those it refuses')
@@ -513,13 +513,13 @@ export class OutboxSender {
         await this.store.keepReserve()
         await this.queue.checkRoom()
         for (const it of rec.items) this.opts.onSent?.(it.rel)
-        this.opts.log.info({ peer: this.peerId, files: rec.items.length, bytes: rec.size }, 'transfer delivered')
+        this.opts.log.info({ peer: this.peerId, xid: rec.xid, files: rec.items.length, bytes: rec.size }, 'transfer delivered')
         this.book.cleared(rec)
         // A file of the same name written meanwhile is a new one.
         this.queue.requeue(rec.items)
         this.tell(rec, 'xforget')
         this.queue.pruneSoon()
-      })().catch((err: unknown) => this.opts.log.error({ peer: this.peerId, err }, 'cannot clear delivered files from the outbox'))
+      })().catch((err: unknown) => this.opts.log.error({ peer: this.peerId, xid: rec.xid, err }, 'cannot clear delivered files from the outbox'))
     }
     this.kick(0)
   }
@@ -548,7 +548,7 @@ export class OutboxSender {
     this.forgetRename(rec.items[0].rel)
     if (this.book.standing(rec) !== 'send') return false
     this.book.cancelled(rec)
-    this.opts.log.info({ peer: this.peerId, files: rec.items.length, why }, 'cancelling a transfer')
+    this.opts.log.info({ peer: this.peerId, xid: rec.xid, files: rec.items.length, why }, 'cancelling a transfer')
     return true
   }
 
@@ -596,7 +596,7 @@ export class OutboxSender {
   private failed (gen: number, err: unknown): void {
     const att = this.att
     if (this.gen !== gen || att === undefined) return
-    this.opts.log.warn({ peer: this.peerId, err: (err as Error).message }, 'outbox transfer failed; set aside')
+    this.opts.log.warn({ peer: this.peerId, xid: att.rec.xid, err: (err as Error).message }, 'outbox transfer failed; set aside')
     this.endAttempt()
     this.book.setAside(att.rec, (err as Error).message, this.opts.clock.now())
     this.kick(0)
