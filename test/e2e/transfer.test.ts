@@ -16,7 +16,6 @@ afterEach(async () => {
 const sha = async (file: string): Promise<string> => createHash('sha256').update(await readFile(file)).digest('hex')
 const exists = async (file: string): Promise<boolean> => (await sh(`test -e '${file}'`)).code === 0
 const listing = async (dir: string): Promise<string> => (await sh(`cd '${dir}' && find . -mindepth 1 | sort`)).stdout
-/** A status field of node d about peer. */
 /** Bytes acknowledged of the sender's current transfer (0 if none), also of one streamed as it is written. */
 const acked = async (d: Daemon, peer: string): Promise<number> => Number(/^(\d+)[/ ]/.exec(await field(d, peer, 'transfer_progress'))?.[1] ?? 0)
 
