@@ -260,6 +260,7 @@ for i in range(300):
       const written = Number(fill.stdout.trim())
       expect(written).toBeGreaterThan(1000)
       expect(written).toBeLessThan(6000)
+      const sent = await EventRecorder.open(a.path('events'))
       const b = new Daemon(netw.node('beta'))
       await b.start()
       const inbox = b.path('peers/alpha/inbox')
@@ -267,6 +268,11 @@ for i in range(300):
       expect((await sh(`cd ${inbox} && sha256sum -c --quiet ${netw.dir}/sums`)).code).toBe(0)
       await eventually(async () => (await sh(`find ${outbox} -type f | wc -l`)).stdout.trim() === '0', 'the outbox empties', 30_000)
       expect(a.stderr).toMatch(/ENOSPC/)
+      // Once each: a delivered file the full disk kept from leaving the outbox
+      // (no room for the trash folder) was sent again.
+      const names = sent.matching(/ beta sent /).map(l => l.split(' ').pop())
+      expect(names.length - new Set(names).size).toBe(0)
+      expect(new Set(names).size).toBe(written)
     })
   }, 240_000)
 

@@ -8,17 +8,18 @@ import { existsSync, renameSync, utimesSync, writeFileSync } from 'node:fs'
 import { createHash, randomBytes } from 'node:crypto'
 import { appendFile, mkdir, mkdtemp, open, readFile, readdir, readlink, rename, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises'
 import path from 'node:path'
+import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { parseConfig } from '../../src/config.js'
 import { systemClock, type Clock } from '../../src/lib/clock.js'
-import { silentLogger } from '../../src/lib/log.js'
+import { silentLogger, type Logger } from '../../src/lib/log.js'
 import { badRelPath, rsyncTarget } from '../../src/lib/names.js'
 import { InboxReceiver, OutboxSender, xferHandler, type TransferSettings } from '../../src/services/transfer/index.js'
 import { TransferBook } from '../../src/services/transfer/book.js'
 import { ReceiverStore } from '../../src/services/transfer/receiver-store.js'
 import type { SentRecord } from '../../src/services/transfer/sender-store.js'
 import { decodeMessage, encodeMessage, type Message, type XferMessage } from '../../src/transport/messages/index.js'
-import { eventually, tempDir } from '../helpers/net.js'
+import { eventually, sh, tempDir } from '../helpers/net.js'
 
 const settings: TransferSettings = {
   batchFiles: 10, batchMs: 10, packetBytes: 64 << 10, windowBytes: 256 << 10,
@@ -46,6 +47,9 @@ interface RigOptions {
   streams?: boolean
   /** Asked instead of streams, at each use: a peer that changes version. */
   supports?: () => boolean
+  /** The sender's logger (silent by default). */
+  log?: Logger
+  spool?: string
 }
 
 async function rig (o: RigOptions = {}) {
@@ -53,7 +57,7 @@ async function rig (o: RigOptions = {}) {
   const dir = await tempDir()
   const outbox = path.join(dir, 'outbox')
   const inbox = o.inbox ?? path.join(dir, 'inbox')
-  const spool = path.join(dir, 'spool')
+  const spool = o.spool ?? path.join(dir, 'spool')
   const writerLog = path.join(dir, 'writing', 'beta')
   const partial = path.join(dir, 'partial')
   await mkdir(outbox, { recursive: true })
@@ -105,7 +109,7 @@ async function rig (o: RigOptions = {}) {
       }
       dispatch(route, 'alpha', m)
     }
-  }, { clock, log: silentLogger, settings: s, writerLog, onSent: (rel) => sent.push(rel) })
+  }, { clock, log: o.log ?? silentLogger, settings: s, writerLog, onSent: (rel) => sent.push(rel) })
   let receiver = makeReceiver()
   let sender = makeSender()
   let route = xferHandler(() => sender, receiver)
@@ -223,6 +227,12 @@ async function rig (o: RigOptions = {}) {
     }
   }
   return r
+}
+
+/** Sets or clears the immutable attribute of a file or folder (e2fsprogs' chattr; root). */
+async function chattr (flag: '+i' | '-i', file: string): Promise<void> {
+  const r = await sh(`chattr ${flag} '${file}'`)
+  if (r.code !== 0) throw new Error(`chattr ${flag} ${file}: ${r.stderr.trim()}`)
 }
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
@@ -381,6 +391,56 @@ describe('transfer', () => {
     expect(r.sent.sort()).toEqual(['f0', 'f1', 'f2', 'f3', 'f4'])
   })
 
+  it('keeps a delivered file it cannot remove from the outbox claimed: never sent again, tried again, and the transfer forgotten only once it is gone', async () => {
+    const lines: string[] = []
+    const folder = (r: { outbox: string }): string => path.join(r.outbox, 'd')
+    const r = await rig({
+      log: pino({ level: 'error' }, { write: (l: string) => { lines.push(l) } }),
+      prepare: async (outbox) => {
+        for (const rel of ['f0', 'd/f1', 'f2']) {
+          await mkdir(path.dirname(path.join(outbox, rel)), { recursive: true })
+          await writeFile(path.join(outbox, rel), `file ${rel}`)
+        }
+        // An immutable folder: d/f1 can be neither renamed to the trash nor
+        // unlinked (EPERM, as root too), and the file itself stays as sent.
+        await chattr('+i', folder({ outbox }))
+      }
+    })
+    // Before the rig's own cleanup, which could not remove it.
+    cleanups.unshift(async () => { if (existsSync(folder(r))) await chattr('-i', folder(r)) })
+    const retries = (): number => lines.filter(l => l.includes('delivered files stay in the outbox')).length
+    await eventually(() => retries() >= 2, 'the clear tried again')
+    expect(r.received.sort()).toEqual(['d/f1', 'f0', 'f2'])
+    expect(await readdir(r.outbox, { recursive: true })).toEqual(['d', 'd/f1'])
+    expect(String(Object.fromEntries(r.sender.status()).transfer_waiting)).toMatch(/cannot remove 1 delivered file\(s\) from the outbox: d\/f1: .*EPERM.*; retry in/)
+    // Not sent again, not reported sent, not forgotten while it is there; the files behind it go.
+    await r.put('g', 'behind it')
+    await eventually(() => r.received.includes('g'), 'a later file delivered')
+    expect(r.kinds).toEqual(['tar', 'tar'])
+    expect(r.sent).toEqual(['g'])
+    expect(r.toReceiver.filter(m => m.type === 'xforget')).toHaveLength(1)
+    await chattr('-i', folder(r))
+    await eventually(async () => (await r.leftovers()).length === 0, 'outbox, spool and record cleared')
+    expect(r.kinds).toEqual(['tar', 'tar'])
+    expect(r.sent.sort()).toEqual(['d/f1', 'f0', 'f2', 'g'])
+    expect(r.toReceiver.filter(m => m.type === 'xforget')).toHaveLength(2)
+    expect(r.received.sort()).toEqual(['d/f1', 'f0', 'f2', 'g'])
+  })
+
+  it('removes delivered files in place when it cannot make its trash folder (no room on a full disk): none left to be sent again', async () => {
+    const r = await rig()
+    // Where the first delivery's trash folder would go: taken by a file, so mkdir fails.
+    await writeFile(path.join(r.spool, 'trash-1'), '')
+    for (let i = 0; i < 3; i++) await writeFile(path.join(r.outbox, `f${i}`), `file ${i}`)
+    for (let i = 0; i < 3; i++) r.sender.ready(`f${i}`)
+    await eventually(() => r.sent.length >= 3, 'delivered and cleared')
+    expect(await readdir(r.outbox)).toEqual([])
+    await eventually(() => r.toSender.some(m => m.type === 'xforgot'), 'forgotten')
+    expect(r.sent.sort()).toEqual(['f0', 'f1', 'f2'])
+    expect(r.kinds).toEqual(['tar'])
+    expect(r.received.sort()).toEqual(['f0', 'f1', 'f2'])
+  })
+
   it('places only the files not placed yet when a crash fell between two files of a batch', async () => {
     const r = await rig({ prepare: async (outbox) => { for (const n of ['a', 'b', 'c']) await writeFile(path.join(outbox, n), `file ${n}`) } })
     // Placed once, but the sender never heard.
@@ -417,6 +477,19 @@ describe('transfer', () => {
     expect(await readFile(path.join(shm, 'b'), 'utf8')).toBe('file b')
     await eventually(async () => (await r.leftovers()).length === 0, 'cleared')
     expect((await readdir(shm)).sort()).toEqual(['a', 'b'])
+  })
+
+  it('clears delivered files from an outbox on another filesystem than its spool, leaving no trash folder behind', async () => {
+    const shm = await mkdtemp('/dev/shm/peerfs-test-')
+    cleanups.push(async () => await rm(shm, { recursive: true, force: true }))
+    const r = await rig({ spool: shm })
+    for (let i = 0; i < 3; i++) {
+      await r.put(`f${i}`, `file ${i}`)
+      await eventually(() => r.sent.length === i + 1, `f${i} delivered and cleared`)
+    }
+    await eventually(async () => (await readdir(shm)).length === 0, 'spool empty')
+    expect(await readdir(r.outbox)).toEqual([])
+    expect(r.received).toEqual(['f0', 'f1', 'f2'])
   })
 
   it('delivers an empty file once, also when its sender offers it again', async () => {

@@ -104,9 +104,10 @@ export class TransferBook {
     return true
   }
 
-  /** Its files are cleared: the forget may go, and files of the same names are new ones. */
+  /** Its files are cleared: the forget may go now, and files of the same names are new ones. */
   cleared (rec: SentRecord): void {
     if (this.delivered.has(rec.xid)) this.delivered.set(rec.xid, true)
+    this.aside.delete(rec.xid)
     this.release(rec)
   }
 
@@ -152,15 +153,17 @@ export class TransferBook {
     let t = Infinity
     for (const [xid, a] of this.aside) {
       const rec = this.records.get(xid)
+      // A clear tried again has its own timer (the sender's).
+      if (rec === undefined || this.standing(rec) === 'clear') continue
       if (a.until > now) t = Math.min(t, a.until)
-      else if (rec !== undefined && this.standing(rec) === 'send') t = now
+      else if (this.standing(rec) === 'send') t = now
     }
     return Number.isFinite(t) ? t : undefined
   }
 
-  /** Status: the transfer set aside that is tried next, why, and when. */
+  /** Status: the transfer set aside (to be sent, or its delivered files to be cleared) that is tried next, why, and when. */
   waiting (now: number): string {
-    const w = this.toSend().flatMap(r => {
+    const w = [...this.records.values()].filter(r => ['send', 'clear'].includes(this.standing(r))).flatMap(r => {
       const a = this.aside.get(r.xid)
       return a === undefined ? [] : [{ r, a }]
     }).sort((x, y) => x.a.until - y.a.until)

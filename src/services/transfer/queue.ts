@@ -77,6 +77,9 @@ const UNLINK_AT_ONCE = 2
 /** Delivered files checked per turn of the event loop (a few microseconds each), so a cp -r's FUSE operations get in between. */
 const STAT_SLICE = 256
 
+/** A delivered file, unchanged, that could not be removed from the outbox, and why. */
+export interface Stuck { rel: string, why: string }
+
 /** seq: order of arrival, so a scan tells what came in while it walked. */
 interface Held { item: Item, at: number, seq: number }
 
@@ -498,12 +501,15 @@ export class OutboxQueue {
    * were read, and its bundle; a changed one stays (requeued once the
    * transfer no longer claims it), and one a writer has open waits for its
    * close (deliveredOpen). The folders this empties go later, when the
-   * outbox is quiet (see prune).
+   * outbox is quiet (see prune). Returns the unchanged files it could not
+   * remove, with why: the caller keeps their claim and tries again, since
+   * one left here unclaimed would be sent a second time.
    */
-  async clear (rec: SentRecord): Promise<void> {
+  async clear (rec: SentRecord): Promise<Stuck[]> {
     for (const it of rec.items) this.caps.delete(it.rel)
-    await this.removeIfAsDelivered(rec.items)
+    const stuck = await this.removeIfAsDelivered(rec.items)
     await this.store.dropBundle(rec)
+    return stuck
   }
 
   /** The file is as it was read for the transfer that delivered it. */
@@ -520,10 +526,13 @@ export class OutboxQueue {
    * before an unlink in the thread pool (its new version was removed
    * then). The unlink, which frees the blocks, runs in the pool after.
    */
-  private async removeIfAsDelivered (items: Item[]): Promise<void> {
+  private async removeIfAsDelivered (items: Item[]): Promise<Stuck[]> {
     const trashed: string[] = []
-    // Its own folder, removed once emptied: no other call's removal races its renames.
+    const stuck: Stuck[] = []
+    // Its own folder, made at the first file and removed once emptied: no
+    // other call's removal races its renames.
     const trash = this.store.trash(++this.trashed)
+    let made = false
     for (const [i, it] of items.entries()) {
       if (i > 0 && i % STAT_SLICE === 0) await yieldLoop()
       if (this.writers.has(it.rel)) {
@@ -535,13 +544,22 @@ export class OutboxQueue {
       const from = path.join(this.outbox, it.rel)
       const to = path.join(trash, String(i))
       try {
-        if (trashed.length === 0) mkdirSync(trash, { recursive: true, mode: 0o700 })
+        if (!made) {
+          mkdirSync(trash, { recursive: true, mode: 0o700 })
+          made = true
+        }
         renameSync(from, to)
         trashed.push(to)
-      } catch (err) {
-        // The spool on another filesystem than the outbox: removed here, in this turn all the same.
-        if ((err as NodeJS.ErrnoException).code !== 'EXDEV') continue
-        try { unlinkSync(from) } catch { continue }
+      } catch {
+        // Not moved aside (the spool on another filesystem than the outbox, or
+        // no room for the trash folder on a full disk): removed here, in this
+        // turn all the same.
+        try {
+          unlinkSync(from)
+        } catch (err) {
+          stuck.push({ rel: it.rel, why: (err as Error).message })
+          continue
+        }
       }
       const dir = path.dirname(it.rel)
       if (dir !== '.' && this.emptied.size < this.settings.maxQueued) this.emptied.add(dir)
@@ -549,7 +567,8 @@ export class OutboxQueue {
     for (let i = 0; i < trashed.length; i += UNLINK_AT_ONCE) {
       await Promise.all(trashed.slice(i, i + UNLINK_AT_ONCE).map(async f => { await unlink(f).catch(() => {}) }))
     }
-    if (trashed.length > 0) await rmdir(trash).catch(() => {})
+    if (made) await rmdir(trash).catch(() => {})
+    return stuck
   }
 
   /** Removes the folders delivery emptied (after a start, every empty one) once the outbox is quiet for pruneMs. */

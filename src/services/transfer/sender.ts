@@ -47,7 +47,7 @@ import { TransferBook, describe } from './book.js'
 import { itemOf, sameFile, type Item } from './bundle.js'
 import { OutboxQueue, RESCAN_MS, type FileFacts, type Growing } from './queue.js'
 import { SenderStore, type SentRecord } from './sender-store.js'
-import type { StatusPairs, TransferSettings, XferLink } from './shared.js'
+import { label, type StatusPairs, type TransferSettings, type XferLink } from './shared.js'
 
 /** Data sent per turn of the event loop: about half a millisecond of hashing and sealing. */
 const SEND_SLICE_BYTES = 256 << 10
@@ -90,6 +90,8 @@ export class OutboxSender {
   private prefetching = false
   /** Streams of rsync's temp files, closed, waiting for the rename into place (bounded by the saved transfers). */
   private readonly unrenamed = new Map<string, { rec: SentRecord, end: number, timer: Timer }>()
+  /** Delivered transfers whose files could not all leave the outbox: the timer of the next try (bounded by the saved transfers). */
+  private readonly clearing = new Map<string, Timer>()
 
   /** The router's entry: the receiver's answers. */
   readonly answers: Handler<XferToSender> = {
@@ -144,6 +146,8 @@ export class OutboxSender {
     this.phase = 'stopped'
     this.opts.clock.clearTimeout(this.kickTimer)
     for (const source of [...this.unrenamed.keys()]) this.forgetRename(source)
+    for (const t of this.clearing.values()) this.opts.clock.clearTimeout(t)
+    this.clearing.clear()
     this.queue.stop()
   }
 
@@ -504,24 +508,50 @@ export class OutboxSender {
     const rec = this.book.get(xid)
     if (rec === undefined) return
     if (this.att?.rec === rec) this.endAttempt()
-    if (this.book.deliver(rec)) {
-      // Not under the lock: its files are its own (claimed), so the next
-      // transfer is picked meanwhile instead of after.
-      void (async () => {
-        await this.queue.clear(rec)
-        // What the delivery freed on a full disk goes to the reserve first, then to batches again.
-        await this.store.keepReserve()
-        await this.queue.checkRoom()
-        for (const it of rec.items) this.opts.onSent?.(it.rel)
-        this.opts.log.info({ peer: this.peerId, xid: rec.xid, files: rec.items.length, bytes: rec.size }, 'transfer delivered')
-        this.book.cleared(rec)
-        // A file of the same name written meanwhile is a new one.
-        this.queue.requeue(rec.items)
-        this.tell(rec, 'xforget')
-        this.queue.pruneSoon()
-      })().catch((err: unknown) => this.opts.log.error({ peer: this.peerId, xid: rec.xid, err }, 'cannot clear delivered files from the outbox'))
-    }
+    // Not under the lock: its files are its own (claimed), so the next
+    // transfer is picked meanwhile instead of after.
+    if (this.book.deliver(rec)) void this.clear(rec)
     this.kick(0)
+  }
+
+  /**
+   * A delivered transfer's files leave the outbox, then its forget goes.
+   * Until every unchanged one is gone the record stays and claims them: one
+   * left in the outbox unclaimed would be sent again, and a restart before
+   * they are gone delivers nothing twice either (the receiver answers the
+   * record as delivered, and this runs again). So a clear that fails is
+   * tried again, with the record's backoff, for as long as it takes.
+   */
+  private async clear (rec: SentRecord): Promise<void> {
+    this.clearing.delete(rec.xid)
+    let why: string
+    try {
+      const stuck = await this.queue.clear(rec)
+      if (stuck.length === 0) {
+        this.cleared(rec).catch((err: unknown) => this.opts.log.error({ peer: this.peerId, xid: rec.xid, err }, 'cannot finish a delivered transfer'))
+        return
+      }
+      why = `cannot remove ${stuck.length} delivered file(s) from the outbox: ${label(stuck[0].rel)}: ${stuck[0].why}`
+    } catch (err) {
+      why = `cannot clear delivered files from the outbox: ${(err as Error).message}`
+    }
+    if (this.phase === 'stopped' || this.book.get(rec.xid) !== rec) return
+    const wait = this.book.setAside(rec, why, this.opts.clock.now())
+    this.opts.log.error({ peer: this.peerId, xid: rec.xid, reason: why, retryInMs: wait }, 'delivered files stay in the outbox, not sent again; retrying')
+    this.clearing.set(rec.xid, this.opts.clock.setTimeout(() => { void this.clear(rec) }, wait))
+  }
+
+  private async cleared (rec: SentRecord): Promise<void> {
+    // What the delivery freed on a full disk goes to the reserve first, then to batches again.
+    await this.store.keepReserve()
+    await this.queue.checkRoom()
+    for (const it of rec.items) this.opts.onSent?.(it.rel)
+    this.opts.log.info({ peer: this.peerId, xid: rec.xid, files: rec.items.length, bytes: rec.size }, 'transfer delivered')
+    this.book.cleared(rec)
+    // A file of the same name written meanwhile is a new one.
+    this.queue.requeue(rec.items)
+    this.tell(rec, 'xforget')
+    this.queue.pruneSoon()
   }
 
   private onForgot (m: Msg<'xforgot'>): void {
