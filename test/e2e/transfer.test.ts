@@ -232,6 +232,33 @@ for i in range(300):
     })
   }, 120_000)
 
+  it('a batch whose tar and unpacked copy do not fit beside each other on beta\'s disk, though its files do, arrives in smaller batches: each file once', async () => {
+    // beta's whole state, so its partials and its inbox, on a small disk of its own.
+    await onSmallDisk('16m', async (disk) => {
+      const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: QUICK_RETRY } })
+      expect((await sh(`sed -i 's|^state = "state"$|state = "${disk}/state"|' ${netw.node('beta').config}`)).code).toBe(0)
+      const a = new Daemon(netw.node('alpha'))
+      await a.start()
+      // 400 x 10 KiB while beta is down: one batch of ~4.1 MiB, which needs
+      // twice that as a tar beside its unpacked copy.
+      const outbox = a.path('peers/beta/outbox')
+      expect((await sh(`mkdir -p ${netw.dir}/src/d && cd ${netw.dir}/src && for i in $(seq 400); do head -c 10240 /dev/urandom > d/f$i; done && sha256sum d/* > ${netw.dir}/sums && cp -r d ${outbox}/`, 60_000)).code).toBe(0)
+      const sent = await EventRecorder.open(a.path('events'))
+      // Another program leaves 6 MiB free on beta's disk.
+      const free = async (): Promise<number> => Number((await sh(`df -B1 --output=avail ${disk} | tail -1`)).stdout.trim())
+      expect((await sh(`head -c ${Math.max(0, await free() - (6 << 20))} /dev/zero > ${disk}/filler`)).code).toBe(0)
+      const b = new Daemon(netw.node('beta'))
+      await b.start()
+      await eventually(() => sent.matching(/ beta sent d\/f/).length === 400, 'all 400 files sent', 60_000)
+      const inbox = b.path('peers/alpha/inbox')
+      expect((await sh(`cd ${inbox} && sha256sum -c --quiet ${netw.dir}/sums`)).code).toBe(0)
+      const names = sent.matching(/ beta sent /).map(l => l.split(' ').pop())
+      expect(new Set(names).size).toBe(names.length)
+      expect(b.stderr).toMatch(/its files fit in smaller batches/)
+      await eventually(async () => (await sh(`find ${outbox} -type f | wc -l`)).stdout.trim() === '0', 'the outbox empties', 30_000)
+    })
+  }, 120_000)
+
   it('a folder in the inbox where a file goes holds that file in the outbox, with the reason in status, and it arrives once the folder is moved', async () => {
     const { a, b } = await startPair()
     const outbox = a.path('peers/beta/outbox')

@@ -155,18 +155,29 @@ function folders (inbox: string, rel: string, known: Set<string>): void {
 }
 
 /**
+ * Why a transfer that does not fit now cannot be taken, and whether it is
+ * to wait for room (retry) or to come apart: a bundle whose files would
+ * fit sent one by one, but not as one tar beside its unpacked copy.
+ */
+export interface NoRoom { split: boolean, reason: string }
+
+/**
  * Why a transfer of `size` bytes, `offset` of them held already, does not
  * fit now, or undefined. The partial and, for a bundle, its unpacked copy
  * live under partials; the placed files need room in the inbox too when it
- * is another filesystem (a rename there is a copy).
+ * is another filesystem (a rename there is a copy). A file sent alone
+ * needs its own size there at a time, as a partial then renamed.
  */
-export async function noRoom (partials: string, inbox: string, size: number, offset: number, bundle: boolean): Promise<string | undefined> {
+export async function noRoom (partials: string, inbox: string, size: number, offset: number, bundle: boolean): Promise<NoRoom | undefined> {
   const [p, i] = await Promise.all([room(partials), room(inbox)])
   if (p === undefined || i === undefined) return undefined
   const here = size - offset + (bundle ? size : 0)
-  if (p.dev === i.dev) return here > p.free ? `no space: ${here} bytes needed, ${p.free} free on the inbox's disk` : undefined
-  if (here > p.free) return `no space: ${here} bytes needed, ${p.free} free on the partials' disk`
-  if (size > i.free) return `no space: ${size} bytes needed, ${i.free} free on the inbox's disk`
+  if (here > p.free) {
+    const split = bundle && size <= p.free
+    const disk = p.dev === i.dev ? "the inbox's disk" : "the partials' disk"
+    return { split, reason: `no space: ${here} bytes needed, ${p.free} free on ${disk}${split ? '; its files fit in smaller batches' : ''}` }
+  }
+  if (p.dev !== i.dev && size > i.free) return { split: false, reason: `no space: ${size} bytes needed, ${i.free} free on the inbox's disk` }
   return undefined
 }
 

@@ -197,7 +197,12 @@ export class InboxReceiver {
       limit = Math.min(quotaLeft, offset + await streamRoom(this.store.dir(peer), inbox))
     } else {
       const room = await noRoom(this.store.dir(peer), inbox, m.size, offset, m.kind === 'tar')
-      if (room !== undefined) return notNow('retry', room)
+      if (room?.split === true) {
+        // A refused batch is split by its sender, which drops this transfer: so is what is held of it here.
+        await this.store.drop(peer, xid)
+        return notNow('refused', room.reason)
+      }
+      if (room !== undefined) return notNow('retry', room.reason)
     }
     await this.makeRoom(peer, xid, held)
     const file = this.store.part(peer, xid)
