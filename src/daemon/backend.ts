@@ -44,6 +44,7 @@ class PeerViewImpl implements PeerView {
       gone: (rel) => sender()?.gone(rel),
       writing: (rel, delta) => sender()?.writing(rel, delta),
       grew: (rel, end) => sender()?.grew(rel, end),
+      failed: (rel, why) => sender()?.writeFailed(rel, why),
       renamed: (from, to) => sender()?.renamed(from, to)
     }
   }

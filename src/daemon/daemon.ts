@@ -193,6 +193,7 @@ export class Daemon {
       ready: (rel) => this.files?.ready(rel),
       gone: (rel) => this.files?.gone(rel),
       writing: (rel, delta) => this.files?.writing(rel, delta),
+      failed: (rel, why) => this.files?.failed(rel, why),
       admit: (rel) => this.files?.admit(rel),
       maxFileBytes: this.config.filesMaxBytes
     }

@@ -43,7 +43,7 @@ const PEER_FIELDS: Record<string, Known[]> = {
   deferred: [{ name: 'peerfs_peer_deferred_requests', type: 'gauge', help: 'Deferred requests queued for the peer and not yet delivered.' }],
   outbox_files: [{ name: 'peerfs_peer_outbox_files', type: 'gauge', help: 'Files in the outbox waiting to be sent.' }],
   outbox_bytes: [{ name: 'peerfs_peer_outbox_bytes', type: 'gauge', help: 'Bytes in the outbox waiting to be sent.' }],
-  outbox_unclosed: [{ name: 'peerfs_peer_outbox_unclosed_files', type: 'gauge', help: 'Outbox files left open for writing when the daemon last stopped, not sent until written again, touched or removed.' }],
+  outbox_unclosed: [{ name: 'peerfs_peer_outbox_unclosed_files', type: 'gauge', help: 'Outbox files left open for writing when the daemon last stopped, or a write to which failed, not sent until written again, touched or removed.' }],
   outbox_refused: [{ name: 'peerfs_peer_outbox_refused_files', type: 'gauge', help: 'Outbox files the peer refused, kept until they change.' }],
   transfer_progress: [
     { name: 'peerfs_peer_transfer_acked_bytes', type: 'gauge', help: 'Bytes of the current transfer acknowledged by the peer.', value: progress(1) },

@@ -34,12 +34,19 @@ export interface PassHooks {
    * A visible file this folder created (or rsync's temp file of one),
    * written in order from its start, now holds end bytes, which may be
    * read while it is written; undefined: it is not written so any more (a
-   * write elsewhere, a truncate, a write refused for its size), until its
-   * writers close it.
+   * write elsewhere, a truncate, a write that failed), until its writers
+   * close it.
    */
   grew?: (rel: string, end: number | undefined) => void
   /** The file or folder at from is at to now: told before gone(from) and ready(to). */
   renamed?: (from: string, to: string) => void
+  /**
+   * A write or truncate through a handle of rel failed (refused for its
+   * size, a full disk, an I/O error): the file is not what its writer
+   * meant. Told once per handle, before its close, which then does not
+   * report it ready.
+   */
+  failed?: (rel: string, why: string) => void
   /** Refuses a new name (create, mkdir, rename target) by throwing a PeerfsError. */
   admit?: (rel: string) => void
   /** Largest size a write or truncate may make a file; past it, EFBIG. */
@@ -90,6 +97,14 @@ export class PassRoot {
       h.renamed(next)
       this.hooks.writing?.(next, 1)
     }
+  }
+
+  /**
+   * The writes that failed under from, told again under to, where the file
+   * is now: after the rename's ready(to), which would release it.
+   */
+  failedUnder (to: string): void {
+    for (const h of this.writers) if (h.failure !== undefined && isUnder(h.rel, to)) this.hooks.failed?.(h.rel, h.failure)
   }
 }
 
@@ -197,6 +212,7 @@ export class PassDir extends PassNode implements MutableDirNode {
       const st = lstatSync(this.root.real(to), { throwIfNoEntry: false })
       this.root.hooks.ready?.(to, st?.isFile() === true ? st : undefined)
     }
+    this.root.failedUnder(to)
   }
 }
 
@@ -233,8 +249,8 @@ export class PassFile extends PassNode implements FileNode {
 export class PassHandle implements Handle {
   readonly syncWrite = true
   private wrote = false
-  /** A write refused for its size: the file is not what its writer meant, so it is not announced. */
-  private refused = false
+  /** Why a write or truncate failed, if one did: the file is not what its writer meant, so it is not announced. */
+  failure: string | undefined
   /** A created file (visible, or rsync's temp file) written in order so far: its size (hooks.grew); undefined once it is not. */
   private inOrder: number | undefined
 
@@ -284,20 +300,29 @@ export class PassHandle implements Handle {
     return buf.subarray(0, wrap(this.rel, () => readSync(this.fd, buf, 0, len, pos)))
   }
 
-  private fits (size: number): void {
+  /**
+   * Runs a change of the file's content. One that fails (over the size
+   * limit, a full disk, an I/O error) leaves the file short of what its
+   * writer meant, and the writer knows it (cp reports ENOSPC and leaves the
+   * rest): the owner is told, and the close does not report it ready.
+   */
+  private change<T> (size: number, fn: () => T): T {
     try {
       fitsLimit(this.root, this.rel, size)
+      this.wrote = true
+      return wrap(this.rel, fn)
     } catch (err) {
-      this.refused = true
       this.grew(undefined)
+      if (this.failure === undefined) {
+        this.failure = (err as Error).message
+        this.root.hooks.failed?.(this.rel, this.failure)
+      }
       throw err
     }
   }
 
   write (data: Buffer, pos: number): number {
-    this.fits(pos + data.length)
-    this.wrote = true
-    const n = wrap(this.rel, () => writeSync(this.fd, data, 0, data.length, pos))
+    const n = this.change(pos + data.length, () => writeSync(this.fd, data, 0, data.length, pos))
     this.grew(pos === this.inOrder ? pos + n : undefined)
     return n
   }
@@ -307,16 +332,14 @@ export class PassHandle implements Handle {
   }
 
   truncate (size: number): void {
-    this.fits(size)
-    this.wrote = true
-    wrap(this.rel, () => ftruncateSync(this.fd, size))
+    this.change(size, () => ftruncateSync(this.fd, size))
     // To the size written so far, nothing changed.
     if (size !== this.inOrder) this.grew(undefined)
   }
 
   release (): void {
     // The owner gets the size and mtime with the news: no stat of its own (one fstat, about a microsecond).
-    const announce = this.wrote && !this.refused && visible(this.rel)
+    const announce = this.wrote && this.failure === undefined && visible(this.rel)
     let st: Stats | undefined
     try {
       if (announce) st = fstatSync(this.fd)

@@ -73,6 +73,19 @@ export class WriterLog {
     this.append('+', rel)
   }
 
+  /**
+   * A write to rel failed: held as one left unclosed is, also across a
+   * restart, until released (at the bound, like an open past it, not held).
+   */
+  hold (rel: string): void {
+    if (!this.live.has(rel)) {
+      if (this.live.size >= this.max) return
+      this.live.add(rel)
+      this.append('+', rel)
+    }
+    this.unclosed.add(rel)
+  }
+
   /** rel's last writer closed it; one left unclosed stays held (the ready() that follows a write releases it). */
   closed (rel: string): void {
     if (this.unclosed.has(rel) || !this.live.delete(rel)) return

@@ -303,6 +303,58 @@ for i in range(300):
     })
   }, 240_000)
 
+  it('a file whose cp failed for a full disk is not sent cut short: held, counted in status, and sent whole once copied again', async () => {
+    await onSmallDisk('16m', async (disk) => {
+      const netw = await makeNetwork(['alpha', 'beta'])
+      expect((await sh(`sed -i 's|^state = "state"$|state = "${disk}/state"|' ${netw.node('alpha').config}`)).code).toBe(0)
+      const ds = await startNetwork(netw)
+      const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
+      await waitState(a, 'beta')
+      const sent = await EventRecorder.open(a.path('events'))
+      const outbox = a.path('peers/beta/outbox')
+      const src = await bigFile(netw, 3)
+      // Another program leaves 1 MiB free on alpha's disk.
+      const free = Number((await sh(`df -B1 --output=avail ${disk} | tail -1`)).stdout.trim())
+      expect((await sh(`head -c ${free - (1 << 20)} /dev/zero > ${disk}/filler`)).code).toBe(0)
+      const cp = await sh(`cp ${src} ${outbox}/`)
+      expect(cp.code).not.toBe(0)
+      expect(cp.stderr).toMatch(/No space left on device/)
+      expect((await sh(`rm ${disk}/filler && echo after > ${outbox}/after.txt`)).code).toBe(0)
+      await sent.waitFor(/ beta sent after\.txt$/, 30_000)
+      expect(await exists(b.path('peers/alpha/inbox/big-3.bin'))).toBe(false)
+      expect(await field(a, 'beta', 'outbox_unclosed')).toBe('1')
+      expect(a.stderr).toMatch(/a write to an outbox file failed; it is not sent until written again, touched or removed/)
+      // The user copies it again: it goes, whole, once.
+      expect((await sh(`cp ${src} ${outbox}/`)).code).toBe(0)
+      await sent.waitFor(/ beta sent big-3\.bin$/, 30_000)
+      expect(await sha(b.path('peers/alpha/inbox/big-3.bin'))).toBe(await sha(src))
+      expect(sent.matching(/ beta sent big-3\.bin$/)).toHaveLength(1)
+      expect(await field(a, 'beta', 'outbox_unclosed')).toBe('0')
+    })
+  }, 120_000)
+
+  it('alpha killed -9 comes back on a full disk and delivers what its outbox holds, each file once', async () => {
+    await onSmallDisk('16m', async (disk) => {
+      const netw = await makeNetwork(['alpha', 'beta'])
+      expect((await sh(`sed -i 's|^state = "state"$|state = "${disk}/state"|' ${netw.node('alpha').config}`)).code).toBe(0)
+      const ds = await startNetwork(netw)
+      let a = ds.get('alpha') as Daemon
+      const b = ds.get('beta') as Daemon
+      await waitState(a, 'beta')
+      const recv = await EventRecorder.open(b.path('events'))
+      await a.kill('SIGKILL')
+      // Files the last run had taken in, then another program fills the disk, every block.
+      const real = `${disk}/state/outbox/beta`
+      expect((await sh(`for i in 0 1 2 3 4; do head -c 10000 /dev/urandom > ${real}/f$i.dat; done; cat /dev/zero > ${disk}/filler 2>/dev/null; df -B1 --output=avail ${disk} | tail -1`)).stdout.trim()).toBe('0')
+      a = new Daemon(netw.node('alpha'))
+      await a.start()
+      await eventually(() => recv.matching(/ alpha recv f\d\.dat$/).length >= 5, 'the 5 files delivered on the full disk', 30_000)
+      expect((await sh(`rm ${disk}/filler`)).code).toBe(0)
+      await eventually(async () => (await readdir(real)).length === 0, 'the outbox empties', 30_000)
+      expect(recv.matching(/ alpha recv /).map(l => l.split(' ').pop()).sort()).toEqual(['f0.dat', 'f1.dat', 'f2.dat', 'f3.dat', 'f4.dat'])
+    })
+  }, 120_000)
+
   it('a batch beta refuses whole (over its inbox quota, one name too deep) is split: the 300 files that fit arrive once, the refused one stays, counted in status', async () => {
     // The quota is below the one batch of all of it, and above all that fits.
     const netw = await makeNetwork(['alpha', 'beta'], { peer: { 'beta>alpha': { extra: 'inbox_quota_bytes = 1350000' } } })

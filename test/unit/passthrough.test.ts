@@ -14,7 +14,7 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true })
 })
 
-async function folder (): Promise<{ top: ReturnType<PassRoot['top']>, told: string[] }> {
+async function folder (maxFileBytes?: number): Promise<{ top: ReturnType<PassRoot['top']>, told: string[] }> {
   const dir = await tempDir()
   dirs.push(dir)
   const told: string[] = []
@@ -23,7 +23,9 @@ async function folder (): Promise<{ top: ReturnType<PassRoot['top']>, told: stri
     grew: (rel, end) => told.push(`grew ${rel} ${end ?? 'no'}`),
     ready: (rel) => told.push(`ready ${rel}`),
     gone: (rel) => told.push(`gone ${rel}`),
-    renamed: (from, to) => told.push(`renamed ${from} ${to}`)
+    renamed: (from, to) => told.push(`renamed ${from} ${to}`),
+    failed: (rel, why) => told.push(`failed ${rel} ${why}`),
+    maxFileBytes
   }, false)
   return { top: root.top(), told }
 }
@@ -64,6 +66,19 @@ describe('the outbox folder tells its owner', () => {
     h.truncate(1)
     h.release()
     expect(told.filter(t => t.startsWith('grew'))).toEqual(['grew t 3', 'grew t no'])
+  })
+
+  it('of a write that failed, once, and not of the file as ready at its close: it is not what its writer meant; renamed while open, it failed under its new name too', async () => {
+    const { top, told } = await folder(4)
+    const h = top.create('f', 0o644)
+    write(h, 'abc', 0)
+    expect(() => write(h, 'de', 3)).toThrow(/over the 4-byte limit/)
+    expect(() => h.truncate(9)).toThrow(/over the 4-byte limit/)
+    write(h, 'd', 3)
+    await top.rename('f', top, 'g')
+    h.release()
+    const why = 'f: over the 4-byte limit'
+    expect(told).toEqual(['writing f 1', 'grew f 3', 'grew f no', `failed f ${why}`, 'renamed f g', 'gone f', 'writing f -1', 'writing g 1', 'ready g', `failed g ${why}`, 'writing g -1'])
   })
 
   it('nothing of the order of a file opened again, or of a hidden one (rsync\'s temp file)', async () => {

@@ -198,6 +198,12 @@ async function rig (o: RigOptions = {}) {
           sender.writing(rel, -1)
           sender.ready(rel, await stat(file))
         },
+        /** A write failed (a full disk): the tree tells so, and its close reports no ready(). */
+        async failedClose (why: string) {
+          sender.writeFailed(rel, why)
+          await fh.close()
+          sender.writing(rel, -1)
+        },
         /** Its daemon died: the descriptor goes, and nobody is told. */
         async abandon () { await fh.close() },
         /** rsync's close of its temp file (a hidden name is never reported ready), then its times set. */
@@ -1100,6 +1106,27 @@ describe('streams: a file sent while it is written', () => {
     await eventually(() => r.sent.includes('after'), 'a later file reported sent')
     expect(r.sent).toEqual(['log', 'log', 'quiet', 'after'])
     expect(r.received).toEqual(['log', 'log', 'quiet', 'after'])
+  })
+
+  it('holds a file whose write failed (a full disk): not sent at its close nor after a restart, counted as unclosed, until it is written again', async () => {
+    const r = await rig({ streams: true })
+    const w = await r.create('cut')
+    await w.write(Buffer.from('the first part'))
+    await w.failedClose('ENOSPC: no space left on device, write')
+    await r.put('after', 'behind it')
+    await eventually(() => r.received.includes('after'), 'a later file delivered')
+    expect(r.unclosed).toBe(1)
+    await r.restartSender()
+    expect(r.unclosed).toBe(1)
+    await r.put('later', 'after the restart')
+    await eventually(() => r.received.includes('later'), 'a file after the restart delivered')
+    expect(r.received).not.toContain('cut')
+    const again = await r.create('cut')
+    await again.write(Buffer.from('all of it'))
+    await again.close()
+    await eventually(async () => (await r.inboxFile('cut')).toString() === 'all of it', 'the file written again delivered')
+    expect(r.received.filter(n => n === 'cut')).toHaveLength(1)
+    expect(r.unclosed).toBe(0)
   })
 
   it('sends a file left unclosed once a writer writes and closes it again, and forgets it once removed', async () => {

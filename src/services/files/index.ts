@@ -166,7 +166,9 @@ export class ManagedFiles {
     // Partials no want claims are leftovers of versions since replaced.
     const dir = path.dirname(this.store.partialPath('x'))
     for (const f of await readdir(dir)) if (!this.fetcher.has(f.split('.')[0])) await rm(path.join(dir, f), { force: true })
-    await this.store.writeStatus()
+    // Not fatal: a full disk must not keep the daemon from starting, and so
+    // from sending what would free it. The next change writes it again.
+    await this.store.writeStatus().catch((err: unknown) => this.opts.log.error({ err }, 'cannot write the managed-file status'))
     this.gossip.start()
   }
 
@@ -223,6 +225,18 @@ export class ManagedFiles {
       this.writerLog.closed(rel)
       void this.run(rel, async () => await this.closed(rel))
     }
+  }
+
+  /**
+   * Hook: a write to rel failed. Its content is not what its writer meant:
+   * not published, and held, as one left unclosed is, until written again,
+   * touched or removed; versions from peers wait for it meanwhile.
+   */
+  failed (rel: string, why: string): void {
+    if (!this.publishable(rel)) return
+    this.opts.log.warn({ name: escapeName(rel), reason: why }, 'a write to a managed file failed; it is not published until written again, touched or removed')
+    this.writerLog.hold(rel)
+    this.dirty.delete(rel)
   }
 
   /** Hook: the file at rel (or a folder of them) was written and closed, or changed by path. */

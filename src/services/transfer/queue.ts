@@ -205,6 +205,18 @@ export class OutboxQueue {
     return undefined
   }
 
+  /**
+   * A write to rel failed: it waits, held as a file left unclosed is, until
+   * written again, touched, renamed or removed. Hidden names are never
+   * sent as themselves, and their rename releases them anyway.
+   */
+  failed (rel: string): void {
+    if (isHidden(rel)) return
+    this.writerLog.hold(rel)
+    this.readyAtClose.delete(rel)
+    this.forget(rel)
+  }
+
   /** The grew hook: rel holds end bytes written in order, or (undefined) is not written so any more. */
   grew (rel: string, end: number | undefined): Growing | undefined {
     const now = this.lastActivity = this.clock.now()

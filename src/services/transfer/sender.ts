@@ -163,6 +163,12 @@ export class OutboxSender {
     else if (closed !== undefined) this.sized(rec, closed)
   }
 
+  /** A write to rel failed: the file is short of what its writer meant, so it is held, not sent as it is. */
+  writeFailed (rel: string, why: string): void {
+    this.opts.log.warn({ peer: this.peerId, file: label(rel), reason: why }, 'a write to an outbox file failed; it is not sent until written again, touched or removed')
+    this.queue.failed(rel)
+  }
+
   /** The tree's grew hook: a file being written in order holds end bytes (undefined: not in order any more). */
   grew (rel: string, end: number | undefined): void {
     const before = this.queue.growth(rel)?.end ?? 0
