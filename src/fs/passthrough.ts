@@ -43,8 +43,8 @@ export interface PassHooks {
   /**
    * A write or truncate through a handle of rel failed (refused for its
    * size, a full disk, an I/O error): the file is not what its writer
-   * meant. Told once per handle, before its close, which then does not
-   * report it ready.
+   * meant. Told once per handle (and again under a name a rename gives
+   * it), before its close, which then does not report it ready.
    */
   failed?: (rel: string, why: string) => void
   /** Refuses a new name (create, mkdir, rename target) by throwing a PeerfsError. */
@@ -100,8 +100,9 @@ export class PassRoot {
   }
 
   /**
-   * The writes that failed under from, told again under to, where the file
-   * is now: after the rename's ready(to), which would release it.
+   * Handles now under to (renamed there) whose write failed: told again
+   * under the name they have now, after the rename's ready(to), which
+   * would release the file.
    */
   failedUnder (to: string): void {
     for (const h of this.writers) if (h.failure !== undefined && isUnder(h.rel, to)) this.hooks.failed?.(h.rel, h.failure)
