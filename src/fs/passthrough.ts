@@ -41,9 +41,8 @@ export interface PassHooks {
   /** The file or folder at from is at to now: told before gone(from) and ready(to). */
   renamed?: (from: string, to: string) => void
   /**
-   * A write or truncate through a handle of rel failed (refused for its
-   * size, a full disk, an I/O error): the file is not what its writer
-   * meant. Told once per handle (and again under a name a rename gives
+   * A write through a handle of rel failed (refused for its size, a full
+   * disk, an I/O error): the file is not what its writer meant. Told once per handle (and again under a name a rename gives
    * it), before its close, which then does not report it ready.
    */
   failed?: (rel: string, why: string) => void
@@ -250,7 +249,7 @@ export class PassFile extends PassNode implements FileNode {
 export class PassHandle implements Handle {
   readonly syncWrite = true
   private wrote = false
-  /** Why a write or truncate failed, if one did: the file is not what its writer meant, so it is not announced. */
+  /** Why a write failed, if one did: the file is not what its writer meant, so it is not announced. */
   failure: string | undefined
   /** A created file (visible, or rsync's temp file) written in order so far: its size (hooks.grew); undefined once it is not. */
   private inOrder: number | undefined
@@ -302,16 +301,17 @@ export class PassHandle implements Handle {
   }
 
   /**
-   * Runs a change of the file's content. One that fails (over the size
-   * limit, a full disk, an I/O error) leaves the file short of what its
-   * writer meant, and the writer knows it (cp reports ENOSPC and leaves the
-   * rest): the owner is told, and the close does not report it ready.
+   * A write that fails (over the size limit, a full disk, an I/O error)
+   * leaves the file short of what its writer meant, and the writer knows
+   * it (cp reports ENOSPC and leaves the start): the owner is told, and the
+   * close does not report it ready.
    */
-  private change<T> (size: number, fn: () => T): T {
+  write (data: Buffer, pos: number): number {
+    let n: number
     try {
-      fitsLimit(this.root, this.rel, size)
+      fitsLimit(this.root, this.rel, pos + data.length)
       this.wrote = true
-      return wrap(this.rel, fn)
+      n = wrap(this.rel, () => writeSync(this.fd, data, 0, data.length, pos))
     } catch (err) {
       this.grew(undefined)
       if (this.failure === undefined) {
@@ -320,10 +320,6 @@ export class PassHandle implements Handle {
       }
       throw err
     }
-  }
-
-  write (data: Buffer, pos: number): number {
-    const n = this.change(pos + data.length, () => writeSync(this.fd, data, 0, data.length, pos))
     this.grew(pos === this.inOrder ? pos + n : undefined)
     return n
   }
@@ -332,8 +328,11 @@ export class PassHandle implements Handle {
     await wrap(this.rel, async () => { await promisify(fsync)(this.fd) })
   }
 
+  /** One that fails changes nothing, and the writer knows it. */
   truncate (size: number): void {
-    this.change(size, () => ftruncateSync(this.fd, size))
+    fitsLimit(this.root, this.rel, size)
+    wrap(this.rel, () => ftruncateSync(this.fd, size))
+    this.wrote = true
     // To the size written so far, nothing changed.
     if (size !== this.inOrder) this.grew(undefined)
   }

@@ -59,6 +59,15 @@ describe('the outbox folder tells its owner', () => {
     expect(seen).toEqual(['writing new 1 not yet', 'writing new -1 exists', 'writing sub 1 exists', 'writing sub -1 exists'])
   })
 
+  it('that a truncate ends the order, and a truncate refused for its size changes nothing', async () => {
+    const { top, told } = await folder(4)
+    const h = top.create('u', 0o644)
+    write(h, 'abc', 0)
+    expect(() => h.truncate(9)).toThrow(/over the 4-byte limit/)
+    h.release()
+    expect(told).toEqual(['writing u 1', 'grew u 3', 'writing u -1', 'ready u'])
+  })
+
   it('that a truncate or a write refused for its size ends the order', async () => {
     const { top, told } = await folder()
     const h = top.create('t', 0o644)
@@ -73,7 +82,6 @@ describe('the outbox folder tells its owner', () => {
     const h = top.create('f', 0o644)
     write(h, 'abc', 0)
     expect(() => write(h, 'de', 3)).toThrow(/over the 4-byte limit/)
-    expect(() => h.truncate(9)).toThrow(/over the 4-byte limit/)
     write(h, 'd', 3)
     await top.rename('f', top, 'g')
     h.release()
