@@ -19,13 +19,24 @@
 // Bounded: what is live (files being written, and files left unclosed) is
 // at most `max`; the file is rewritten with only the live set once it has
 // COMPACT_LINES lines more, so it holds at most that many beyond the live set.
-import { closeSync, lstatSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs'
+//
+// A full disk must not refuse a line: a writer whose cp failed there is
+// held by one, and a line not written would let the next start send its
+// file cut short. So the file keeps SLACK_BYTES of newlines written past
+// its lines (blocks taken while there was room), and each line overwrites
+// the next of them in place; the slack is topped up as it is used, and a
+// start or a rewrite that finds no room goes on in the file as it is.
+import { closeSync, fstatSync, lstatSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { writeDurable } from './durable.js'
 import { isUnder } from './names.js'
 
 const COMPACT_LINES = 10_000
+
+/** Newlines kept written past the lines: about 4,000 lines a full disk cannot refuse. */
+export const SLACK_BYTES = 256 << 10
+const NEWLINE = 0x0a
 
 export class WriterLog {
   /** Files open for writing, and those left unclosed: what the file lists. */
@@ -34,21 +45,25 @@ export class WriterLog {
   private readonly unclosed = new Set<string>()
   private fd: number | undefined
   private lines = 0
+  /** Where the next line goes: the end of the lines, the slack past it. */
+  private end = 0
+  /** The file's size: its lines and the slack written past them. */
+  private size = 0
 
   /** folder: where the files named are (relative paths). */
   constructor (private readonly file: string, private readonly folder: string, private readonly max: number) {}
 
   /**
    * What the last run left live, of the files the folder still has; they
-   * are held until released. Opens the file for appending.
+   * are held until released. Opens the file for the lines to come.
    */
   async load (): Promise<string[]> {
-    const text = await readFile(this.file, 'utf8').catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return ''
+    const bytes = await readFile(this.file).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return Buffer.alloc(0)
       throw err
     })
     const left = new Set<string>()
-    for (const line of text.split('\n')) {
+    for (const line of bytes.toString('utf8').split('\n')) {
       const rel = parse(line.slice(1))
       if (rel === undefined) continue
       if (line[0] === '+') left.add(rel)
@@ -60,9 +75,16 @@ export class WriterLog {
       this.live.add(rel)
       this.unclosed.add(rel)
     }
-    await writeDurable(this.file, this.text())
-    this.lines = this.live.size
-    this.fd = openSync(this.file, 'a', 0o600)
+    try {
+      await writeDurable(this.file, this.padded())
+      this.reopen()
+    } catch (err) {
+      // No room for the rewrite: the file as the last run left it says the same.
+      if (bytes.length === 0) throw err
+      this.reopen(linesEnd(bytes))
+      // A torn last line, at the very end: the next line starts a line of its own.
+      if (this.end === bytes.length && bytes[this.end - 1] !== NEWLINE) this.end += writeSync(this.fd as number, '\n', this.end)
+    }
     return unclosed
   }
 
@@ -122,18 +144,43 @@ export class WriterLog {
   private append (op: '+' | '-', rel: string): void {
     if (this.fd === undefined) return
     try {
-      if (++this.lines > this.live.size + COMPACT_LINES) this.compact()
-      else writeSync(this.fd, `${op}${JSON.stringify(rel)}\n`)
+      // The rewrite holds the change too; without room for it, the line goes as usual.
+      if (++this.lines > this.live.size + COMPACT_LINES && this.compact()) return
+      const line = Buffer.from(`${op}${JSON.stringify(rel)}\n`)
+      if (this.end + line.length > this.size) this.topUp()
+      writeSync(this.fd, line, 0, line.length, this.end)
+      this.end += line.length
+      if (this.end > this.size) this.size = this.end
+      if (this.size - this.end < SLACK_BYTES / 2) this.topUp()
     } catch {}
   }
 
-  /** The live set alone, renamed over the file: synchronous, so no line of ours falls between. */
-  private compact (): void {
+  /** More slack past the lines, while there is room for it; without, the lines go on past the slack. */
+  private topUp (): void {
+    try {
+      this.size += writeSync(this.fd as number, Buffer.alloc(SLACK_BYTES, NEWLINE), 0, SLACK_BYTES, this.size)
+    } catch {}
+  }
+
+  /** The live set alone, renamed over the file: synchronous, so no line of ours falls between; false if there is no room. */
+  private compact (): boolean {
     const tmp = `${this.file}.tmp`
-    writeFileSync(tmp, this.text(), { mode: 0o600 })
-    renameSync(tmp, this.file)
+    try {
+      writeFileSync(tmp, this.padded(), { mode: 0o600 })
+      renameSync(tmp, this.file)
+    } catch {
+      return false
+    }
+    this.reopen()
+    return true
+  }
+
+  /** The file, opened for lines to go at end (the live set's lines if undefined), its size as it is now. */
+  private reopen (end?: number): void {
     this.close()
-    this.fd = openSync(this.file, 'a', 0o600)
+    this.fd = openSync(this.file, 'r+', 0o600)
+    this.size = fstatSync(this.fd).size
+    this.end = end ?? Buffer.byteLength(this.text())
     this.lines = this.live.size
   }
 
@@ -142,6 +189,17 @@ export class WriterLog {
     for (const rel of this.live) out += `+${JSON.stringify(rel)}\n`
     return out
   }
+
+  private padded (): Buffer {
+    return Buffer.concat([Buffer.from(this.text()), Buffer.alloc(SLACK_BYTES, NEWLINE)])
+  }
+}
+
+/** Where the lines of b end: past the last line's newline, before the slack. */
+function linesEnd (b: Buffer): number {
+  let i = b.length
+  while (i > 0 && b[i - 1] === NEWLINE) i--
+  return i === 0 ? 0 : Math.min(b.length, i + 1)
 }
 
 function parse (s: string): string | undefined {
