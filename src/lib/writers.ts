@@ -34,8 +34,12 @@ import { isUnder } from './names.js'
 
 const COMPACT_LINES = 10_000
 
-/** Newlines kept written past the lines: about 4,000 lines a full disk cannot refuse. */
-export const SLACK_BYTES = 256 << 10
+/**
+ * Newlines kept written past the lines: about 500 lines a full disk cannot
+ * refuse (a file cut short there takes one), in 32 KiB per log on a disk
+ * that may be small.
+ */
+export const SLACK_BYTES = 32 << 10
 const NEWLINE = 0x0a
 
 export class WriterLog {
