@@ -26,7 +26,7 @@
 // its lines (blocks taken while there was room), and each line overwrites
 // the next of them in place; the slack is topped up as it is used, and a
 // start or a rewrite that finds no room goes on in the file as it is.
-import { closeSync, fstatSync, lstatSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, fstatSync, lstatSync, openSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { writeDurable } from './durable.js'
@@ -173,6 +173,8 @@ export class WriterLog {
       writeFileSync(tmp, this.padded(), { mode: 0o600 })
       renameSync(tmp, this.file)
     } catch {
+      // What it took of a full disk goes back to the lines.
+      try { unlinkSync(tmp) } catch {}
       return false
     }
     this.reopen()
