@@ -104,12 +104,8 @@ export class WriterLog {
    * restart, until released (at the bound, like an open past it, not held).
    */
   hold (rel: string): void {
-    if (!this.live.has(rel)) {
-      if (this.live.size >= this.max) return
-      this.live.add(rel)
-      this.append('+', rel)
-    }
-    this.unclosed.add(rel)
+    this.opened(rel)
+    if (this.live.has(rel)) this.unclosed.add(rel)
   }
 
   /** rel's last writer closed it; one left unclosed stays held (the ready() that follows a write releases it). */

@@ -62,6 +62,14 @@ async function onSmallDisk (size: string, fn: (dir: string) => Promise<void>): P
   }
 }
 
+/** Puts node id's whole state (its outbox, spool, partials and inbox) on disk, before it starts. */
+async function stateOn (netw: Network, id: string, disk: string): Promise<void> {
+  expect((await sh(`sed -i 's|^state = "state"$|state = "${disk}/state"|' ${netw.node(id).config}`)).code).toBe(0)
+}
+
+/** Bytes free on the filesystem of dir. */
+const freeBytes = async (dir: string): Promise<number> => Number((await sh(`df -B1 --output=avail ${dir} | tail -1`)).stdout.trim())
+
 describe('outbox to inbox', () => {
   it('delivers a 64 MiB cp with the same SHA-256, and the outbox empties', async () => {
     const { netw, a, b } = await startPair()
@@ -236,7 +244,7 @@ for i in range(300):
     // beta's whole state, so its partials and its inbox, on a small disk of its own.
     await onSmallDisk('16m', async (disk) => {
       const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: QUICK_RETRY } })
-      expect((await sh(`sed -i 's|^state = "state"$|state = "${disk}/state"|' ${netw.node('beta').config}`)).code).toBe(0)
+      await stateOn(netw, 'beta', disk)
       const a = new Daemon(netw.node('alpha'))
       await a.start()
       // 400 x 10 KiB while beta is down: one batch of ~4.1 MiB, which needs
@@ -245,8 +253,7 @@ for i in range(300):
       expect((await sh(`mkdir -p ${netw.dir}/src/d && cd ${netw.dir}/src && for i in $(seq 400); do head -c 10240 /dev/urandom > d/f$i; done && sha256sum d/* > ${netw.dir}/sums && cp -r d ${outbox}/`, 60_000)).code).toBe(0)
       const sent = await EventRecorder.open(a.path('events'))
       // Another program leaves 7 MiB free on beta's disk (less what beta's start takes).
-      const free = async (): Promise<number> => Number((await sh(`df -B1 --output=avail ${disk} | tail -1`)).stdout.trim())
-      expect((await sh(`head -c ${Math.max(0, await free() - (7 << 20))} /dev/zero > ${disk}/filler`)).code).toBe(0)
+      expect((await sh(`head -c ${Math.max(0, await freeBytes(disk) - (7 << 20))} /dev/zero > ${disk}/filler`)).code).toBe(0)
       const b = new Daemon(netw.node('beta'))
       await b.start()
       await eventually(() => sent.matching(/ beta sent d\/f/).length === 400, 'all 400 files sent', 60_000)
@@ -278,7 +285,7 @@ for i in range(300):
     // alpha's whole state, so its outbox and spool, on a small disk of its own.
     await onSmallDisk('16m', async (disk) => {
       const netw = await makeNetwork(['alpha', 'beta'], { extra: { alpha: QUICK_RETRY } })
-      expect((await sh(`sed -i 's|^state = "state"$|state = "${disk}/state"|' ${netw.node('alpha').config}`)).code).toBe(0)
+      await stateOn(netw, 'alpha', disk)
       const a = new Daemon(netw.node('alpha'))
       await a.start()
       const outbox = a.path('peers/beta/outbox')
@@ -306,7 +313,7 @@ for i in range(300):
   it('a file whose cp failed for a full disk is not sent cut short: held, counted in status, and sent whole once copied again', async () => {
     await onSmallDisk('16m', async (disk) => {
       const netw = await makeNetwork(['alpha', 'beta'])
-      expect((await sh(`sed -i 's|^state = "state"$|state = "${disk}/state"|' ${netw.node('alpha').config}`)).code).toBe(0)
+      await stateOn(netw, 'alpha', disk)
       const ds = await startNetwork(netw)
       const [a, b] = [ds.get('alpha') as Daemon, ds.get('beta') as Daemon]
       await waitState(a, 'beta')
@@ -314,8 +321,7 @@ for i in range(300):
       const outbox = a.path('peers/beta/outbox')
       const src = await bigFile(netw, 3)
       // Another program leaves 1 MiB free on alpha's disk.
-      const free = Number((await sh(`df -B1 --output=avail ${disk} | tail -1`)).stdout.trim())
-      expect((await sh(`head -c ${free - (1 << 20)} /dev/zero > ${disk}/filler`)).code).toBe(0)
+      expect((await sh(`head -c ${await freeBytes(disk) - (1 << 20)} /dev/zero > ${disk}/filler`)).code).toBe(0)
       const cp = await sh(`cp ${src} ${outbox}/`)
       expect(cp.code).not.toBe(0)
       expect(cp.stderr).toMatch(/No space left on device/)
@@ -336,7 +342,7 @@ for i in range(300):
   it('alpha killed -9 comes back on a full disk and delivers what its outbox holds, each file once', async () => {
     await onSmallDisk('16m', async (disk) => {
       const netw = await makeNetwork(['alpha', 'beta'])
-      expect((await sh(`sed -i 's|^state = "state"$|state = "${disk}/state"|' ${netw.node('alpha').config}`)).code).toBe(0)
+      await stateOn(netw, 'alpha', disk)
       const ds = await startNetwork(netw)
       let a = ds.get('alpha') as Daemon
       const b = ds.get('beta') as Daemon
@@ -345,7 +351,8 @@ for i in range(300):
       await a.kill('SIGKILL')
       // Files the last run had taken in, then another program fills the disk, every block.
       const real = `${disk}/state/outbox/beta`
-      expect((await sh(`for i in 0 1 2 3 4; do head -c 10000 /dev/urandom > ${real}/f$i.dat; done; cat /dev/zero > ${disk}/filler 2>/dev/null; df -B1 --output=avail ${disk} | tail -1`)).stdout.trim()).toBe('0')
+      await sh(`for i in 0 1 2 3 4; do head -c 10000 /dev/urandom > ${real}/f$i.dat; done; cat /dev/zero > ${disk}/filler`)
+      expect(await freeBytes(disk)).toBe(0)
       a = new Daemon(netw.node('alpha'))
       await a.start()
       await eventually(() => recv.matching(/ alpha recv f\d\.dat$/).length >= 5, 'the 5 files delivered on the full disk', 30_000)
